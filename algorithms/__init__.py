@@ -1,0 +1,1 @@
+"""Anomaly detectors and RL algorithms of rlad."""

@@ -1,0 +1,134 @@
+"""PyOD-style estimator API shared by every rlad detector.
+
+Subclasses implement ``_fit``, ``_score`` (higher = more anomalous), ``_get_state`` and
+``_set_state``, and keep their hyper-parameters in a dataclass ``config``. The base class adds
+``threshold_`` (the ``1 - contamination`` quantile of training scores), ``predict``,
+``predict_proba`` and atomic ``save``/``load``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rlad.platform.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def check_array(X: Any, n_features: int | None = None) -> np.ndarray:
+    """Validate a 2-D finite numeric matrix and return it as float32."""
+    try:
+        X = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"X must be numeric: {exc}") from exc
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows x features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError("X has no rows")
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinite values")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"X has {X.shape[1]} features, the detector was fitted on {n_features}")
+    return X
+
+
+class BaseDetector(ABC):
+    """Base class: ``fit(X, y=None)``, ``decision_function``, ``predict``, ``threshold_``."""
+
+    Config: ClassVar[type]
+    kind: ClassVar[str]
+
+    def __init__(self, config: Any = None, contamination: float = 0.1, **overrides: Any) -> None:
+        if config is None:
+            config = self.Config(**overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        if not 0.0 < contamination < 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
+        self.config = config
+        self.contamination = contamination
+        self.n_features_in_: int | None = None
+        self.threshold_: float | None = None
+        self.decision_scores_: np.ndarray | None = None
+        self._train_score_range: tuple[float, float] | None = None
+
+    # -- to implement ---------------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+        """Train on ``X``; ``y`` (optional) marks known anomalies with 1, unlabelled rows with 0."""
+
+    @abstractmethod
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        """Anomaly scores of validated rows, higher = more anomalous."""
+
+    @abstractmethod
+    def _get_state(self) -> dict[str, Any]:
+        """Learned state: tensors, arrays and numbers (anything ``torch.save`` stores safely)."""
+
+    @abstractmethod
+    def _set_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``_get_state`` returned (called on a freshly constructed detector)."""
+
+    # -- public API -----------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> "BaseDetector":
+        X = check_array(X)
+        if y is not None:
+            y = np.asarray(y).astype(np.int64).ravel()
+            if y.shape[0] != X.shape[0]:
+                raise ValueError(f"y has {y.shape[0]} labels for {X.shape[0]} rows")
+        self.n_features_in_ = X.shape[1]
+        self._fit(X, y)
+        self._calibrate(X)
+        return self
+
+    def _calibrate(self, X: np.ndarray) -> None:
+        scores = self._score(X)
+        self.decision_scores_ = scores
+        self.threshold_ = float(np.quantile(scores, 1.0 - self.contamination))
+        self._train_score_range = (float(scores.min()), float(scores.max()))
+
+    def _check_fitted(self) -> None:
+        if self.threshold_ is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        return self._score(check_array(X, self.n_features_in_))
+
+    def predict(self, X: Any) -> np.ndarray:
+        return (self.decision_function(X) > self.threshold_).astype(np.int64)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """PyOD's linear method: scores min-max scaled by the training range, clipped to [0, 1]."""
+        scores = self.decision_function(X)
+        lo, hi = self._train_score_range
+        p = np.clip((scores - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+        return np.stack([1.0 - p, p], axis=1)
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        self._check_fitted()
+        meta = {
+            "contamination": self.contamination,
+            "n_features_in": self.n_features_in_,
+            "threshold": self.threshold_,
+            "train_score_range": list(self._train_score_range),
+        }
+        return save_checkpoint(path, self.kind, {"model": dataclasses.asdict(self.config), "meta": meta}, self._get_state())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "BaseDetector":
+        kind, config, state = load_checkpoint(path, expected_kind=cls.kind)
+        try:
+            det = cls(cls.Config(**config["model"]), contamination=config["meta"]["contamination"])
+            meta = config["meta"]
+            det.n_features_in_ = meta["n_features_in"]
+            det.threshold_ = meta["threshold"]
+            det._train_score_range = tuple(meta["train_score_range"])
+            det._set_state(state)
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not match {cls.__name__}: {exc}") from exc
+        return det

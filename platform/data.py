@@ -1,0 +1,205 @@
+"""Tabular datasets: ADBench ``.npz``, Parquet and CSV into one type, and ADBench's protocol split.
+
+Parquet/CSV files hold feature columns plus one label column named ``y`` (or ``label``), with
+0 = normal and 1 = anomaly. Every defect in a file raises :class:`DatasetError` naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import MinMaxScaler
+
+LABEL_COLUMNS = ("y", "label")
+SUFFIXES = (".npz", ".parquet", ".pq", ".csv")
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, unreadable or not a valid anomaly-detection table."""
+
+
+@dataclass(frozen=True)
+class TabularDataset:
+    """Rows ``X`` (float32) with labels ``y`` (0 normal, 1 anomaly)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    name: str
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """ADBench protocol: stratified 70/30 split, MinMax scaling fitted on train, datasets over
+    ``max_rows`` subsampled (stratified), a fraction ``la`` of training anomalies labelled.
+
+    ``n_labeled_anomalies`` replaces ``la`` by a count (DPLAN uses 60); ``contamination``, when
+    set, drops unlabelled training anomalies until they make that fraction of unlabelled rows
+    (DPLAN uses 0.02)."""
+
+    test_size: float = 0.3
+    max_rows: int = 10_000
+    la: float = 0.1
+    n_labeled_anomalies: int | None = None
+    contamination: float | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Split:
+    """``y_train_semi`` is what a detector may see: 1 for labelled anomalies, 0 otherwise.
+    ``y_train`` holds the true labels (for analysis only)."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    y_train_semi: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    name: str
+
+    @property
+    def n_features(self) -> int:
+        return self.X_train.shape[1]
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"X", "y"} - set(f.files)
+            if missing:
+                raise DatasetError(f"{path}: missing array(s) {sorted(missing)}; found {f.files}")
+            return f["X"], f["y"]
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"{path}: not a readable .npz file ({exc})") from exc
+
+
+def _read_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        table = pq.read_table(path) if path.suffix in (".parquet", ".pq") else pa_csv.read_csv(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"{path}: not a readable {path.suffix} table ({exc})") from exc
+    label = next((c for c in LABEL_COLUMNS if c in table.column_names), None)
+    if label is None:
+        raise DatasetError(f"{path}: no label column; expected one of {LABEL_COLUMNS}, found {table.column_names}")
+    features = [c for c in table.column_names if c != label]
+    bad = [c for c in features if not (pa.types.is_integer(table[c].type) or pa.types.is_floating(table[c].type))]
+    if bad:
+        raise DatasetError(f"{path}: non-numeric feature column(s) {bad}")
+    if not features:
+        raise DatasetError(f"{path}: no feature columns")
+    X = np.column_stack([table[c].to_numpy(zero_copy_only=False) for c in features])
+    return X, table[label].to_numpy(zero_copy_only=False)
+
+
+def validate(X: np.ndarray, y: np.ndarray, source: str) -> TabularDataset:
+    """Check shapes, dtypes, finiteness and binary labels with both classes present."""
+    if X.dtype.kind not in "biuf":
+        raise DatasetError(f"{source}: X must be numeric, got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise DatasetError(f"{source}: X must be 2-D (rows x features), got shape {X.shape}")
+    y = np.asarray(y).ravel()
+    if y.shape[0] != X.shape[0]:
+        raise DatasetError(f"{source}: X has {X.shape[0]} rows but y has {y.shape[0]} labels")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise DatasetError(f"{source}: empty dataset, shape {X.shape}")
+    X = X.astype(np.float32)
+    if not np.isfinite(X).all():
+        rows = np.where(~np.isfinite(X).all(axis=1))[0]
+        raise DatasetError(f"{source}: X has NaN/inf values in {rows.size} row(s), first at row {rows[0]}")
+    if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
+        raise DatasetError(f"{source}: y must hold only 0 (normal) and 1 (anomaly), got values {np.unique(y)[:10]}")
+    y = y.astype(np.int64)
+    if np.unique(y).size < 2:
+        raise DatasetError(f"{source}: y has only class {int(y[0])}; need both normal (0) and anomaly (1) rows")
+    return TabularDataset(X=X, y=y, name=Path(source).stem)
+
+
+def load_dataset(path: str | os.PathLike) -> TabularDataset:
+    """Load an ADBench ``.npz`` (arrays ``X``, ``y``), a Parquet or a CSV file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    if path.suffix == ".npz":
+        X, y = _read_npz(path)
+    elif path.suffix in SUFFIXES:
+        X, y = _read_table(path)
+    else:
+        raise DatasetError(f"{path}: unsupported file type {path.suffix!r}; use one of {SUFFIXES}")
+    return validate(np.asarray(X), np.asarray(y), str(path))
+
+
+def adbench_split(ds: TabularDataset, cfg: SplitConfig = SplitConfig()) -> Split:
+    """Apply the ADBench protocol (see :class:`SplitConfig`)."""
+    rng = np.random.default_rng(cfg.seed)
+    X, y = ds.X, ds.y
+    if X.shape[0] > cfg.max_rows:
+        X, _, y, _ = train_test_split(X, y, train_size=cfg.max_rows, stratify=y, random_state=cfg.seed)
+    if min(np.bincount(y, minlength=2)) < 2:
+        raise DatasetError(f"{ds.name}: need at least 2 rows of each class to split, got {np.bincount(y)}")
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=cfg.test_size, stratify=y, random_state=cfg.seed)
+    scaler = MinMaxScaler().fit(X_tr)
+    X_tr = scaler.transform(X_tr).astype(np.float32)
+    X_te = np.clip(scaler.transform(X_te), -1.0, 2.0).astype(np.float32)
+
+    anomalies = np.flatnonzero(y_tr == 1)
+    n_lab = cfg.n_labeled_anomalies if cfg.n_labeled_anomalies is not None else int(round(cfg.la * anomalies.size))
+    labelled = rng.choice(anomalies, size=min(n_lab, anomalies.size), replace=False)
+    y_semi = np.zeros_like(y_tr)
+    y_semi[labelled] = 1
+
+    if cfg.contamination is not None:
+        unl = y_semi == 0
+        n_normal = int(((y_tr == 0) & unl).sum())
+        keep_anom = int(cfg.contamination * n_normal / (1.0 - cfg.contamination))
+        unl_anom = np.flatnonzero((y_tr == 1) & unl)
+        drop = rng.permutation(unl_anom)[keep_anom:]
+        keep = np.setdiff1d(np.arange(y_tr.size), drop)
+        X_tr, y_tr, y_semi = X_tr[keep], y_tr[keep], y_semi[keep]
+
+    return Split(X_train=X_tr, y_train=y_tr, y_train_semi=y_semi, X_test=X_te, y_test=y_te, name=ds.name)
+
+
+def write_parquet(path: str | os.PathLike, X: np.ndarray, y: np.ndarray) -> Path:
+    """Write rows and labels as Parquet (feature columns ``f0..``, label column ``y``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = {f"f{i}": X[:, i].astype(np.float32) for i in range(X.shape[1])}
+    cols["y"] = np.asarray(y).astype(np.int64)
+    pq.write_table(pa.table(cols), path)
+    return path
+
+
+def replace_split(split: Split, **changes: np.ndarray) -> Split:
+    """A copy of ``split`` with some arrays replaced (e.g. augmented training rows)."""
+    return dataclasses.replace(split, **changes)
+
+
+def adbench_dir() -> Path:
+    """Folder of ADBench ``.npz`` files: ``$RLAD_ADBENCH_DIR``, else ``../shared/datasets/adbench``
+    beside the repository checkout."""
+    env = os.environ.get("RLAD_ADBENCH_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "datasets" / "adbench"
+
+
+def adbench_file(name: str) -> Path:
+    """Path of an ADBench file by name with or without number, e.g. ``"cardio"`` or ``"6_cardio"``."""
+    folder = adbench_dir()
+    matches = [p for p in sorted(folder.glob("*.npz")) if p.stem == name or p.stem.split("_", 1)[-1] == name]
+    if not matches:
+        raise DatasetError(f"no ADBench file named {name!r} in {folder}")
+    return matches[0]

@@ -1,0 +1,18 @@
+"""Starting Ray the one way rlad does it: always with an explicit CPU count."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+
+def init_ray(num_cpus: int | None = None, address: str | None = None, **kwargs: Any) -> None:
+    """Connect to ``address`` (a running cluster, e.g. ``"auto"``) or start a local Ray with
+    ``num_cpus`` CPUs (default: all cores). No-op when Ray is already initialised."""
+    if ray.is_initialized():
+        return
+    if address is not None:
+        ray.init(address=address, **kwargs)
+        return
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)

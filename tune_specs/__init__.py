@@ -1,0 +1,1 @@
+"""Tune search specs shipped with rlad (YAML files beside this module)."""
