@@ -1,0 +1,181 @@
+"""Mamba Mixture-of-Experts anomaly detector for tabular rows.
+
+A row becomes a token sequence (features grouped into patches of ``ceil(n_features / max_tokens)``,
+each with its own linear embedding). A router reads the mean token and sends each
+row to its ``top_k`` experts (sparse: an expert runs only on the rows routed to it); each expert is
+a pre-norm residual Mamba block (SiLU-gated selective SSM) followed by mean pooling. The weighted
+expert outputs feed a linear head that gives the anomaly logit. Training minimises class-weighted
+binary cross-entropy plus ``balance_coef`` times the Switch-Transformer load-balancing loss
+``E * sum_e f_e P_e`` (f_e: share of routing slots given to expert e, P_e: mean router probability).
+
+Number of experts (when ``n_experts`` is None), from data complexity: with ``k90`` the number of
+principal components explaining 90% of the training variance,
+``n_experts = clip(1 + round(log2(1 + k90)), 2, max_experts)``: one more expert for every doubling
+of the intrinsic dimension.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rlad.algorithms.base import BaseDetector
+from rlad.algorithms.mamba import Mamba
+
+
+@dataclass
+class MambaMoEConfig:
+    n_experts: int | None = None
+    max_experts: int = 8
+    top_k: int = 2
+    d_model: int = 32
+    d_state: int = 8
+    max_tokens: int = 64
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    balance_coef: float = 0.01
+    max_pos_weight: float = 50.0
+    seed: int = 0
+    device: str = "auto"
+
+
+def experts_from_complexity(X: np.ndarray, max_experts: int = 8) -> int:
+    """The documented rule: ``clip(1 + round(log2(1 + k90)), 2, max_experts)``."""
+    Xc = X - X.mean(0, keepdims=True)
+    var = np.linalg.svd(Xc[: min(len(Xc), 5000)], compute_uv=False) ** 2
+    if var.sum() <= 0:
+        return 2
+    k90 = int(np.searchsorted(np.cumsum(var) / var.sum(), 0.9) + 1)
+    return int(np.clip(1 + round(math.log2(1 + k90)), 2, max_experts))
+
+
+class MambaExpert(nn.Module):
+    """Pre-norm residual Mamba block, mean-pooled: (b, L, d) -> (b, d)."""
+
+    def __init__(self, d_model: int, d_state: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.mamba = Mamba(d_model, d_state=d_state)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return (tokens + self.mamba(self.norm(tokens))).mean(dim=1)
+
+
+class MambaMoE(nn.Module):
+    """Rows (b, n_features) -> (anomaly logits (b,), load-balancing loss)."""
+
+    def __init__(self, n_features: int, n_experts: int, cfg: MambaMoEConfig) -> None:
+        super().__init__()
+        if not 1 <= cfg.top_k <= n_experts:
+            raise ValueError(f"top_k={cfg.top_k} must be in [1, n_experts={n_experts}]")
+        self.n_experts, self.top_k = n_experts, cfg.top_k
+        self.patch = math.ceil(n_features / cfg.max_tokens)
+        self.n_tokens = math.ceil(n_features / self.patch)
+        # A separate linear embedding per token (feature group), as in FT-Transformer.
+        self.embed_weight = nn.Parameter(torch.randn(self.n_tokens, self.patch, cfg.d_model) / math.sqrt(self.patch))
+        self.embed_bias = nn.Parameter(0.02 * torch.randn(self.n_tokens, cfg.d_model))
+        self.router = nn.Linear(cfg.d_model, n_experts)
+        self.experts = nn.ModuleList(MambaExpert(cfg.d_model, cfg.d_state) for _ in range(n_experts))
+        self.head = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, 1))
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.n_tokens * self.patch - x.shape[1]
+        x = F.pad(x, (0, pad)).view(x.shape[0], self.n_tokens, self.patch)
+        return torch.einsum("btp,tpd->btd", x, self.embed_weight) + self.embed_bias
+
+    def route(self, tok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Top-k expert indices, their renormalised weights, and all router probabilities."""
+        probs = F.softmax(self.router(tok.mean(dim=1)), dim=-1)
+        weights, idx = probs.topk(self.top_k, dim=-1)
+        return idx, weights / weights.sum(-1, keepdim=True), probs
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.tokens(x)
+        idx, weights, probs = self.route(tok)
+        mixed = tok.new_zeros(x.shape[0], tok.shape[-1])
+        for e, expert in enumerate(self.experts):
+            rows, slot = (idx == e).nonzero(as_tuple=True)
+            if rows.numel():
+                mixed.index_add_(0, rows, weights[rows, slot, None] * expert(tok[rows]))
+        load = F.one_hot(idx, self.n_experts).float().sum(1).mean(0) / self.top_k
+        balance = self.n_experts * (load * probs.mean(0)).sum()
+        return self.head(mixed).squeeze(-1), balance
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train_mamba_moe(net: MambaMoE, X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, device: torch.device) -> list[float]:
+    """Class-weighted BCE + load balancing with Adam; returns the loss of each epoch."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.float32))
+    n_pos = float(yt.sum())
+    pos_weight = torch.tensor(min((len(yt) - n_pos) / max(n_pos, 1.0), cfg.max_pos_weight), device=device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    net.to(device).train()
+    losses = []
+    for _ in range(cfg.epochs):
+        total = 0.0
+        for batch in torch.randperm(len(Xt), generator=gen).split(cfg.batch_size):
+            xb, yb = Xt[batch].to(device), yt[batch].to(device)
+            logits, balance = net(xb)
+            loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight) + cfg.balance_coef * balance
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(batch)
+        losses.append(total / len(Xt))
+    net.eval()
+    return losses
+
+
+class MambaMoEDetector(BaseDetector):
+    """Supervised/semi-supervised: ``y`` marks anomalies (labelled or synthetic) with 1."""
+
+    Config = MambaMoEConfig
+    kind = "mamba_moe"
+
+    def _build(self, n_features: int, n_experts: int) -> None:
+        torch.manual_seed(self.config.seed)
+        self.n_experts_ = n_experts
+        self.net = MambaMoE(n_features, n_experts, self.config)
+        self.device = resolve_device(self.config.device)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+        if y is None or y.sum() == 0:
+            raise ValueError("MambaMoEDetector is supervised: y must mark at least one anomaly with 1")
+        n_experts = self.config.n_experts or experts_from_complexity(X, self.config.max_experts)
+        self._build(X.shape[1], n_experts)
+        self.train_losses_ = train_mamba_moe(self.net, X, y, self.config, self.device)
+
+    @torch.no_grad()
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        self.net.to(self.device).eval()
+        out = [self.net(torch.from_numpy(b).to(self.device))[0].float().cpu() for b in np.array_split(X, max(1, len(X) // 4096 + 1))]
+        return torch.cat(out).numpy()
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        return self.logits(X)
+
+    def anomaly_probability(self, X: np.ndarray) -> np.ndarray:
+        """The network's own calibrated P(anomaly | x) = sigmoid(logit)."""
+        self._check_fitted()
+        return 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+
+    def _get_state(self) -> dict[str, Any]:
+        return {"n_experts": self.n_experts_, "net": {k: v.cpu() for k, v in self.net.state_dict().items()}}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self._build(self.n_features_in_, int(state["n_experts"]))
+        self.net.load_state_dict(state["net"])
+        self.net.eval()
