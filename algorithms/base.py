@@ -108,6 +108,10 @@ class BaseDetector(ABC):
         p = np.clip((scores - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
         return np.stack([1.0 - p, p], axis=1)
 
+    def anomaly_probability(self, X: Any) -> np.ndarray:
+        """P(anomaly) per row; detectors with a calibrated output (a sigmoid head) override this."""
+        return self.predict_proba(X)[:, 1]
+
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         self._check_fitted()

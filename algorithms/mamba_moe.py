@@ -167,9 +167,8 @@ class MambaMoEDetector(BaseDetector):
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self.logits(X)
 
-    def anomaly_probability(self, X: np.ndarray) -> np.ndarray:
-        """The network's own calibrated P(anomaly | x) = sigmoid(logit)."""
-        self._check_fitted()
+    def anomaly_probability(self, X: Any) -> np.ndarray:
+        """The network's own P(anomaly | x) = sigmoid(logit)."""
         return 1.0 / (1.0 + np.exp(-self.decision_function(X)))
 
     def _get_state(self) -> dict[str, Any]:
