@@ -1,0 +1,234 @@
+"""DPLAN (Pang et al., KDD 2021): deep anomaly detection by DQN from partially labelled anomalies,
+on RLlib's new API stack (RLModule / Learner / EnvRunner).
+
+* Env: :class:`rlad.envs.dplan_env.DPLANEnv` (states are rows, actions normal/anomaly, ``g_a`` /
+  ``g_u`` transitions, extrinsic + iForest intrinsic reward).
+* Q-network: RLlib's default DQN module configured as the paper's MLP, ``d -> 20 (ReLU) -> 2``,
+  vanilla DQN (no double-Q, no dueling, 1-step, uniform replay), trained with DeepMind-DQN-style
+  RMSProp. The anomaly score of a row is ``Q(s, anomaly)``.
+* Hidden-layer refresh: :class:`DPLANCallback.on_episode_start` runs inside each EnvRunner right
+  after an episode's reset. It reads the hidden layer ``(W, b)`` from that EnvRunner's own
+  RLModule, whose weights RLlib syncs from the learner after every training step, and hands them
+  to the sub-env (``DPLANEnv.set_hidden_layer``), which re-embeds all rows and refits the iForest.
+  So ``g_u`` distances and intrinsic rewards follow the learner's Q-network episode by episode.
+* Data: ``fit`` puts ``X`` and ``y`` in the Ray object store once; the env config carries only the
+  two ``ObjectRef`` s, so each EnvRunner receives them once and each env maps them zero-copy.
+* Saving: the state holds the Q-network's four tensors; loading rebuilds a plain torch
+  :class:`QNetwork`, without Ray.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import ray
+import torch
+from ray.rllib.algorithms.dqn import DQNConfig
+from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+from torch import nn
+
+from rlad.algorithms.base import BaseDetector
+from rlad.envs.dplan_env import DPLANEnv
+from rlad.platform.ray_runtime import init_ray
+
+# Keys of the Q-network layers in the state dict of RLlib's DefaultDQNTorchRLModule built with
+# fcnet_hiddens=[hidden], head_fcnet_hiddens=[] (encoder = hidden layer, af = Q head).
+RLLIB_KEYS = {
+    "hidden.weight": "encoder.net.mlp.0.weight",
+    "hidden.bias": "encoder.net.mlp.0.bias",
+    "q.weight": "af.net.mlp.0.weight",
+    "q.bias": "af.net.mlp.0.bias",
+}
+
+
+@dataclass
+class DPLANConfig:
+    """Defaults are the paper's settings; ``total steps = warmup_steps + episodes * steps_per_episode``."""
+
+    # environment
+    p: float = 0.5  # probability that the next state comes from g_a (labelled anomalies)
+    n_candidates: int = 1000  # size of g_u's random subsample of unlabelled rows
+    iforest_estimators: int = 100  # intrinsic-reward iForest, refit every episode
+    # DQN
+    hidden: int = 20
+    episodes: int = 10
+    steps_per_episode: int = 2000
+    warmup_steps: int = 10_000  # env steps sampled before the first gradient update
+    replay_capacity: int = 100_000
+    target_update_freq: int = 10_000  # env steps between target-network copies
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.1
+    epsilon_steps: int = 10_000  # linear decay over this many env steps
+    gamma: float = 0.99
+    lr: float = 0.00025
+    rmsprop_alpha: float = 0.95  # "gradient momentum" (squared-gradient averaging)
+    rmsprop_eps: float = 0.01  # "min squared gradient"
+    batch_size: int = 32
+    updates_per_step: float = 1.0  # gradient updates per sampled env step
+    rollout_fragment_length: int = 4  # env steps per runner between updates/weight syncs
+    # Ray
+    num_env_runners: int = 0  # 0: sample in the driver; n: n remote EnvRunner actors
+    num_cpus_per_env_runner: int = 1
+    num_cpus: int = 2  # CPUs of the local Ray started by fit() when none is running
+    seed: int = 0
+
+
+class QNetwork(nn.Module):
+    """The paper's Q-network: one ReLU hidden layer, two Q-values (normal, anomaly)."""
+
+    def __init__(self, n_features: int, hidden: int = 20) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(n_features, hidden)
+        self.q = nn.Linear(hidden, 2)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.hidden(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.q(self.embed(x))
+
+    @classmethod
+    def from_rllib(cls, weights: Mapping[str, Any]) -> "QNetwork":
+        """Build from an RLlib DQN module state dict (numpy arrays or tensors)."""
+        state = {ours: torch.as_tensor(np.asarray(weights[theirs])) for ours, theirs in RLLIB_KEYS.items()}
+        net = cls(state["hidden.weight"].shape[1], state["hidden.weight"].shape[0])
+        net.load_state_dict(state)
+        return net
+
+    def anomaly_scores(self, X: np.ndarray) -> np.ndarray:
+        """``Q(s, anomaly)`` of every row."""
+        with torch.no_grad():
+            return self(torch.as_tensor(X, dtype=torch.float32))[:, 1].double().numpy()
+
+
+class DPLANCallback(RLlibCallback):
+    """Refreshes a sub-env's hidden layer from the EnvRunner's RLModule at each episode start."""
+
+    def on_episode_start(self, *, env_runner: Any = None, env: Any = None, env_index: int, rl_module: Any = None, **kwargs: Any) -> None:
+        weights = rl_module.get_state(inference_only=True)
+        env.envs[env_index].unwrapped.set_hidden_layer(weights[RLLIB_KEYS["hidden.weight"]], weights[RLLIB_KEYS["hidden.bias"]])
+
+
+class DPLANLearner(DQNTorchLearner):
+    """DQN learner with DeepMind-DQN-style RMSProp (centred, ``alpha``, ``eps``) instead of Adam."""
+
+    def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
+        params = self.get_parameters(self.module[module_id])
+        opts = self.config.learner_config_dict
+        optimizer = torch.optim.RMSprop(params, alpha=opts["rmsprop_alpha"], eps=opts["rmsprop_eps"], centered=True)
+        self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr)
+
+
+def dqn_config(cfg: DPLANConfig, env_config: dict[str, Any]) -> Any:
+    """The RLlib ``DQNConfig`` of DPLAN (learner in the driver, ``cfg.num_env_runners`` runners)."""
+    # RLlib's replay ratio counts the driver as a sampler; this gives ``updates_per_step``.
+    intensity = cfg.updates_per_step * cfg.batch_size * max(cfg.num_env_runners, 1) / (cfg.num_env_runners + 1)
+    return (
+        DQNConfig()
+        .environment(DPLANEnv, env_config=env_config)
+        .framework("torch")
+        .env_runners(
+            num_env_runners=cfg.num_env_runners,
+            num_cpus_per_env_runner=cfg.num_cpus_per_env_runner,
+            num_envs_per_env_runner=1,
+            rollout_fragment_length=cfg.rollout_fragment_length,
+        )
+        .learners(num_learners=0, learner_config_dict={"rmsprop_alpha": cfg.rmsprop_alpha, "rmsprop_eps": cfg.rmsprop_eps})
+        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[cfg.hidden], fcnet_activation="relu", head_fcnet_hiddens=[]))
+        .training(
+            learner_class=DPLANLearner,
+            lr=cfg.lr,
+            gamma=cfg.gamma,
+            train_batch_size_per_learner=cfg.batch_size,
+            training_intensity=intensity,
+            replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": cfg.replay_capacity},
+            num_steps_sampled_before_learning_starts=cfg.warmup_steps,
+            target_network_update_freq=cfg.target_update_freq,
+            epsilon=[(0, cfg.epsilon_start), (cfg.epsilon_steps, cfg.epsilon_end)],
+            double_q=False,
+            dueling=False,
+            n_step=1,
+            num_atoms=1,
+            noisy=False,
+        )
+        .callbacks(DPLANCallback)
+        .reporting(min_sample_timesteps_per_iteration=cfg.steps_per_episode)
+        .debugging(seed=cfg.seed)
+    )
+
+
+def iteration_summary(result: Mapping[str, Any]) -> dict[str, float]:
+    """The few numbers of an RLlib DQN result worth printing."""
+    runners = result.get("env_runners", {})
+    learner = result.get("learners", {}).get("default_policy", {})
+    return {
+        "env_steps": float(result.get("num_env_steps_sampled_lifetime", 0)),
+        "episode_return_mean": float(runners.get("episode_return_mean", np.nan)),
+        "qf_loss": float(learner.get("qf_loss", np.nan)),
+        "qf_mean": float(learner.get("qf_mean", np.nan)),
+    }
+
+
+class DPLANDetector(BaseDetector):
+    """DPLAN: ``fit(X, y)`` with ``y = 1`` for labelled anomalies and 0 for unlabelled rows.
+
+    Set ``on_iteration(iteration, summary, result)`` to watch training; ``history_`` keeps each
+    iteration's summary and ``env_steps_per_s_`` the sampling throughput of the whole fit.
+    """
+
+    Config = DPLANConfig
+    kind = "dplan"
+
+    def __init__(self, config: DPLANConfig | None = None, contamination: float = 0.1, **overrides: Any) -> None:
+        super().__init__(config, contamination, **overrides)
+        self.q_network: QNetwork | None = None
+        self.on_iteration: Callable[[int, dict[str, float], Mapping[str, Any]], None] | None = None
+        self.history_: list[dict[str, float]] = []
+        self.env_steps_per_s_: float | None = None
+
+    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+        if y is None or not (y == 1).any() or not (y == 0).any():
+            raise ValueError("DPLAN needs y with labelled anomalies (1) and unlabelled rows (0)")
+        cfg = self.config
+        init_ray(num_cpus=cfg.num_cpus)
+        env_config = {
+            "X": ray.put(X),
+            "y": ray.put(y),
+            "p": cfg.p,
+            "n_candidates": cfg.n_candidates,
+            "steps_per_episode": cfg.steps_per_episode,
+            "iforest_estimators": cfg.iforest_estimators,
+        }
+        algo = dqn_config(cfg, env_config).build_algo()
+        total = cfg.warmup_steps + cfg.episodes * cfg.steps_per_episode
+        self.history_ = []
+        start = time.perf_counter()
+        try:
+            steps = 0.0
+            while steps < total:
+                result = algo.train()
+                summary = iteration_summary(result)
+                steps = summary["env_steps"]
+                self.history_.append(summary)
+                if self.on_iteration is not None:
+                    self.on_iteration(len(self.history_), summary, result)
+            weights = algo.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
+        finally:
+            algo.stop()
+        self.env_steps_per_s_ = steps / (time.perf_counter() - start)
+        self.q_network = QNetwork.from_rllib(weights)
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        return self.q_network.anomaly_scores(X)
+
+    def _get_state(self) -> dict[str, Any]:
+        return {"q_network": dict(self.q_network.state_dict())}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.q_network = QNetwork(self.n_features_in_, self.config.hidden)
+        self.q_network.load_state_dict(state["q_network"])
