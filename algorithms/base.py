@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rlad.platform.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlad.platform.config import from_dict
 
 
 def check_array(X: Any, n_features: int | None = None) -> np.ndarray:
@@ -127,7 +128,7 @@ class BaseDetector(ABC):
     def load(cls, path: str | os.PathLike) -> "BaseDetector":
         kind, config, state = load_checkpoint(path, expected_kind=cls.kind)
         try:
-            det = cls(cls.Config(**config["model"]), contamination=config["meta"]["contamination"])
+            det = cls(from_dict(cls.Config, config["model"]), contamination=config["meta"]["contamination"])
             meta = config["meta"]
             det.n_features_in_ = meta["n_features_in"]
             det.threshold_ = meta["threshold"]

@@ -1,0 +1,131 @@
+"""Swift Hydra's synthesis environment: walkers move latent vectors of a conditional beta-VAE to
+make anomalies that evade the current detector.
+
+It is a native ``gymnasium.vector.VectorEnv`` (RLlib ``gym_env_vectorize_mode=VECTOR_ENTRY_POINT``):
+each step decodes all ``num_envs`` latents and scores them with ONE scorer call, so a
+Serve-backed detector costs one request per vector step instead of one per walker.
+
+- observation: ``[z, t / T, p]`` (latent, episode progress, current anomaly probability)
+- action: a move in [-1, 1]^latent_dim, scaled by ``step_size``
+- reward: ``w_evade * -log p(anomaly | x) + w_div(e) * log(1 + nn(x) / s)``, where ``x`` is the
+  decoded anomaly (condition c = 1), ``nn(x)`` its distance to the nearest row of
+  train U synthetic-so-far (the per-sample term of the Kozachenko-Leonenko entropy estimate),
+  ``s`` the median nearest-neighbour distance inside the training rows, and
+  ``w_div(e) = w_div * div_decay ** e`` decays with the walker's finished episodes ``e``.
+- episodes are truncated after ``episode_len`` steps; autoreset is NEXT_STEP (as RLlib expects).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+from rlad.algorithms.beta_vae import ConditionalBetaVAE
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class SynthesisEnvConfig:
+    episode_len: int = 10
+    step_size: float = 0.3
+    start_noise: float = 0.5
+    w_evade: float = 1.0
+    w_div: float = 1.0
+    div_decay: float = 0.9
+    max_synthetic: int = 4096
+    eps: float = 1e-6
+
+
+def median_nn_distance(X: np.ndarray, max_rows: int = 2000, seed: int = 0) -> float:
+    """Median distance from a row to its nearest other row (on a subsample)."""
+    rng = np.random.default_rng(seed)
+    sub = torch.from_numpy(X[rng.permutation(len(X))[:max_rows]])
+    d = torch.cdist(sub, sub)
+    d.fill_diagonal_(float("inf"))
+    return float(d.min(1).values.median().clamp_min(1e-6))
+
+
+class LatentSynthesisVecEnv(gym.vector.VectorEnv):
+    """``num_envs`` latent walkers sharing one decoder, one scorer call per step."""
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int, vae: ConditionalBetaVAE, anchors: np.ndarray, reference: np.ndarray,
+                 scorer: Scorer, cfg: SynthesisEnvConfig = SynthesisEnvConfig(), seed: int | None = None) -> None:
+        self.num_envs, self.vae, self.scorer, self.cfg = num_envs, vae.eval(), scorer, cfg
+        self.anchors = torch.as_tensor(anchors, dtype=torch.float32)
+        self.reference = torch.as_tensor(reference, dtype=torch.float32)
+        self.nn_scale = median_nn_distance(reference)
+        self.synthetic = torch.empty(0, reference.shape[1])
+        d = vae.latent_dim
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (d + 2,), np.float32)
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (d,), np.float32)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.rng = np.random.default_rng(seed)
+        self.z = torch.zeros(num_envs, d)
+        self.t = np.zeros(num_envs, dtype=np.int64)
+        self.episodes = np.zeros(num_envs, dtype=np.int64)
+        self.done = np.zeros(num_envs, dtype=bool)
+        self.last_samples = np.zeros((num_envs, reference.shape[1]), np.float32)
+        self.last_proba = np.zeros(num_envs, np.float32)
+
+    def set_scorer(self, scorer: Scorer) -> None:
+        """Point the walkers at a new detector (in-process scoring after a retrain)."""
+        self.scorer = scorer
+
+    def _restart(self, mask: np.ndarray) -> None:
+        n = int(mask.sum())
+        start = self.anchors[torch.from_numpy(self.rng.integers(len(self.anchors), size=n))]
+        noise = torch.from_numpy(self.rng.standard_normal((n, self.z.shape[1])).astype(np.float32))
+        self.z[torch.from_numpy(mask)] = start + self.cfg.start_noise * noise
+        self.t[mask] = 0
+
+    @torch.no_grad()
+    def _decode_and_score(self) -> tuple[np.ndarray, np.ndarray]:
+        x = self.vae.decode(self.z, torch.ones(self.num_envs)).numpy()
+        proba = np.asarray(self.scorer(x), dtype=np.float64)
+        self.last_samples, self.last_proba = x, proba.astype(np.float32)
+        return x, proba
+
+    def _obs(self) -> np.ndarray:
+        progress = (self.t / self.cfg.episode_len)[:, None]
+        return np.concatenate([self.z.numpy(), progress, self.last_proba[:, None]], axis=1).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self._restart(np.ones(self.num_envs, dtype=bool))
+        self.done[:] = False
+        self._decode_and_score()
+        return self._obs(), {}
+
+    def diversity(self, x: np.ndarray) -> np.ndarray:
+        pool = torch.cat([self.reference, self.synthetic])
+        nn_dist = torch.cdist(torch.from_numpy(x), pool).min(1).values.numpy()
+        return np.log1p(nn_dist / self.nn_scale)
+
+    def step(self, actions: np.ndarray):
+        restarting = self.done.copy()
+        moving = ~restarting
+        move = torch.as_tensor(np.clip(actions, -1.0, 1.0), dtype=torch.float32) * self.cfg.step_size
+        self.z[torch.from_numpy(moving)] += move[torch.from_numpy(moving)]
+        self.t[moving] += 1
+        if restarting.any():
+            self.episodes[restarting] += 1
+            self._restart(restarting)
+        x, proba = self._decode_and_score()
+
+        w_div = self.cfg.w_div * self.cfg.div_decay ** self.episodes
+        rewards = self.cfg.w_evade * -np.log(proba + self.cfg.eps) + w_div * self.diversity(x)
+        rewards[restarting] = 0.0
+        self.synthetic = torch.cat([self.synthetic, torch.from_numpy(x[moving])])[-self.cfg.max_synthetic:]
+        truncated = moving & (self.t >= self.cfg.episode_len)
+        self.done = truncated
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        return self._obs(), rewards.astype(np.float32), terminated, truncated, {}

@@ -1,0 +1,101 @@
+"""Detectors served by Ray Serve, and the scorers that environments call.
+
+:class:`DetectorServer` loads a detector checkpoint and answers batched requests: concurrent
+calls are merged by ``@serve.batch`` into one forward pass. Its ``user_config``
+(``{"checkpoint": path, "version": n}``) swaps in new weights in place: a new model object is
+built first and then replaces the old reference, so requests already running finish on the old
+model and none fails. Checkpoint paths must be readable from every node (shared storage).
+
+Environments score rows through a *scorer*: a picklable callable ``X (n, d) -> P(anomaly) (n,)``.
+:class:`LocalScorer` holds the detector in-process; :class:`ServeScorer` calls the Serve app.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from rlad.algorithms.base import BaseDetector
+from rlad.algorithms.registry import load_detector
+
+
+@serve.deployment(max_ongoing_requests=256, logging_config={"enable_access_log": False})
+class DetectorServer:
+    """Serve replica around one detector checkpoint, hot-swappable through ``user_config``."""
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Called by Serve at start and on every ``user_config`` change (no replica restart)."""
+        detector = load_detector(config["checkpoint"])  # build first: a failure keeps the old model
+        self.detector, self.version = detector, int(config["version"])
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def _score_batch(self, batches: list[np.ndarray]) -> list[dict[str, Any]]:
+        detector, version = self.detector, self.version
+        X = np.concatenate(batches)
+        scores = detector.decision_function(X)
+        proba = detector.anomaly_probability(X)
+        bounds = np.cumsum([len(b) for b in batches])[:-1]
+        return [
+            {"scores": s, "proba": p, "version": version}
+            for s, p in zip(np.split(scores, bounds), np.split(proba, bounds))
+        ]
+
+    async def __call__(self, X: np.ndarray) -> dict[str, Any]:
+        """``X`` (n, d) -> ``{"scores", "proba", "version"}``."""
+        return await self._score_batch(np.asarray(X, dtype=np.float32))
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": self.detector.kind, "n_features": self.detector.n_features_in_, "version": self.version}
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    app_name: str = "detector"
+    num_replicas: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), version: int = 0) -> serve.handle.DeploymentHandle:
+    """Start (or update in place) the Serve app ``options.app_name`` serving ``checkpoint``."""
+    app = DetectorServer.options(
+        num_replicas=options.num_replicas,
+        ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
+        user_config={"checkpoint": str(checkpoint), "version": version},
+    ).bind()
+    serve.start(http_options={"host": "127.0.0.1"})
+    return serve.run(app, name=options.app_name, route_prefix=None)
+
+
+def serve_version(app_name: str) -> int:
+    return serve.get_app_handle(app_name).info.remote().result()["version"]
+
+
+class LocalScorer:
+    """In-process scoring with the detector itself."""
+
+    def __init__(self, detector: BaseDetector) -> None:
+        self.detector = detector
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return self.detector.anomaly_probability(X)
+
+
+class ServeScorer:
+    """Scoring through the Serve app ``app_name``; one request per call (callers batch rows)."""
+
+    def __init__(self, app_name: str = "detector") -> None:
+        self.app_name = app_name
+        self._handle = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"app_name": self.app_name, "_handle": None}
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        if self._handle is None:
+            self._handle = serve.get_app_handle(self.app_name)
+        return self._handle.remote(X).result()["proba"]
+
+
