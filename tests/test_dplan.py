@@ -1,0 +1,199 @@
+"""DPLAN on real data (ADBench cardio under DPLAN's protocol: 60 labelled anomalies, 2% contamination):
+env mechanics, the hidden-layer refresh through RLlib, learning, save/load and a remote EnvRunner."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from rlad.algorithms.dplan import RLLIB_KEYS, DPLANConfig, DPLANDetector, QNetwork, dqn_config
+from rlad.algorithms.registry import load_detector
+from rlad.envs.dplan_env import ANOMALY, NORMAL, DPLANEnv, extrinsic_reward
+from rlad.platform.cli import build_parser
+from rlad.platform.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.platform.metrics import auc_scores
+
+# 3,000 env steps (500 warm-up + 5 x 500): about a minute on two cores.
+FAST = dict(episodes=5, steps_per_episode=500, warmup_steps=500, epsilon_steps=1000, target_update_freq=500)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return adbench_split(load_dataset(adbench_file("cardio")), SplitConfig(n_labeled_anomalies=60, contamination=0.02))
+
+
+def make_env(split, **config) -> DPLANEnv:
+    env = DPLANEnv({"X": split.X_train, "y": split.y_train_semi, **config})
+    env.reset(seed=0)
+    return env
+
+
+def random_layer(n_features: int, seed: int, hidden: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(hidden, n_features)).astype(np.float32), rng.normal(size=hidden).astype(np.float32)
+
+
+def embed(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum(X @ W.T + b, 0.0)
+
+
+# -- environment ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "action, labelled, reward", [(ANOMALY, True, 1.0), (NORMAL, False, 0.0), (ANOMALY, False, -1.0), (NORMAL, True, -1.0)]
+)
+def test_extrinsic_reward_table(action, labelled, reward):
+    assert extrinsic_reward(action, labelled) == reward
+
+
+def test_step_reward_is_extrinsic_plus_intrinsic_of_current_state(split):
+    env = make_env(split, p=0.5, n_candidates=100)
+    env.set_hidden_layer(*random_layer(split.n_features, 0))
+    assert env.intrinsic.min() == 0.0 and env.intrinsic.max() == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(300):
+        s_t, action = env.state, int(rng.integers(2))
+        obs, reward, terminated, truncated, info = env.step(action)
+        r_e = extrinsic_reward(action, bool(split.y_train_semi[s_t]))
+        assert info["extrinsic_reward"] == r_e
+        assert reward == pytest.approx(r_e + env.intrinsic[s_t])
+        assert np.array_equal(obs, split.X_train[env.state]) and not terminated and not truncated
+        seen.add((action, r_e))
+    assert seen == {(ANOMALY, 1.0), (NORMAL, 0.0), (ANOMALY, -1.0), (NORMAL, -1.0)}
+
+
+def test_episode_truncates_and_needs_a_hidden_layer(split):
+    env = make_env(split, steps_per_episode=5)
+    with pytest.raises(RuntimeError, match="set_hidden_layer"):
+        env.step(0)
+    env.set_hidden_layer(*random_layer(split.n_features, 0))
+    assert [env.step(0)[3] for _ in range(5)] == [False] * 4 + [True]
+
+
+@pytest.mark.parametrize("p, source", [(1.0, 1), (0.0, 0)])
+def test_generator_choice(split, p, source):
+    """p = 1: every next state is a labelled anomaly (g_a); p = 0: an unlabelled row (g_u)."""
+    env = make_env(split, p=p, n_candidates=50)
+    env.set_hidden_layer(*random_layer(split.n_features, 0))
+    nexts = []
+    for a in np.random.default_rng(0).integers(2, size=200):
+        env.step(int(a))
+        nexts.append(env.state)
+    assert (split.y_train_semi[nexts] == source).all()
+    if source == 1:
+        assert len(set(nexts)) > 30  # uniform over the 60 labelled anomalies
+
+
+def test_g_u_nearest_after_anomaly_farthest_after_normal_in_hidden_space(split):
+    unlabelled = np.flatnonzero(split.y_train_semi == 0)
+    env = make_env(split, n_candidates=unlabelled.size)  # every unlabelled row is a candidate
+    W, b = random_layer(split.n_features, 1)
+    env.set_hidden_layer(W, b)
+    H = embed(split.X_train, W, b)
+    X, probes = split.X_train, [*unlabelled[:5], *np.flatnonzero(split.y_train_semi == 1)[:5]]
+    raw_gap = []
+    for s_t in probes:
+        dist = np.linalg.norm(H[unlabelled] - H[s_t], axis=1)
+        near, far = env.g_u(ANOMALY, s_t), env.g_u(NORMAL, s_t)
+        assert near != s_t and far != s_t
+        assert np.linalg.norm(H[near] - H[s_t]) == pytest.approx(dist[unlabelled != s_t].min(), abs=1e-5)
+        assert np.linalg.norm(H[far] - H[s_t]) == pytest.approx(dist.max(), abs=1e-5)
+        raw_nearest = np.linalg.norm(X[unlabelled[unlabelled != s_t]] - X[s_t], axis=1).min()
+        raw_gap.append(np.linalg.norm(X[near] - X[s_t]) - raw_nearest)
+    assert max(raw_gap) > 1e-3  # not the raw-feature nearest neighbours: distances are in hidden space
+
+
+def test_hidden_layer_refresh_changes_with_weights(split):
+    env = make_env(split)
+    W1, b1 = random_layer(split.n_features, 1)
+    env.set_hidden_layer(W1, b1)
+    h1, i1 = env.hidden.copy(), env.intrinsic.copy()
+    np.testing.assert_allclose(h1, embed(split.X_train, W1, b1), rtol=1e-5, atol=1e-5)
+    W2, b2 = random_layer(split.n_features, 2)
+    env.set_hidden_layer(W2, b2)
+    np.testing.assert_allclose(env.hidden, embed(split.X_train, W2, b2), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(env.hidden, h1) and not np.allclose(env.intrinsic, i1)
+    assert env.num_refreshes == 2
+
+
+def test_env_maps_object_store_data_without_copy(ray_cluster, split):
+    env = DPLANEnv({"X": ray.put(split.X_train), "y": ray.put(split.y_train_semi)})
+    np.testing.assert_array_equal(env.X, split.X_train)
+    assert not env.X.flags.writeable  # a view of the shared object store, not a private copy
+
+
+# -- the refresh mechanism inside RLlib --------------------------------------------------------
+def test_callback_refreshes_env_from_learner_synced_module(ray_cluster, split):
+    """Each episode start re-embeds the data with the EnvRunner module's hidden layer, which RLlib
+    syncs from the learner after every training step."""
+    cfg = DPLANConfig(episodes=1, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200, n_candidates=200)
+    env_config = {"X": ray.put(split.X_train), "y": ray.put(split.y_train_semi), "steps_per_episode": 100, "n_candidates": 200}
+    algo = dqn_config(cfg, env_config).build_algo()
+    try:
+        runner = algo.env_runner
+        runner.sample(num_timesteps=1, random_actions=True)
+        env = runner.env.unwrapped.envs[0].unwrapped
+        h0 = env.hidden.copy()
+        assert env.num_refreshes == 1
+
+        def learner_embedding() -> np.ndarray:
+            w = algo.learner_group.get_weights()["default_policy"]
+            return embed(split.X_train, w[RLLIB_KEYS["hidden.weight"]], w[RLLIB_KEYS["hidden.bias"]])
+
+        np.testing.assert_allclose(h0, learner_embedding(), rtol=1e-4, atol=1e-5)
+        for _ in range(3):
+            algo.train()  # 300 steps: 3 episodes, 200 steps of gradient updates
+        assert env.num_refreshes >= 3
+        runner.sample(num_timesteps=1, force_reset=True)  # a new episode starts
+        np.testing.assert_allclose(env.hidden, learner_embedding(), rtol=1e-4, atol=1e-5)
+        assert not np.allclose(env.hidden, h0, atol=1e-3)
+    finally:
+        algo.stop()
+
+
+# -- training, scoring, persistence -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(ray_cluster, split):
+    det = DPLANDetector(contamination=0.02, **FAST)
+    det.fit(split.X_train, split.y_train_semi)
+    return det
+
+
+def test_dplan_learns(trained, split):
+    assert trained.history_[-1]["env_steps"] >= 3000
+    auc = auc_scores(split.y_test, trained.decision_function(split.X_test))["auc_roc"]
+    untrained = []
+    for seed in range(5):
+        torch.manual_seed(seed)
+        untrained.append(auc_scores(split.y_test, QNetwork(split.n_features).anomaly_scores(split.X_test))["auc_roc"])
+    assert auc > 0.85 and auc > np.mean(untrained) + 0.15, (auc, untrained)
+
+
+def test_save_load_round_trip(trained, split, tmp_path):
+    path = trained.save(tmp_path / "dplan.pt")
+    for loaded in (DPLANDetector.load(path), load_detector(path)):
+        assert isinstance(loaded, DPLANDetector) and loaded.config == trained.config
+        np.testing.assert_array_equal(loaded.decision_function(split.X_test), trained.decision_function(split.X_test))
+        np.testing.assert_array_equal(loaded.predict(split.X_test), trained.predict(split.X_test))
+        assert loaded.threshold_ == trained.threshold_
+
+
+def test_fit_needs_labelled_anomalies(split):
+    with pytest.raises(ValueError, match="labelled anomalies"):
+        DPLANDetector().fit(split.X_train, np.zeros_like(split.y_train_semi))
+
+
+def test_remote_env_runner(ray_cluster, split):
+    det = DPLANDetector(
+        contamination=0.02, num_env_runners=1, episodes=2, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200
+    )
+    det.fit(split.X_train, split.y_train_semi)
+    assert det.history_[-1]["env_steps"] >= 300
+    scores = det.decision_function(split.X_test)
+    assert scores.shape == (split.X_test.shape[0],) and np.isfinite(scores).all()
+
+
+def test_cli_parses_dplan_command():
+    args = build_parser().parse_args(["dplan", "--data", "cardio", "--episodes", "2", "--num-env-runners", "1"])
+    assert (args.command, args.episodes, args.num_env_runners, args.labeled, args.contamination) == ("dplan", 2, 1, 60, 0.02)
