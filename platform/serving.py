@@ -11,6 +11,7 @@ Environments score rows through a *scorer*: a picklable callable ``X (n, d) -> P
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,16 +39,16 @@ class DetectorServer:
         proba = detector.anomaly_probability(X)
         bounds = np.cumsum([len(b) for b in batches])[:-1]
         return [
-            {"scores": s, "proba": p, "version": version}
+            {"scores": s, "proba": p, "version": version, "batched_requests": len(batches)}
             for s, p in zip(np.split(scores, bounds), np.split(proba, bounds))
         ]
 
     async def __call__(self, X: np.ndarray) -> dict[str, Any]:
-        """``X`` (n, d) -> ``{"scores", "proba", "version"}``."""
+        """``X`` (n, d) -> ``{"scores", "proba", "version", "batched_requests"}``."""
         return await self._score_batch(np.asarray(X, dtype=np.float32))
 
     def info(self) -> dict[str, Any]:
-        return {"kind": self.detector.kind, "n_features": self.detector.n_features_in_, "version": self.version}
+        return {"kind": self.detector.kind, "n_features": self.detector.n_features_in_, "version": self.version, "pid": os.getpid()}
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,13 @@ class ServeOptions:
 
 def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), version: int = 0) -> serve.handle.DeploymentHandle:
     """Start (or update in place) the Serve app ``options.app_name`` serving ``checkpoint``."""
+    # A fixed code version makes Serve treat a changed ``user_config`` as an in-place
+    # ``reconfigure`` of the running replicas; the imperative API would otherwise draw a random
+    # version per ``serve.run`` and replace every replica. (``_internal`` is the only way to pass
+    # it there; ray is pinned to 2.60.0.)
     app = DetectorServer.options(
+        version="rlad-detector-server-1",
+        _internal=True,
         num_replicas=options.num_replicas,
         ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
         user_config={"checkpoint": str(checkpoint), "version": version},

@@ -1,0 +1,150 @@
+"""Selective scan against a naive reference, Mamba parameter names, the MoE detector."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import small_split
+from rlad.algorithms.mamba import Mamba
+from rlad.algorithms.mamba_moe import MambaMoE, MambaMoEConfig, MambaMoEDetector, experts_from_complexity
+from rlad.algorithms.selective_scan import cuda_kernel_available, selective_scan, selective_scan_torch
+from rlad.platform.checkpoint import CheckpointError
+from rlad.platform.metrics import auc_scores
+
+
+def naive_scan(u, delta, A, B, C, D, z, delta_bias):
+    """Scalar loops straight from the equations, float64."""
+    b, d, L = u.shape
+    n = A.shape[1]
+    y = np.zeros((b, d, L))
+    for i in range(b):
+        for c in range(d):
+            h = np.zeros(n)
+            for t in range(L):
+                dt = np.log1p(np.exp(delta[i, c, t] + delta_bias[c]))  # softplus
+                h = np.exp(dt * A[c]) * h + dt * B[i, :, t] * u[i, c, t]
+                out = h @ C[i, :, t] + D[c] * u[i, c, t]
+                y[i, c, t] = out * z[i, c, t] / (1 + np.exp(-z[i, c, t]))  # * silu(z)
+    return y
+
+
+def random_scan_inputs(b=3, d=4, L=11, n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    return dict(u=r(b, d, L), delta=r(b, d, L), A=-torch.rand(d, n, generator=g) * 2, B=r(b, n, L), C=r(b, n, L),
+                D=r(d), z=r(b, d, L), delta_bias=r(d))
+
+
+def test_cpu_scan_matches_naive_reference():
+    x = random_scan_inputs()
+    y = selective_scan_torch(**x, delta_softplus=True)
+    ref = naive_scan(*(x[k].double().numpy() for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")))
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_scan_gradients_match_autograd_of_reference():
+    x = {k: v.double().requires_grad_() for k, v in random_scan_inputs(L=7).items()}
+    selective_scan_torch(**x, delta_softplus=True).pow(2).sum().backward()
+    grads = {k: v.grad.clone() for k, v in x.items()}
+    ref = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
+    dt = torch.nn.functional.softplus(ref["delta"] + ref["delta_bias"][:, None])
+    h = torch.zeros(3, 4, 5, dtype=torch.float64)
+    ys = []
+    for t in range(7):
+        h = torch.exp(dt[:, :, t, None] * ref["A"]) * h + (dt[:, :, t] * ref["u"][:, :, t])[..., None] * ref["B"][:, None, :, t]
+        ys.append((h * ref["C"][:, None, :, t]).sum(-1) + ref["D"] * ref["u"][:, :, t])
+    (torch.stack(ys, -1) * torch.nn.functional.silu(ref["z"])).pow(2).sum().backward()
+    for k in x:
+        torch.testing.assert_close(grads[k].float(), ref[k].grad.float(), rtol=1e-3, atol=1e-4)
+
+
+def test_mamba_parameter_names_match_mamba_ssm():
+    names = {n for n, _ in Mamba(16, d_state=8).named_parameters()}
+    assert names == {"in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight",
+                     "dt_proj.bias", "A_log", "D", "out_proj.weight"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_kernel_available(), reason="needs CUDA and mamba_ssm")
+def test_cuda_kernel_matches_cpu_scan_and_checkpoint_moves():
+    from mamba_ssm import Mamba as CudaMamba
+
+    x = random_scan_inputs(b=4, d=8, L=33, n=16)
+    cpu = selective_scan_torch(**x, delta_softplus=True)
+    gpu = selective_scan(**{k: v.cuda() for k, v in x.items()}, delta_softplus=True).cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)
+    ours = Mamba(32, d_state=16)
+    theirs = CudaMamba(32, d_state=16).cuda()
+    theirs.load_state_dict(ours.state_dict())  # same names and shapes
+    h = torch.randn(2, 20, 32)
+    torch.testing.assert_close(theirs(h.cuda()).cpu(), ours(h), rtol=2e-3, atol=2e-3)
+
+
+def test_experts_grow_with_intrinsic_dimension():
+    rng = np.random.default_rng(0)
+    low = rng.normal(size=(500, 1)) @ rng.normal(size=(1, 40))
+    high = rng.normal(size=(500, 40))
+    assert experts_from_complexity(low) == 2
+    assert experts_from_complexity(high) > experts_from_complexity(low)
+    assert experts_from_complexity(high, max_experts=3) == 3
+
+
+def test_routing_is_sparse_and_balance_loss_penalises_collapse():
+    torch.manual_seed(0)
+    net = MambaMoE(10, n_experts=4, cfg=MambaMoEConfig(top_k=1, d_model=8, d_state=4))
+    calls = []
+    for e, expert in enumerate(net.experts):
+        expert.register_forward_hook(lambda m, inp, out, e=e: calls.append((e, inp[0].shape[0])))
+    x = torch.rand(64, 10)
+    logits, balance = net(x)
+    assert logits.shape == (64,)
+    assert sum(n for _, n in calls) == 64  # top-1: every row runs through exactly one expert
+    with torch.no_grad():
+        net.router.weight.zero_()
+        net.router.bias.copy_(torch.tensor([10.0, 0, 0, 0]))  # everything to expert 0
+    _, collapsed = net(x)
+    assert collapsed > balance and collapsed.item() == pytest.approx(4.0, rel=0.01)
+
+
+@pytest.fixture(scope="module")
+def cardio():
+    return small_split("cardio", la=0.3)
+
+
+@pytest.fixture(scope="module")
+def fitted(cardio):
+    return MambaMoEDetector(epochs=12).fit(cardio.X_train, cardio.y_train_semi)
+
+
+def test_detector_learns_real_data(cardio, fitted):
+    auc = auc_scores(cardio.y_test, fitted.decision_function(cardio.X_test))
+    assert auc["auc_roc"] > 0.85, auc
+    assert fitted.n_experts_ == experts_from_complexity(cardio.X_train)
+    pred = fitted.predict(cardio.X_test)
+    assert set(np.unique(pred)) <= {0, 1}
+    p = fitted.anomaly_probability(cardio.X_test)
+    assert ((p >= 0) & (p <= 1)).all()
+
+
+def test_save_load_round_trip(cardio, fitted, tmp_path):
+    path = fitted.save(tmp_path / "det.pt")
+    loaded = MambaMoEDetector.load(path)
+    np.testing.assert_array_equal(loaded.decision_function(cardio.X_test), fitted.decision_function(cardio.X_test))
+    assert loaded.threshold_ == fitted.threshold_
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError):
+        MambaMoEDetector.load(path)
+
+
+def test_bad_inputs(cardio, fitted):
+    with pytest.raises(ValueError, match="features"):
+        fitted.decision_function(cardio.X_test[:, :5])
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.decision_function(np.full((2, cardio.n_features), np.nan))
+    with pytest.raises(ValueError, match="at least one anomaly"):
+        MambaMoEDetector().fit(cardio.X_train, np.zeros(len(cardio.X_train)))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        MambaMoEDetector().decision_function(cardio.X_test)
+    with pytest.raises(ValueError, match="top_k"):
+        MambaMoEDetector(n_experts=2, top_k=3).fit(cardio.X_train, cardio.y_train_semi)
