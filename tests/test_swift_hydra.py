@@ -1,0 +1,132 @@
+"""Swift Hydra: the synthesis env, Serve-backed scoring with hot swap, and the whole loop."""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from ray import serve
+
+from conftest import small_split
+from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
+from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
+from rlad.algorithms.swift_hydra import SwiftHydra, SwiftHydraConfig, PPOSettings, select_evasive
+from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, SynthesisEnvConfig
+from rlad.platform.cli import main as cli_main
+from rlad.platform.serving import LocalScorer, ServeOptions, ServeScorer, deploy_detector
+
+
+@pytest.fixture(scope="module")
+def split():
+    return small_split("thyroid", max_rows=1200, la=0.3)
+
+
+@pytest.fixture(scope="module")
+def detector(split):
+    return MambaMoEDetector(epochs=4).fit(split.X_train, split.y_train_semi)
+
+
+@pytest.fixture(scope="module")
+def vae(split):
+    return train_beta_vae(split.X_train, split.y_train_semi, BetaVAEConfig(epochs=10))
+
+
+def make_env(split, vae, scorer, num_envs=4, **cfg):
+    anchors = vae.encode(torch.from_numpy(split.X_train[split.y_train_semi == 1]), torch.ones(int(split.y_train_semi.sum())))[0].detach().numpy()
+    return LatentSynthesisVecEnv(num_envs, vae, anchors, split.X_train, scorer, SynthesisEnvConfig(**cfg), seed=0)
+
+
+class CountingScorer:
+    def __init__(self, p: float = 0.25):
+        self.calls, self.p = [], p
+
+    def __call__(self, X):
+        self.calls.append(len(X))
+        return np.full(len(X), self.p)
+
+
+def test_env_reward_batching_and_next_step_autoreset(split, vae):
+    scorer = CountingScorer(p=0.25)
+    env = make_env(split, vae, scorer, num_envs=4, episode_len=3, w_div=0.0)
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (4, vae.latent_dim + 2)
+    for t in range(3):
+        obs, rew, term, trunc, _ = env.step(np.zeros((4, vae.latent_dim), np.float32))
+        np.testing.assert_allclose(rew, -np.log(0.25), rtol=1e-5)  # pure evasion term
+        assert trunc.all() == (t == 2) and not term.any()
+    assert scorer.calls == [4, 4, 4, 4]  # one batched scorer call per vector step (incl. reset)
+    obs, rew, _, trunc, _ = env.step(np.ones((4, vae.latent_dim), np.float32))
+    assert (rew == 0).all() and not trunc.any() and (obs[:, -2] == 0).all()  # NEXT_STEP reset
+
+
+def test_diversity_reward_prefers_new_regions_and_decays(split, vae):
+    env = make_env(split, vae, CountingScorer(), w_evade=0.0, w_div=1.0, div_decay=0.5, episode_len=1)
+    far = np.full((1, split.n_features), 3.0, np.float32)
+    near = split.X_train[:1]
+    assert env.diversity(far)[0] > env.diversity(near)[0] >= 0.0
+    env.reset(seed=0)
+    _, r1, *_ = env.step(np.zeros((4, vae.latent_dim), np.float32))
+    env.step(np.zeros((4, vae.latent_dim), np.float32))  # autoreset step
+    _, r2, *_ = env.step(np.zeros((4, vae.latent_dim), np.float32))
+    assert r2.mean() < r1.mean()  # weight halves per finished episode (and the pool grew)
+
+
+def test_select_evasive_dedupes_and_orders():
+    samples = np.array([[0.0], [1.0], [1.0], [2.0]], np.float32)
+    proba = np.array([0.9, 0.1, 0.1, 0.5])
+    np.testing.assert_array_equal(select_evasive(samples, proba, 2), [[1.0], [2.0]])
+
+
+def test_serve_scores_match_local_batches_and_hot_swaps(ray_cluster, split, detector, tmp_path):
+    path = detector.save(tmp_path / "v1.pt")
+    handle = deploy_detector(str(path), ServeOptions(app_name="test-detector", num_cpus=0.5), version=1)
+    X = split.X_test[:64]
+    np.testing.assert_allclose(ServeScorer("test-detector")(X), LocalScorer(detector)(X), rtol=1e-5)
+    with ThreadPoolExecutor(16) as pool:  # concurrent single-row requests get merged
+        out = list(pool.map(lambda i: handle.remote(X[i : i + 1]).result(), range(64)))
+    assert max(r["batched_requests"] for r in out) > 1
+    np.testing.assert_allclose(np.concatenate([r["proba"] for r in out]), LocalScorer(detector)(X), rtol=1e-5)
+
+    before = handle.info.remote().result()
+    other = MambaMoEDetector(epochs=2, seed=7).fit(split.X_train, split.y_train_semi)
+    inflight = [handle.remote(X) for _ in range(100)]
+    deploy_detector(str(other.save(tmp_path / "v2.pt")), ServeOptions(app_name="test-detector", num_cpus=0.5), version=2)
+    versions = [f.result()["version"] for f in inflight]  # none of the in-flight requests fails
+    after = handle.info.remote().result()
+    assert after["version"] == 2 and after["pid"] == before["pid"]  # swapped in place
+    assert set(versions) <= {1, 2}
+    np.testing.assert_allclose(handle.remote(X).result()["proba"], other.anomaly_probability(X), rtol=1e-5)
+    serve.delete("test-detector")
+
+
+@pytest.mark.slow
+def test_whole_loop_with_serve(ray_cluster, split, tmp_path):
+    cfg = SwiftHydraConfig(rounds=2, ppo_iterations=2, top_l=32, num_envs_per_runner=8,
+                           detector=MambaMoEConfig(epochs=6), vae=BetaVAEConfig(epochs=15),
+                           ppo=PPOSettings(train_batch_size=320, minibatch_size=80))
+    loop = SwiftHydra(cfg, workdir=tmp_path)
+    det = loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
+    assert [h["round"] for h in loop.history] == [0, 1, 2]
+    assert loop.history[-1]["n_synthetic"] > loop.history[1]["n_synthetic"] > 0
+    assert loop.history[-1]["auc_roc"] > 0.8
+    assert len(loop.synthetic_) == loop.history[-1]["n_synthetic"]
+    assert (tmp_path / "round_2" / "train.parquet").exists() and (tmp_path / "round_2" / "detector.pt").exists()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert serve.get_app_handle("swift-hydra-detector").info.remote().result()["version"] == 2
+    assert det.n_features_in_ == split.n_features
+    serve.delete("swift-hydra-detector")
+
+
+@pytest.mark.slow
+def test_cli_runs_in_process_scoring(ray_cluster, tmp_path, capsys):
+    config = tmp_path / "sh.yaml"
+    config.write_text("rounds: 1\nppo_iterations: 1\ntop_l: 16\ndetector: {epochs: 3}\nvae: {epochs: 5}\n"
+                      "ppo: {train_batch_size: 160, minibatch_size: 80}\n")
+    rc = cli_main(["swift-hydra", "--config", str(config), "--no-serve", "--max-rows", "800", "--la", "0.3",
+                   "--workdir", str(tmp_path / "run"), "--save", str(tmp_path / "det.pt")])
+    assert rc == 0
+    summary = json.loads([line for line in capsys.readouterr().out.splitlines() if line.startswith("{")][-1])
+    assert summary["dataset"] == "38_thyroid" and 0.5 < summary["after"]["auc_roc"] <= 1.0
+    assert MambaMoEDetector.load(tmp_path / "det.pt").n_features_in_ == 6
