@@ -1,0 +1,88 @@
+"""Swift Hydra benchmark (prints figures; not a test).
+
+1. Test AUC-ROC / AUC-PR of the Mamba-MoE detector before augmentation (round 0) vs after the
+   last round, per dataset, same seed and split.
+2. Synthesis-env steps/s (walker steps) with Serve-backed vs in-process scoring, and with one
+   walker per scorer call vs a batched vector env, measured side by side in one run.
+
+    python benchmarks/bench_swift_hydra.py --datasets thyroid cardio breastw --rounds 2
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
+from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
+from rlad.algorithms.swift_hydra import SwiftHydra, SwiftHydraConfig
+from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv
+from rlad.platform.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.platform.ray_runtime import init_ray
+from rlad.platform.serving import LocalScorer, ServeOptions, ServeScorer, deploy_detector
+
+
+def auc_table(args) -> None:
+    print(f"{'dataset':<14}{'rows':>6}{'feat':>5}{'auc_roc before':>16}{'after':>8}{'auc_pr before':>15}{'after':>8}{'synthetic':>10}")
+    for name in args.datasets:
+        split = adbench_split(load_dataset(adbench_file(name)), SplitConfig(max_rows=args.max_rows, la=args.la, seed=args.seed))
+        cfg = SwiftHydraConfig(rounds=args.rounds, ppo_iterations=args.ppo_iterations, use_serve=True, seed=args.seed,
+                               detector=MambaMoEConfig(epochs=args.epochs))
+        loop = SwiftHydra(cfg, workdir=f"runs/bench_swift_hydra/{name}", log=lambda _: None)
+        loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
+        b, a = loop.history[0], loop.history[-1]
+        print(f"{split.name:<14}{len(split.X_train):>6}{split.n_features:>5}{b['auc_roc']:>16.4f}{a['auc_roc']:>8.4f}"
+              f"{b['auc_pr']:>15.4f}{a['auc_pr']:>8.4f}{a['n_synthetic']:>10}", flush=True)
+
+
+def env_throughput(args) -> None:
+    split = adbench_split(load_dataset(adbench_file("cardio")), SplitConfig(la=0.3, seed=args.seed))
+    det = MambaMoEDetector(epochs=2).fit(split.X_train, split.y_train_semi)
+    vae = train_beta_vae(split.X_train, split.y_train_semi, BetaVAEConfig(epochs=5))
+    with torch.no_grad():
+        anchors = vae.encode(torch.from_numpy(split.X_train[split.y_train_semi == 1]), torch.ones(int(split.y_train_semi.sum())))[0].numpy()
+    path = det.save("runs/bench_swift_hydra/env_detector.pt")
+    deploy_detector(str(path), ServeOptions(app_name="bench-detector", num_cpus=0.5))
+    scorers = {"in-process": LocalScorer(det), "serve": ServeScorer("bench-detector")}
+    print(f"\n{'scorer':<12}{'walkers/call':>13}{'walker steps/s':>16}")
+    rates = {}
+    for num_envs in (1, args.num_envs):
+        for label, scorer in scorers.items():
+            env = LatentSynthesisVecEnv(num_envs, vae, anchors, split.X_train, scorer, seed=0)
+            env.reset()
+            actions = np.random.default_rng(0).uniform(-1, 1, (args.env_steps, num_envs, vae.latent_dim)).astype(np.float32)
+            t = time.perf_counter()
+            for a in actions:
+                env.step(a)
+            rates[label, num_envs] = args.env_steps * num_envs / (time.perf_counter() - t)
+            print(f"{label:<12}{num_envs:>13}{rates[label, num_envs]:>16.0f}", flush=True)
+    for n in (1, args.num_envs):
+        print(f"serve / in-process at {n} walkers/call: {rates['serve', n] / rates['in-process', n]:.2f}")
+    print(f"serve batched ({args.num_envs}) / serve single: {rates['serve', args.num_envs] / rates['serve', 1]:.1f}x")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["thyroid", "cardio", "breastw", "Stamps"])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--ppo-iterations", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--la", type=float, default=0.1)
+    p.add_argument("--max-rows", type=int, default=3000)
+    p.add_argument("--num-envs", type=int, default=32)
+    p.add_argument("--env-steps", type=int, default=200)
+    p.add_argument("--num-cpus", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-auc", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    init_ray(num_cpus=args.num_cpus)
+    env_throughput(args)
+    if not args.skip_auc:
+        auc_table(args)
+
+
+if __name__ == "__main__":
+    main()
