@@ -109,7 +109,7 @@ class QNetwork(nn.Module):
 class DPLANCallback(RLlibCallback):
     """Refreshes a sub-env's hidden layer from the EnvRunner's RLModule at each episode start."""
 
-    def on_episode_start(self, *, env_runner: Any = None, env: Any = None, env_index: int, rl_module: Any = None, **kwargs: Any) -> None:
+    def on_episode_start(self, *, env: Any, env_index: int, rl_module: Any, **kwargs: Any) -> None:
         weights = rl_module.get_state(inference_only=True)
         env.envs[env_index].unwrapped.set_hidden_layer(weights[RLLIB_KEYS["hidden.weight"]], weights[RLLIB_KEYS["hidden.bias"]])
 

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import gymnasium as gym
 import numpy as np
+import ray
 from sklearn.ensemble import IsolationForest
 
 NORMAL, ANOMALY = 0, 1
@@ -37,8 +38,6 @@ def extrinsic_reward(action: int, labelled_anomaly: bool) -> float:
 
 def _resolve(value: Any) -> np.ndarray:
     """An array, or the array behind a Ray ``ObjectRef``."""
-    import ray
-
     return np.asarray(ray.get(value) if isinstance(value, ray.ObjectRef) else value)
 
 
