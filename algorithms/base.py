@@ -85,6 +85,15 @@ class BaseDetector(ABC):
         self._calibrate(X)
         return self
 
+    def adopt(self, X: Any, state: dict[str, Any]) -> "BaseDetector":
+        """Take learned ``state`` trained elsewhere (e.g. by Ray Train workers) and calibrate
+        ``threshold_`` on the training rows ``X``, as ``fit`` would."""
+        X = check_array(X)
+        self.n_features_in_ = X.shape[1]
+        self._set_state(state)
+        self._calibrate(X)
+        return self
+
     def _calibrate(self, X: np.ndarray) -> None:
         scores = self._score(X)
         self.decision_scores_ = scores

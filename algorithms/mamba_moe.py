@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -115,26 +115,36 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train_mamba_moe(net: MambaMoE, X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, device: torch.device) -> list[float]:
-    """Class-weighted BCE + load balancing with Adam; returns the loss of each epoch."""
+def positive_weight(y: np.ndarray, cfg: MambaMoEConfig) -> float:
+    """BCE weight of the anomaly class: #normal / #anomaly, capped at ``max_pos_weight``."""
+    n_pos = float(y.sum())
+    return min((len(y) - n_pos) / max(n_pos, 1.0), cfg.max_pos_weight)
+
+
+def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, device: torch.device,
+                    pos_weight: float, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+    """Class-weighted BCE + load balancing with AdamW over shuffled mini-batches of ``(X, y)``;
+    returns each epoch's mean loss. ``net`` may be wrapped (DDP) as long as it returns
+    ``(logits, balance)``; ``on_epoch(epoch, loss)`` is called after every epoch."""
     gen = torch.Generator().manual_seed(cfg.seed)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.float32))
-    n_pos = float(yt.sum())
-    pos_weight = torch.tensor(min((len(yt) - n_pos) / max(n_pos, 1.0), cfg.max_pos_weight), device=device)
+    pw = torch.tensor(pos_weight, device=device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    net.to(device).train()
+    net.train()
     losses = []
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
         total = 0.0
         for batch in torch.randperm(len(Xt), generator=gen).split(cfg.batch_size):
             xb, yb = Xt[batch].to(device), yt[batch].to(device)
             logits, balance = net(xb)
-            loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight) + cfg.balance_coef * balance
+            loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pw) + cfg.balance_coef * balance
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(batch)
         losses.append(total / len(Xt))
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
     net.eval()
     return losses
 
@@ -156,7 +166,8 @@ class MambaMoEDetector(BaseDetector):
             raise ValueError("MambaMoEDetector is supervised: y must mark at least one anomaly with 1")
         n_experts = self.config.n_experts or experts_from_complexity(X, self.config.max_experts)
         self._build(X.shape[1], n_experts)
-        self.train_losses_ = train_mamba_moe(self.net, X, y, self.config, self.device)
+        self.net.to(self.device)
+        self.train_losses_ = train_mamba_moe(self.net, X, y, self.config, self.device, positive_weight(y, self.config))
 
     @torch.no_grad()
     def logits(self, X: np.ndarray) -> np.ndarray:

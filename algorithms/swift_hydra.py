@@ -19,13 +19,14 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
+import ray
 import torch
 
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.beta_vae import BetaVAEConfig, ConditionalBetaVAE, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, SynthesisEnvConfig
-from rlad.platform.data import write_parquet
+from rlad.platform.data import load_dataset, write_parquet
 from rlad.platform.metrics import auc_scores
 from rlad.platform.tensorboard import TBLogger
 
@@ -51,22 +52,16 @@ class SwiftHydraConfig:
     num_envs_per_runner: int = 8
     use_serve: bool = True
     serve_num_cpus: float = 0.5
+    serve_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"detector_node": 1}
+    rollout_resources: dict[str, float] = field(default_factory=dict)  # per env runner, e.g. {"rollout_node": 1}
+    ray_train: bool = False  # retrain with Ray Train (TorchTrainer) instead of in this process
+    train_workers: int = 1
+    train_cpus_per_worker: float = 0.5
     detector: MambaMoEConfig = field(default_factory=MambaMoEConfig)
     vae: BetaVAEConfig = field(default_factory=BetaVAEConfig)
     env: SynthesisEnvConfig = field(default_factory=SynthesisEnvConfig)
     ppo: PPOSettings = field(default_factory=PPOSettings)
     seed: int = 0
-
-
-Retrainer = Callable[[Path, MambaMoEConfig], MambaMoEDetector]
-
-
-def retrain_in_process(parquet: Path, cfg: MambaMoEConfig) -> MambaMoEDetector:
-    """Fit a fresh detector on the rows of ``parquet`` in this process."""
-    from rlad.platform.data import load_dataset
-
-    ds = load_dataset(parquet)
-    return MambaMoEDetector(cfg).fit(ds.X, ds.y)
 
 
 def make_synthesis_env(env_config: dict[str, Any]) -> LatentSynthesisVecEnv:
@@ -92,6 +87,7 @@ def build_ppo(cfg: SwiftHydraConfig, env_config: dict[str, Any]):
             num_env_runners=cfg.num_env_runners,
             num_envs_per_env_runner=cfg.num_envs_per_runner,
             num_cpus_per_env_runner=1,
+            custom_resources_per_env_runner=cfg.rollout_resources,
             gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
         )
         .learners(num_learners=0)
@@ -132,16 +128,28 @@ class SwiftHydra:
     """The synthesis-retrain loop; ``run`` returns the final detector and per-round history."""
 
     def __init__(self, cfg: SwiftHydraConfig = SwiftHydraConfig(), workdir: str | Path = "runs/swift_hydra",
-                 retrain: Retrainer = retrain_in_process, log: Callable[[str], None] = print) -> None:
-        self.cfg, self.workdir, self.retrain, self.log = cfg, Path(workdir), retrain, log
+                 log: Callable[[str], None] = print) -> None:
+        self.cfg, self.workdir, self.log = cfg, Path(workdir).resolve(), log
         self.history: list[dict[str, Any]] = []
+
+    def retrain(self, parquet: Path, rnd: int) -> MambaMoEDetector:
+        """A fresh detector fitted on the rows of ``parquet``: by Ray Train or in this process."""
+        if self.cfg.ray_train:
+            from rlad.platform.train_detector import RayTrainOptions, retrain_with_ray_train
+
+            options = RayTrainOptions(num_workers=self.cfg.train_workers, cpus_per_worker=self.cfg.train_cpus_per_worker,
+                                      storage_path=str(self.workdir / "ray_train"))
+            return retrain_with_ray_train(parquet, self.cfg.detector, options, name=f"round_{rnd}")
+        ds = load_dataset(parquet)
+        return MambaMoEDetector(self.cfg.detector).fit(ds.X, ds.y)
 
     def _scorer(self, detector: MambaMoEDetector, checkpoint: Path, version: int):
         from rlad.platform.serving import LocalScorer, ServeOptions, ServeScorer, deploy_detector
 
         if not self.cfg.use_serve:
             return LocalScorer(detector)
-        options = ServeOptions(app_name="swift-hydra-detector", num_cpus=self.cfg.serve_num_cpus)
+        options = ServeOptions(app_name="swift-hydra-detector", num_cpus=self.cfg.serve_num_cpus,
+                               resources=self.cfg.serve_resources)
         deploy_detector(str(checkpoint), options, version=version)
         return ServeScorer(options.app_name)
 
@@ -158,13 +166,16 @@ class SwiftHydra:
         self.log(f"[swift-hydra] beta-VAE trained on {len(X)} rows ({time.time() - t0:.1f}s)")
 
         parquet = write_parquet(self.workdir / "round_0" / "train.parquet", X, y)
-        detector = self.retrain(parquet, cfg.detector)
+        detector = self.retrain(parquet, 0)
         self._record(0, detector, X_test, y_test, n_synthetic=0, t=time.time() - t0)
 
         checkpoint = detector.save(self.workdir / "round_0" / "detector.pt")
         env_config = {"vae": vae, "anchors": anchors, "reference": X, "env_cfg": cfg.env, "seed": cfg.seed,
                       "scorer": self._scorer(detector, checkpoint, version=0)}
         algo = build_ppo(cfg, env_config)
+        self.rollout_nodes_ = set(algo.env_runner_group.foreach_env_runner(
+            lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.num_env_runners == 0))
+        self.log(f"[swift-hydra] {max(cfg.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
         X_aug, y_aug = X, y
         with TBLogger(self.workdir / "tensorboard") as tb:
             for rnd in range(1, cfg.rounds + 1):
@@ -178,7 +189,7 @@ class SwiftHydra:
                 X_aug = np.concatenate([X_aug, new]).astype(np.float32)
                 y_aug = np.concatenate([y_aug, np.ones(len(new), dtype=y.dtype)])
                 parquet = write_parquet(self.workdir / f"round_{rnd}" / "train.parquet", X_aug, y_aug)
-                detector = self.retrain(parquet, cfg.detector)
+                detector = self.retrain(parquet, rnd)
                 checkpoint = detector.save(self.workdir / f"round_{rnd}" / "detector.pt")
                 self._update_scorer(algo, detector, checkpoint, rnd)
                 rec = self._record(rnd, detector, X_test, y_test, n_synthetic=len(X_aug) - len(X), t=time.time() - t0,

@@ -15,6 +15,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rows", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-serve", action="store_true", help="score in-process instead of through Ray Serve")
+    p.add_argument("--ray-train", action="store_true", help="retrain the detector with Ray Train (GPU when present)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
     p.add_argument("--address", default=None, help="connect to a running Ray cluster instead")
     p.add_argument("--workdir", default="runs/swift_hydra", help="checkpoints, Parquet and TensorBoard logs")
@@ -34,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         options["rounds"] = args.rounds
     if args.no_serve:
         options["use_serve"] = False
+    if args.ray_train:
+        options["ray_train"] = True
     options.setdefault("seed", args.seed)
     cfg = from_dict(SwiftHydraConfig, options)
 

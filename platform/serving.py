@@ -12,10 +12,11 @@ Environments score rows through a *scorer*: a picklable callable ``X (n, d) -> P
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 
 from rlad.algorithms.base import BaseDetector
@@ -48,7 +49,8 @@ class DetectorServer:
         return await self._score_batch(np.asarray(X, dtype=np.float32))
 
     def info(self) -> dict[str, Any]:
-        return {"kind": self.detector.kind, "n_features": self.detector.n_features_in_, "version": self.version, "pid": os.getpid()}
+        return {"kind": self.detector.kind, "n_features": self.detector.n_features_in_, "version": self.version,
+                "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class ServeOptions:
     num_replicas: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)  # custom resources, to pin replicas to nodes
 
 
 def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), version: int = 0) -> serve.handle.DeploymentHandle:
@@ -69,7 +72,7 @@ def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), ver
         version="rlad-detector-server-1",
         _internal=True,
         num_replicas=options.num_replicas,
-        ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
+        ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus, "resources": options.resources},
         user_config={"checkpoint": str(checkpoint), "version": version},
     ).bind()
     serve.start(http_options={"host": "127.0.0.1"})
