@@ -11,7 +11,8 @@ COMMAND_MODULES = (
     "rlad.algorithms.swift_hydra_cli",
     "rlad.algorithms.dplan_cli",
     "rlad.algorithms.residual_rl_cli",
-    "rlad.platform.detect_cli",
+    "rlad.platform.serve_cli",
+    "rlad.platform.bench_cli",
 )
 
 
