@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "rlad.algorithms.residual_rl_cli",
     "rlad.platform.serve_cli",
     "rlad.platform.bench_cli",
+    "rlad.platform.tune_cli",
 )
 
 
