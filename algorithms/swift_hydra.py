@@ -54,6 +54,7 @@ class SwiftHydraConfig:
     serve_num_cpus: float = 0.5
     serve_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"detector_node": 1}
     rollout_resources: dict[str, float] = field(default_factory=dict)  # per env runner, e.g. {"rollout_node": 1}
+    env_runner_restart_delay_s: float = 5.0  # a crashed env runner is restarted after this delay
     ray_train: bool = False  # retrain with Ray Train (TorchTrainer) instead of in this process
     train_workers: int = 1
     train_cpus_per_worker: float = 0.5
@@ -91,6 +92,7 @@ def build_ppo(cfg: SwiftHydraConfig, env_config: dict[str, Any]):
             gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
         )
         .learners(num_learners=0)
+        .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=cfg.env_runner_restart_delay_s)
         .training(
             lr=cfg.ppo.lr, gamma=cfg.ppo.gamma, train_batch_size_per_learner=cfg.ppo.train_batch_size,
             minibatch_size=cfg.ppo.minibatch_size, num_epochs=cfg.ppo.num_epochs,

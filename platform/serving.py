@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import ray
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.registry import load_detector
@@ -34,18 +35,18 @@ class DetectorServer:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
     async def _score_batch(self, batches: list[np.ndarray]) -> list[dict[str, Any]]:
-        detector, version = self.detector, self.version
+        detector, version = self.detector, self.version  # one model for the whole batch, even mid-swap
         X = np.concatenate(batches)
         scores = detector.decision_function(X)
         proba = detector.anomaly_probability(X)
         bounds = np.cumsum([len(b) for b in batches])[:-1]
         return [
-            {"scores": s, "proba": p, "version": version, "batched_requests": len(batches)}
+            {"scores": s, "proba": p, "threshold": detector.threshold_, "version": version, "batched_requests": len(batches)}
             for s, p in zip(np.split(scores, bounds), np.split(proba, bounds))
         ]
 
     async def __call__(self, X: np.ndarray) -> dict[str, Any]:
-        """``X`` (n, d) -> ``{"scores", "proba", "version", "batched_requests"}``."""
+        """``X`` (n, d) -> ``{"scores", "proba", "threshold", "version", "batched_requests"}``."""
         return await self._score_batch(np.asarray(X, dtype=np.float32))
 
     def info(self) -> dict[str, Any]:
@@ -60,23 +61,33 @@ class ServeOptions:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # custom resources, to pin replicas to nodes
+    route_prefix: str | None = None  # e.g. "/detector": also serve the HTTP scoring API there
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
 
 
-def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), version: int = 0) -> serve.handle.DeploymentHandle:
-    """Start (or update in place) the Serve app ``options.app_name`` serving ``checkpoint``."""
+def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), version: int = 0) -> DeploymentHandle:
+    """Start (or update in place) the Serve app ``options.app_name`` serving ``checkpoint``.
+    Returns the handle of the :class:`DetectorServer` deployment."""
     # A fixed code version makes Serve treat a changed ``user_config`` as an in-place
     # ``reconfigure`` of the running replicas; the imperative API would otherwise draw a random
     # version per ``serve.run`` and replace every replica. (``_internal`` is the only way to pass
     # it there; ray is pinned to 2.60.0.)
-    app = DetectorServer.options(
+    detector = DetectorServer.options(
         version="rlad-detector-server-1",
         _internal=True,
         num_replicas=options.num_replicas,
         ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus, "resources": options.resources},
         user_config={"checkpoint": str(checkpoint), "version": version},
     ).bind()
-    serve.start(http_options={"host": "127.0.0.1"})
-    return serve.run(app, name=options.app_name, route_prefix=None)
+    serve.start(http_options={"host": options.http_host, "port": options.http_port})
+    if options.route_prefix is None:
+        return serve.run(detector, name=options.app_name, route_prefix=None)
+    from rlad.platform.http_api import ScoringAPI
+
+    ingress = ScoringAPI.options(version="rlad-scoring-api-1", _internal=True, ray_actor_options={"num_cpus": 0}).bind(detector)
+    serve.run(ingress, name=options.app_name, route_prefix=options.route_prefix)
+    return serve.get_deployment_handle("DetectorServer", app_name=options.app_name)
 
 
 def serve_version(app_name: str) -> int:
