@@ -50,7 +50,7 @@ def mean_ranks(results: pd.DataFrame, metric: str = "auc_roc", by_la: bool = Fal
     ranks = rank_table(results, metric)
     if by_la:
         return ranks.groupby(level="la").mean().T
-    return ranks.mean(axis=0).sort_values()
+    return ranks.mean(axis=0).sort_values(kind="stable")  # ties keep name order
 
 
 def time_table(results: pd.DataFrame) -> pd.DataFrame:
