@@ -53,5 +53,5 @@ def apply_batched(fn: Callable[[torch.Tensor], torch.Tensor], X: np.ndarray, dev
 
 
 def module_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """A module's ``state_dict`` as CPU tensors (what checkpoints store)."""
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    """A copy of a module's ``state_dict`` as CPU tensors (what checkpoints store)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
