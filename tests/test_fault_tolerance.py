@@ -1,0 +1,42 @@
+"""Fault tolerance of RLlib training: an env runner killed mid-training is restarted and
+training finishes. (Serve replica loss: tests/test_http_api.py; checkpoint corruption:
+tests/test_mamba_moe.py and test_checkpoint.py.)"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import torch
+
+from conftest import small_split
+from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
+from rlad.algorithms.mamba_moe import MambaMoEDetector
+from rlad.algorithms.swift_hydra import PPOSettings, SwiftHydraConfig, build_ppo
+from rlad.platform.serving import LocalScorer
+
+
+def test_killed_env_runner_is_restarted_and_training_finishes(ray_cluster):
+    split = small_split("thyroid", max_rows=800, la=0.3)
+    det = MambaMoEDetector(epochs=1).fit(split.X_train, split.y_train_semi)
+    vae = train_beta_vae(split.X_train, split.y_train_semi, BetaVAEConfig(epochs=3))
+    anchors = vae.encode(torch.from_numpy(split.X_train[split.y_train_semi == 1]), torch.ones(int(split.y_train_semi.sum())))[0].detach().numpy()
+    cfg = SwiftHydraConfig(num_env_runners=2, num_envs_per_runner=4, env_runner_restart_delay_s=1.0,
+                           ppo=PPOSettings(train_batch_size=160, minibatch_size=80, num_epochs=1))
+    env_config = {"vae": vae, "anchors": anchors, "reference": split.X_train, "env_cfg": cfg.env, "scorer": LocalScorer(det)}
+    algo = build_ppo(cfg, env_config)
+    try:
+        algo.train()
+        pids = algo.env_runner_group.foreach_env_runner(lambda r: os.getpid(), local_env_runner=False)
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)
+        results = [algo.train() for _ in range(4)]
+        deadline = time.time() + 120
+        while algo.env_runner_group.num_healthy_remote_workers() < 2:
+            assert time.time() < deadline, "env runner was not restarted"
+            algo.train()
+        new_pids = algo.env_runner_group.foreach_env_runner(lambda r: os.getpid(), local_env_runner=False)
+        assert pids[0] not in new_pids and len(new_pids) == 2
+        assert results[-1]["env_runners"]["num_env_steps_sampled"] > 0
+    finally:
+        algo.stop()
