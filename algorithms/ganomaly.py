@@ -149,7 +149,8 @@ class GANomalyDetector(BaseDetector):
             data = torch.as_tensor(rows, device=self.device)
             opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
             opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-            self.gen.train(), self.disc.train()
+            self.gen.train()
+            self.disc.train()
             for idx in minibatches(len(data), cfg.batch_size, cfg.epochs, self.device):
                 x = data[idx]
                 z, x_hat, z_hat = self.gen(x)
@@ -173,7 +174,8 @@ class GANomalyDetector(BaseDetector):
                     for m in self.disc.modules():
                         if hasattr(m, "reset_parameters"):
                             m.reset_parameters()
-        self.gen.eval(), self.disc.eval()
+        self.gen.eval()
+        self.disc.eval()
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         def score(x: torch.Tensor) -> torch.Tensor:
@@ -189,4 +191,5 @@ class GANomalyDetector(BaseDetector):
         self._build()
         self.gen.load_state_dict(state["generator"])
         self.disc.load_state_dict(state["discriminator"])
-        self.gen.eval(), self.disc.eval()
+        self.gen.eval()
+        self.disc.eval()

@@ -14,8 +14,9 @@ model adapts to ``S`` in closed form:
   finish with one more ridge step. Every step is differentiable; ``lam`` and ``mu`` are
   meta-learned (softplus-positive).
 
-Anomaly score of a row: its squared reconstruction error ``||x - h(x, r) W||^2`` under the
-adapted decoder, as in the paper (``A`` only robustifies adaptation; it exists for support rows).
+Anomaly score of a row: its squared reconstruction error ``||x - h(x, r) W||^2`` (summed over
+features) under the adapted decoder, the AE score the paper uses as we read it; ``A`` only
+robustifies adaptation (it is defined for support rows), so its norm is not the score.
 :meth:`MetaRobustAEDetector.explain` returns a row's anomalous attributes under the adapted
 decoder, ``soft(x - h(x, r) W, mu)``: the A-step's exact minimiser with ``W`` fixed.
 
@@ -43,7 +44,8 @@ Task sources:
 
 With ``val_tasks``, :meth:`MetaRobustAEDetector.meta_fit` keeps the parameters of the best mean
 AUC on those meta-validation tasks (checked every ``eval_every`` steps): with few source classes
-(digits 0-4) meta-training otherwise overfits them and AUC on unseen classes decays with steps.
+meta-training overfits them. Digits, meta-trained on 0-4, tested on 7-9: mean AUC 0.97
+early-stopped on 5-6, 0.89 after 300 steps without, 0.92-0.94 with no meta-training at all.
 """
 from __future__ import annotations
 
