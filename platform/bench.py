@@ -284,6 +284,7 @@ class BenchResult:
     curves: pd.DataFrame
     out_dir: Path
     files: dict[str, Path]
+    report_error: str | None = None
 
     @property
     def n_failed(self) -> int:
@@ -365,6 +366,7 @@ def run_bench(
     todo_task: list[tuple[DetectorSpec, str, Any, float, int]] = []
     todo_driver: list[tuple[DetectorSpec, str, Any, float, int]] = []
     datasets: dict[str, TabularDataset] = {}
+    unreadable = 0
     for path in files:
         pending = [(s, la, seed) for s in detectors for la in cfg.la for seed in cfg.seeds
                    if (s.label, path.stem, float(la), int(seed)) not in done]
@@ -373,6 +375,7 @@ def run_bench(
         try:
             ds = load_dataset(path)
         except DatasetError as exc:
+            unreadable += 1
             log(f"[bench] {exc}")
             for s, la, seed in pending:
                 record(_failed(s, path.stem, la, seed, "driver", exc))
@@ -383,7 +386,8 @@ def run_bench(
 
     total = len(todo_task) + len(todo_driver)
     log(f"[bench] {len(detectors)} detector(s) x {len(files)} dataset(s) x {len(cfg.la)} la x {len(cfg.seeds)} seed(s): "
-        f"{total} run(s) to do ({len(todo_task)} as Ray tasks, {len(todo_driver)} in the driver)")
+        f"{total} run(s) to do ({len(todo_task)} as Ray tasks, {len(todo_driver)} in the driver)"
+        + (f"; {unreadable} unreadable dataset(s) recorded as failed" if unreadable else ""))
     bar = tqdm(total=total, desc="bench", unit="run", disable=not cfg.progress, dynamic_ncols=True)
 
     def tick(r: dict[str, Any]) -> None:
@@ -432,10 +436,16 @@ def run_bench(
     result.files["config"] = cfg_path
     result.files["runs"] = runs_path
     result.files["errors"] = out / "errors.log"
-    if report:
+    if report:  # results are on disk already: a report failure is logged, not raised
         from rlad.platform.report import write_report
 
-        result.files.update(write_report(result.results, result.curves, out, meta=meta))
+        try:
+            result.files.update(write_report(result.results, result.curves, out, meta=meta))
+        except Exception as exc:  # noqa: BLE001
+            result.report_error = _error_text(exc)
+            with open(out / "errors.log", "a") as f:
+                f.write(f"== report\n{traceback.format_exc()}\n")
+            log(f"[bench] report failed ({result.report_error}); results are complete, see {out / 'errors.log'}")
     log(f"[bench] {len(result.results)} run(s), {result.n_failed} failed, in {time.time() - started:.1f}s; results in {out}")
     return result
 

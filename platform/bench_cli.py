@@ -1,7 +1,7 @@
 """``rlad bench``: registered detectors x ADBench-format datasets x la x seeds, as Ray tasks.
 
 Exit codes: 0 every run succeeded; 1 the benchmark completed and wrote its results but some runs
-failed (see the ``error`` column and ``errors.log``); 2 bad request (unknown detector, bad config,
+(or the report) failed (see the ``error`` column and ``errors.log``); 2 bad request (unknown detector, bad config,
 no data files).
 """
 from __future__ import annotations
@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     for key in ("csv", "parquet", "curves", "report_md", "report_html"):
         if key in result.files:
             print(f"[bench] {key}: {result.files[key]}")
-    if result.n_failed:
+    if result.report_error:
+        print(f"[bench] the report failed: {result.report_error}", file=sys.stderr)
+    if result.n_failed or result.report_error:
         print(f"[bench] {result.n_failed} of {len(result.results)} run(s) failed; see {result.files['errors']}", file=sys.stderr)
         return 1
     return 0

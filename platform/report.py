@@ -12,7 +12,8 @@ Written into a benchmark's output folder by :func:`write_report`:
 
 Ranks follow ADBench: on each (dataset, la) the detectors' AUCs averaged over seeds are ranked,
 1 = best, ties share the average rank; a detector with no successful run there ranks last
-(tied with the other failures). :func:`mean_ranks` averages the ranks over datasets.
+(tied with the other failures); a dataset where every detector failed is left out.
+:func:`mean_ranks` averages the ranks over datasets.
 """
 from __future__ import annotations
 
@@ -41,8 +42,10 @@ def score_table(results: pd.DataFrame, metric: str = "auc_roc") -> pd.DataFrame:
 
 def rank_table(results: pd.DataFrame, metric: str = "auc_roc") -> pd.DataFrame:
     """Rank of every detector on every (dataset, la): 1 = highest mean ``metric``, ties averaged,
-    detectors without a result ranked last."""
-    return score_table(results, metric).rank(axis=1, ascending=False, method="average", na_option="bottom")
+    detectors without a result ranked last. A (dataset, la) where every detector failed (e.g. an
+    unreadable file) ranks nobody and is left out."""
+    scores = score_table(results, metric).dropna(how="all")
+    return scores.rank(axis=1, ascending=False, method="average", na_option="bottom")
 
 
 def mean_ranks(results: pd.DataFrame, metric: str = "auc_roc", by_la: bool = False) -> pd.DataFrame | pd.Series:
@@ -249,6 +252,8 @@ def write_report(results: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Pat
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
+    for stale in fig_dir.glob("curves_*.png"):  # from an earlier report in this folder
+        stale.unlink()
     meta = meta or {}
     blocks: list[tuple[str, Any]] = []  # (kind, payload): h2/p/table/img
 
@@ -278,7 +283,8 @@ def write_report(results: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Pat
         by_la.columns = [f"AUC-ROC la={la:g}" for la in by_la.columns]
         ranks = ranks.join(by_la)
     blocks.append(("table", ranks))
-    blocks.append(("img", plot_ranks(results, fig_dir / "ranks.png")))
+    if ranks["AUC-ROC"].notna().any():
+        blocks.append(("img", plot_ranks(results, fig_dir / "ranks.png")))
 
     for metric, name in METRICS.items():
         blocks.append(("h2", f"{name} per dataset"))
@@ -292,11 +298,12 @@ def write_report(results: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Pat
     if not per_ds.empty:
         blocks.append(("p", "Mean fit seconds per dataset:"))
         blocks.append(("table", per_ds))
-    blocks.append(("img", plot_times(results, fig_dir / "times.png")))
+    if not ok.empty:
+        blocks.append(("img", plot_times(results, fig_dir / "times.png")))
 
     blocks.append(("h2", "ROC and PR curves"))
     blocks.append(("p", "Averaged over seeds; the legend gives the mean AUC of each detector."))
-    for (ds, la), _ in results.groupby(["dataset", "la"]):
+    for (ds, la), _ in ok.groupby(["dataset", "la"]):
         blocks.append(("img", plot_curves(results, curves, ds, la, fig_dir / f"curves_{_slug(ds)}_la{la:g}.png")))
 
     failed = results[results["error"].notna()]

@@ -52,6 +52,7 @@ def test_ranks_on_hand_made_table():
         ("d1", "a"): [0.9, 0.8], ("d1", "b"): [0.7, 0.7], ("d1", "c"): [0.6, 0.9],
         ("d2", "a"): [0.5, 0.7], ("d2", "b"): [0.6, 0.6], ("d2", "c"): [math.nan, math.nan],
         ("d3", "a"): [0.1, 0.1], ("d3", "b"): [0.3, 0.3], ("d3", "c"): [0.2, math.nan],
+        ("d4", "a"): [math.nan] * 2, ("d4", "b"): [math.nan] * 2, ("d4", "c"): [math.nan] * 2,  # unreadable: no ranks
     }
     for (ds, det), values in auc.items():
         for seed, v in enumerate(values):
@@ -84,6 +85,15 @@ def test_request_errors(tmp_path):
     spec = resolve_detectors(["if10=iforest"], {"iforest": {"n_estimators": 20}, "if10": {"n_estimators": 10}})[0]
     assert spec == DetectorSpec("if10", "iforest", {"n_estimators": 10})
     assert spec.build(seed=3).config.random_state == 3  # the run's seed seeds the detector
+
+
+def test_unreadable_dataset_is_recorded(tmp_path):
+    bad = tmp_path / "data" / "bad.csv"
+    bad.parent.mkdir()
+    bad.write_text("a,b,y\n1,2,0\n3,4,2\n")  # label 2 is not 0/1
+    result = run_bench(resolve_detectors(["ecod", "iforest"]), [bad.parent], BenchConfig(progress=False), out_dir=tmp_path / "out")
+    assert result.n_failed == 2 and result.results["error"].str.startswith("DatasetError: ").all()
+    assert result.files["report_md"].is_file() and result.files["report_html"].is_file()  # a report even with nothing to rank
 
 
 # -- the benchmark --------------------------------------------------------------------------------
