@@ -31,7 +31,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
-from rlad.algorithms.base import BaseDetector
+from rlad.algorithms.base import BaseDetector, check_array
 from rlad.envs.residual_env import ResidualEnv
 from rlad.platform.ray_runtime import init_ray
 from rlad.platform.tensorboard import TBLogger
@@ -41,7 +41,8 @@ N_STATS = 4  # mean, std, max, L2 norm of the residual map
 
 @dataclass
 class ResidualRLConfig:
-    image_shape: tuple[int, int, int] = (1, 8, 8)  # (C, H, W) of the flattened rows
+    # (C, H, W) of the flattened rows; None: set at fit, (1, s, s) if n_features = s*s else (1, 1, n_features)
+    image_shape: tuple[int, int, int] | None = None
     # convolutional autoencoder
     base_channels: int = 16
     latent_dim: int = 32
@@ -101,7 +102,6 @@ class ConvAutoencoder(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], base_channels: int, latent_dim: int) -> None:
         super().__init__()
         c, h, w = image_shape
-        self.image_shape = (c, h, w)
         n_down = min(4, max(1, (min(h, w) // 4).bit_length() - 1))
         chans = [min(base_channels * 2**i, 128) for i in range(n_down)]
         enc: list[nn.Module] = []
@@ -152,7 +152,8 @@ def pseudo_anomalies(images: np.ndarray, n: int, rng: np.random.Generator) -> np
     out = images[rng.integers(len(images), size=n)].copy()
     _, c, h, w = out.shape
     for img in out:
-        ph, pw = rng.integers(max(1, h // 8), max(2, h // 2) + 1), rng.integers(max(1, w // 8), max(2, w // 2) + 1)
+        ph = rng.integers(max(1, h // 8), max(1, h // 2) + 1)
+        pw = rng.integers(max(1, w // 8), max(1, w // 2) + 1)
         top, left = rng.integers(0, h - ph + 1), rng.integers(0, w - pw + 1)
         img[:, top : top + ph, left : left + pw] = rng.random((c, ph, pw), dtype=np.float32)
     return out
@@ -166,7 +167,8 @@ class ResidualRLDetector(BaseDetector):
 
     def __init__(self, config: ResidualRLConfig | None = None, contamination: float = 0.1, **overrides: Any) -> None:
         super().__init__(config, contamination, **overrides)
-        self.config.image_shape = tuple(int(s) for s in self.config.image_shape)
+        if self.config.image_shape is not None:
+            self.config.image_shape = tuple(int(s) for s in self.config.image_shape)
         self.config.hidden = tuple(int(h) for h in self.config.hidden)
         self.ae: ConvAutoencoder | None = None
         self.policy: nn.Sequential | None = None
@@ -182,9 +184,10 @@ class ResidualRLDetector(BaseDetector):
         self.policy = mlp(g * g + N_STATS, cfg.hidden, 2)
 
     def _images(self, X: np.ndarray) -> np.ndarray:
-        if int(np.prod(self.config.image_shape)) != X.shape[1]:
-            raise ValueError(f"rows have {X.shape[1]} features, image_shape {self.config.image_shape} needs {int(np.prod(self.config.image_shape))}")
-        return X.reshape(len(X), *self.config.image_shape)
+        shape = self.config.image_shape
+        if int(np.prod(shape)) != X.shape[1]:
+            raise ValueError(f"rows have {X.shape[1]} features, image_shape {shape} needs {int(np.prod(shape))}")
+        return X.reshape(len(X), *shape)
 
     @torch.no_grad()
     def _residuals(self, images: np.ndarray, batch: int = 256) -> torch.Tensor:
@@ -200,7 +203,7 @@ class ResidualRLDetector(BaseDetector):
     def residual_norms(self, X: Any) -> np.ndarray:
         """L2 norm of each row's residual map: the fixed-threshold baseline's score."""
         self._check_fitted()
-        return self._residuals(self._images(np.asarray(X, dtype=np.float32))).flatten(1).norm(dim=1).numpy()
+        return self._residuals(self._images(check_array(X, self.n_features_in_))).flatten(1).norm(dim=1).numpy()
 
     # -- training -------------------------------------------------------------------------------
     def _train_autoencoder(self, normal: np.ndarray) -> None:
@@ -249,6 +252,7 @@ class ResidualRLDetector(BaseDetector):
             .debugging(seed=cfg.seed)
         )
         algo = ppo.build_algo()
+        self.history = []
         logger = TBLogger(cfg.logdir) if cfg.logdir else None
         try:
             for it in range(1, cfg.iterations + 1):
@@ -268,6 +272,9 @@ class ResidualRLDetector(BaseDetector):
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
         cfg = self.config
+        if cfg.image_shape is None:
+            side = int(round(np.sqrt(X.shape[1])))
+            cfg.image_shape = (1, side, side) if side * side == X.shape[1] else (1, 1, X.shape[1])
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         images = self._images(X)
