@@ -142,8 +142,8 @@ def feature_normalizer(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     would blow up cells that are nearly constant on normal images (e.g. empty borders), making
     tiny residual changes there look like huge anomalies."""
     k = feats.shape[1] - N_STATS
-    mean, std = feats.mean(0), feats.std(0)
-    mean[:k], std[:k] = feats[:, :k].mean(), feats[:, :k].std()
+    mean, std = feats.mean(0), feats.std(0, correction=0)
+    mean[:k], std[:k] = feats[:, :k].mean(), feats[:, :k].std(correction=0)
     return mean, std.clamp_min(1e-6)
 
 
