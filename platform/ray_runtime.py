@@ -15,4 +15,5 @@ def init_ray(num_cpus: int | None = None, address: str | None = None, **kwargs: 
     if address is not None:
         ray.init(address=address, **kwargs)
         return
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
+    # address="local": always a new local instance, never a cluster that happens to be running.
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)

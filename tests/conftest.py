@@ -6,6 +6,7 @@ import ray
 import torch
 
 from rlad.platform.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.platform.ray_runtime import init_ray
 
 torch.set_num_threads(1)
 
@@ -13,7 +14,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray cluster with 2 CPUs, shared by every test of one module."""
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    init_ray(num_cpus=2)
     yield
     ray.shutdown()
 

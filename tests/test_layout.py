@@ -26,7 +26,7 @@ def test_import_platform_and_ray_from_repo_root():
 def test_ray_task_started_from_repo_root_sees_stdlib_platform():
     code = (
         "import ray, os\n"
-        "ray.init(num_cpus=1, include_dashboard=False)\n"
+        "ray.init(address='local', num_cpus=1, include_dashboard=False)\n"
         "@ray.remote\n"
         "def probe():\n"
         "    import platform, rlad.platform.data, sys\n"
