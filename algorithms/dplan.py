@@ -4,8 +4,8 @@ on RLlib's new API stack (RLModule / Learner / EnvRunner).
 * Env: :class:`rlad.envs.dplan_env.DPLANEnv` (states are rows, actions normal/anomaly, ``g_a`` /
   ``g_u`` transitions, extrinsic + iForest intrinsic reward).
 * Q-network: RLlib's default DQN module configured as the paper's MLP, ``d -> 20 (ReLU) -> 2``,
-  vanilla DQN (no double-Q, no dueling, 1-step, uniform replay), trained with DeepMind-DQN-style
-  RMSProp. The anomaly score of a row is ``Q(s, anomaly)``.
+  vanilla DQN (no double-Q, no dueling, 1-step, uniform replay, Huber TD loss), trained with
+  DeepMind-DQN-style RMSProp. The anomaly score of a row is ``Q(s, anomaly)``.
 * Hidden-layer refresh: :class:`DPLANCallback.on_episode_start` runs inside each EnvRunner right
   after an episode's reset. It reads the hidden layer ``(W, b)`` from that EnvRunner's own
   RLModule, whose weights RLlib syncs from the learner after every training step, and hands them
@@ -13,8 +13,9 @@ on RLlib's new API stack (RLModule / Learner / EnvRunner).
   So ``g_u`` distances and intrinsic rewards follow the learner's Q-network episode by episode.
 * Data: ``fit`` puts ``X`` and ``y`` in the Ray object store once; the env config carries only the
   two ``ObjectRef`` s, so each EnvRunner receives them once and each env maps them zero-copy.
+* The env is given to RLlib as a class (no ``register_env``), so workers need no registration.
 * Saving: the state holds the Q-network's four tensors; loading rebuilds a plain torch
-  :class:`QNetwork`, without Ray.
+  :class:`QNetwork` without starting Ray.
 """
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ class DPLANLearner(DQNTorchLearner):
         self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr)
 
 
-def dqn_config(cfg: DPLANConfig, env_config: dict[str, Any]) -> Any:
+def dqn_config(cfg: DPLANConfig, env_config: dict[str, Any]) -> DQNConfig:
     """The RLlib ``DQNConfig`` of DPLAN (learner in the driver, ``cfg.num_env_runners`` runners)."""
     # RLlib's replay ratio counts the driver as a sampler; this gives ``updates_per_step``.
     intensity = cfg.updates_per_step * cfg.batch_size * max(cfg.num_env_runners, 1) / (cfg.num_env_runners + 1)
@@ -138,10 +139,13 @@ def dqn_config(cfg: DPLANConfig, env_config: dict[str, Any]) -> Any:
             num_envs_per_env_runner=1,
             rollout_fragment_length=cfg.rollout_fragment_length,
         )
-        .learners(num_learners=0, learner_config_dict={"rmsprop_alpha": cfg.rmsprop_alpha, "rmsprop_eps": cfg.rmsprop_eps})
+        .learners(
+            num_learners=0,
+            learner_class=DPLANLearner,
+            learner_config_dict={"rmsprop_alpha": cfg.rmsprop_alpha, "rmsprop_eps": cfg.rmsprop_eps},
+        )
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[cfg.hidden], fcnet_activation="relu", head_fcnet_hiddens=[]))
         .training(
-            learner_class=DPLANLearner,
             lr=cfg.lr,
             gamma=cfg.gamma,
             train_batch_size_per_learner=cfg.batch_size,
@@ -177,6 +181,7 @@ def iteration_summary(result: Mapping[str, Any]) -> dict[str, float]:
 class DPLANDetector(BaseDetector):
     """DPLAN: ``fit(X, y)`` with ``y = 1`` for labelled anomalies and 0 for unlabelled rows.
 
+    ``fit`` starts a local Ray with ``num_cpus`` CPUs when none is running (and leaves it running).
     Set ``on_iteration(iteration, summary, result)`` to watch training; ``history_`` keeps each
     iteration's summary and ``env_steps_per_s_`` the sampling throughput of the whole fit.
     """

@@ -131,6 +131,8 @@ def test_callback_refreshes_env_from_learner_synced_module(ray_cluster, split):
     env_config = {"X": ray.put(split.X_train), "y": ray.put(split.y_train_semi), "steps_per_episode": 100, "n_candidates": 200}
     algo = dqn_config(cfg, env_config).build_algo()
     try:
+        optimizers = algo.learner_group.foreach_learner(lambda learner: type(learner.get_optimizer()).__name__)
+        assert [r.get() for r in optimizers] == ["RMSprop"]
         runner = algo.env_runner
         runner.sample(num_timesteps=1, random_actions=True)
         env = runner.env.unwrapped.envs[0].unwrapped
