@@ -55,6 +55,7 @@ class DPLANConfig:
     p: float = 0.5  # probability that the next state comes from g_a (labelled anomalies)
     n_candidates: int = 1000  # size of g_u's random subsample of unlabelled rows
     iforest_estimators: int = 100  # intrinsic-reward iForest, refit every episode
+    intrinsic_weight: float = 1.0  # reward = extrinsic + intrinsic_weight * intrinsic
     # DQN
     hidden: int = 20
     episodes: int = 10
@@ -178,6 +179,15 @@ def iteration_summary(result: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def env_config(cfg: DPLANConfig, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """The env's config: the data goes to the object store once, runners receive references."""
+    return {
+        "X": ray.put(X), "y": ray.put(y), "p": cfg.p, "n_candidates": cfg.n_candidates,
+        "steps_per_episode": cfg.steps_per_episode, "iforest_estimators": cfg.iforest_estimators,
+        "intrinsic_weight": cfg.intrinsic_weight,
+    }
+
+
 class DPLANDetector(BaseDetector):
     """DPLAN: ``fit(X, y)`` with ``y = 1`` for labelled anomalies and 0 for unlabelled rows.
 
@@ -201,15 +211,7 @@ class DPLANDetector(BaseDetector):
             raise ValueError("DPLAN needs y with labelled anomalies (1) and unlabelled rows (0)")
         cfg = self.config
         init_ray(num_cpus=cfg.num_cpus)
-        env_config = {
-            "X": ray.put(X),
-            "y": ray.put(y),
-            "p": cfg.p,
-            "n_candidates": cfg.n_candidates,
-            "steps_per_episode": cfg.steps_per_episode,
-            "iforest_estimators": cfg.iforest_estimators,
-        }
-        algo = dqn_config(cfg, env_config).build_algo()
+        algo = dqn_config(cfg, env_config(cfg, X, y)).build_algo()
         total = cfg.warmup_steps + cfg.episodes * cfg.steps_per_episode
         self.history_ = []
         start = time.perf_counter()

@@ -44,7 +44,8 @@ def _resolve(value: Any) -> np.ndarray:
 class DPLANEnv(gym.Env):
     """Env config keys: ``X`` (rows), ``y`` (1 = labelled anomaly, 0 = unlabelled), ``p``
     (probability of ``g_a``, default 0.5), ``n_candidates`` (``g_u`` subsample, default 1000),
-    ``steps_per_episode`` (default 2000), ``iforest_estimators`` (default 100)."""
+    ``steps_per_episode`` (default 2000), ``iforest_estimators`` (default 100),
+    ``intrinsic_weight`` (scale of the intrinsic reward, default 1.0)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.X = _resolve(config["X"]).astype(np.float32, copy=False)
@@ -58,6 +59,7 @@ class DPLANEnv(gym.Env):
         self.n_candidates = min(int(config.get("n_candidates", 1000)), self.unlabelled.size)
         self.steps_per_episode = int(config.get("steps_per_episode", 2000))
         self.iforest_estimators = int(config.get("iforest_estimators", 100))
+        self.intrinsic_weight = float(config.get("intrinsic_weight", 1.0))
 
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.X.shape[1],), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(2)
@@ -104,7 +106,7 @@ class DPLANEnv(gym.Env):
         action = int(action)
         s_t = self.state
         r_e = extrinsic_reward(action, bool(self.is_anomaly[s_t]))
-        r_i = float(self.intrinsic[s_t])
+        r_i = self.intrinsic_weight * float(self.intrinsic[s_t])
         self.state = self.g_a() if self.np_random.random() < self.p else self.g_u(action, s_t)
         self.t += 1
         info = {"extrinsic_reward": r_e, "intrinsic_reward": r_i}

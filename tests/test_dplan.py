@@ -39,6 +39,16 @@ def embed(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # -- environment ------------------------------------------------------------------------------
+def test_intrinsic_weight_scales_the_intrinsic_reward(split):
+    rewards = {}
+    for weight in (1.0, 0.25):
+        env = make_env(split, p=0.5, n_candidates=100, intrinsic_weight=weight)
+        env.reset(seed=3)
+        env.set_hidden_layer(*random_layer(split.n_features, 0))
+        rewards[weight] = env.step(NORMAL)[4]["intrinsic_reward"]
+    assert rewards[1.0] > 0 and rewards[0.25] == pytest.approx(0.25 * rewards[1.0])
+
+
 @pytest.mark.parametrize(
     "action, labelled, reward", [(ANOMALY, True, 1.0), (NORMAL, False, 0.0), (ANOMALY, False, -1.0), (NORMAL, True, -1.0)]
 )

@@ -37,7 +37,7 @@ import numpy as np
 from ray import tune
 from sklearn.model_selection import train_test_split
 
-from rlad.algorithms.dplan import DPLANConfig, DPLANDetector, QNetwork, dqn_config, iteration_summary
+from rlad.algorithms.dplan import DPLANConfig, DPLANDetector, QNetwork, dqn_config, env_config, iteration_summary
 from rlad.algorithms.mamba_moe import MambaMoEDetector
 from rlad.algorithms.registry import load_detector
 from rlad.algorithms.swift_hydra import SwiftHydra, SwiftHydraConfig
@@ -144,15 +144,10 @@ def train_dplan(config: dict[str, Any], data: TuneData) -> None:
     """One DPLAN trial; validation AUCs per episode after warm-up. Checkpoints hold the RLlib
     algorithm state, so a restored trial continues training (with an empty replay buffer: RLlib
     does not checkpoint it)."""
-    import ray
     from ray.rllib.core import DEFAULT_MODULE_ID
 
     cfg = from_dict(DPLANConfig, config)
-    env_config = {
-        "X": ray.put(data.X_train), "y": ray.put(data.y_train), "p": cfg.p, "n_candidates": cfg.n_candidates,
-        "steps_per_episode": cfg.steps_per_episode, "iforest_estimators": cfg.iforest_estimators,
-    }
-    algo = dqn_config(cfg, env_config).build_algo()
+    algo = dqn_config(cfg, env_config(cfg, data.X_train, data.y_train)).build_algo()
     try:
         episode = _restored_iteration()
         if episode:
