@@ -1,0 +1,58 @@
+"""A Tune run killed mid-way (SIGKILL of the whole process group, Ray included) resumes from its
+trials' checkpoints with ``rlad tune --resume`` and completes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import yaml
+
+from rlad.tune_specs.runner import load_spec_dict
+
+
+EPISODES = 6
+
+
+def rlad_tune(*args: str, **kw) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "rlad.platform.cli", "tune", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+
+
+def test_killed_tune_run_resumes_from_checkpoints(tmp_path):
+    spec = load_spec_dict("dplan")
+    spec["config"].update({"episodes": EPISODES, "steps_per_episode": 400, "warmup_steps": 50, "epsilon_steps": 100,
+                           "target_update_freq": 50, "updates_per_step": 0.25, "batch_size": 16,
+                           "n_candidates": 50, "iforest_estimators": 10})
+    spec["split"].update({"max_rows": 1000, "n_labeled_anomalies": 20})
+    spec.update({"num_samples": 1, "name": "killed", "search": {"p": {"grid": [0.5]}}})
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    args = [str(spec_file), "--data", "cardio", "--num-cpus", "2", "--storage", str(tmp_path / "results")]
+    experiment = tmp_path / "results" / "killed"
+
+    first = rlad_tune(*args)
+    deadline = time.time() + 240
+    while not any(p.stat().st_size > 0 and len(pd.read_csv(p)) for p in experiment.glob("*/progress.csv")):
+        assert first.poll() is None, first.stdout.read()[-3000:]
+        assert time.time() < deadline, "no result reported in time"
+        time.sleep(0.5)
+    time.sleep(1)  # the driver has the first result: let it record the trial checkpoint
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    progress = next(experiment.glob("*/progress.csv"))
+    killed_at = pd.read_csv(progress)["episode"].tolist()
+    assert killed_at and killed_at[-1] < EPISODES, "the run finished before it was killed: the test proves nothing"
+
+    second = rlad_tune(*args, "--resume")
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out[-3000:]
+    summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    assert summary["errors"] == 0 and summary["trials"] == 1
+    episodes = pd.read_csv(progress)["episode"].tolist()
+    assert episodes[-1] == EPISODES  # completed
+    assert episodes[: len(killed_at)] == killed_at and len(episodes) < len(killed_at) + EPISODES  # continued, not restarted
