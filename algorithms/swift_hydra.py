@@ -130,8 +130,10 @@ class SwiftHydra:
     """The synthesis-retrain loop; ``run`` returns the final detector and per-round history."""
 
     def __init__(self, cfg: SwiftHydraConfig = SwiftHydraConfig(), workdir: str | Path = "runs/swift_hydra",
-                 log: Callable[[str], None] = print) -> None:
-        self.cfg, self.workdir, self.log = cfg, Path(workdir).resolve(), log
+                 log: Callable[[str], None] = print,
+                 on_round: Callable[[int, dict[str, Any], MambaMoEDetector], None] | None = None) -> None:
+        """``on_round(round, record, detector)`` is called after every round (0 = before synthesis)."""
+        self.cfg, self.workdir, self.log, self.on_round = cfg, Path(workdir).resolve(), log, on_round
         self.history: list[dict[str, Any]] = []
 
     def retrain(self, parquet: Path, rnd: int) -> MambaMoEDetector:
@@ -225,6 +227,8 @@ class SwiftHydra:
         if X_test is not None:
             rec.update(auc_scores(y_test, detector.decision_function(X_test)))
         self.history.append(rec)
+        if self.on_round is not None:
+            self.on_round(rnd, rec, detector)
         self.log("[swift-hydra] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
         return rec
 

@@ -130,6 +130,14 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write as PNG and free the figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def plot_curves(results: pd.DataFrame, curves: pd.DataFrame, dataset: str, la: float, path: Path) -> Path:
     """ROC and PR curves of every detector on one (dataset, la), averaged over seeds."""
     plt = _plt()
@@ -157,10 +165,7 @@ def plot_curves(results: pd.DataFrame, curves: pd.DataFrame, dataset: str, la: f
     ax_pr.legend(loc="upper right", fontsize=8, title="mean AUC-PR", title_fontsize=8)
     for ax in (ax_roc, ax_pr):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_ranks(results: pd.DataFrame, path: Path) -> Path:
@@ -177,10 +182,7 @@ def plot_ranks(results: pd.DataFrame, path: Path) -> Path:
     ax.set(xlabel="mean rank across datasets (1 = best)", title="Mean ranks")
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_times(results: pd.DataFrame, path: Path) -> Path:
@@ -198,10 +200,7 @@ def plot_times(results: pd.DataFrame, path: Path) -> Path:
     ax.set(xlabel="seconds per run (mean, log scale)", title="Fit and score times")
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # -- rendering ------------------------------------------------------------------------------------

@@ -114,21 +114,6 @@ def _report(iteration: int, metrics: dict[str, Any], detector, save_extra: Calla
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-class _ReportingSwiftHydra(SwiftHydra):
-    """Reports every round after ``skip`` (round 0, the detector before synthesis, is not reported)."""
-
-    def __init__(self, cfg: SwiftHydraConfig, workdir: Path, skip: int) -> None:
-        super().__init__(cfg, workdir=workdir, log=lambda _: None)
-        self.skip = skip
-
-    def _record(self, rnd: int, detector: MambaMoEDetector, X_test, y_test, **extra: Any) -> dict[str, Any]:
-        rec = super()._record(rnd, detector, X_test, y_test, **extra)
-        if rnd > self.skip:
-            metrics = {f"val_{k}" if k.startswith("auc") else k: v for k, v in rec.items()}
-            _report(rnd, metrics, detector)
-        return rec
-
-
 def train_swift_hydra(config: dict[str, Any], data: TuneData) -> None:
     """One Swift Hydra trial; validation AUCs per round. ``SwiftHydra.run`` cannot start mid-loop, so
     a restored trial replays its seeded loop and reports only the rounds after its checkpoint."""
@@ -136,8 +121,14 @@ def train_swift_hydra(config: dict[str, Any], data: TuneData) -> None:
     skip = _restored_iteration()
     if skip >= cfg.rounds:
         return
+
+    def report_round(rnd: int, rec: dict[str, Any], detector: MambaMoEDetector) -> None:
+        if rnd > skip:  # round 0 (before synthesis) and rounds before a restore are not reported
+            _report(rnd, {f"val_{k}" if k.startswith("auc") else k: v for k, v in rec.items()}, detector)
+
     with tempfile.TemporaryDirectory(prefix="swift_hydra_") as workdir:
-        _ReportingSwiftHydra(cfg, Path(workdir), skip).run(data.X_train, data.y_train, data.X_val, data.y_val)
+        loop = SwiftHydra(cfg, workdir=Path(workdir), log=lambda _: None, on_round=report_round)
+        loop.run(data.X_train, data.y_train, data.X_val, data.y_val)
 
 
 def train_dplan(config: dict[str, Any], data: TuneData) -> None:
