@@ -4,7 +4,8 @@ Each round:
 1. the current detector is checkpointed and served (Ray Serve, or in-process);
 2. PPO (RLlib) trains a policy that moves beta-VAE latents of known anomalies so that decoded
    samples evade the detector while staying diverse (see ``rlad.envs.latent_synthesis_env``);
-3. the trained policy rolls out deterministically from every anchor; the ``top_l`` most evasive
+3. the trained policy rolls out deterministically from the anchors (at least ``top_l`` walkers,
+   started near randomly drawn anchors); the ``top_l`` most evasive
    decoded samples (lowest detector P(anomaly)) join the training data as anomalies, and the
    augmented data is written to Parquet;
 4. the detector is retrained on the augmented data (in-process, or by Ray Train).
@@ -187,7 +188,8 @@ class SwiftHydra:
                     result = algo.train()
                     tb.log(result, step=(rnd - 1) * cfg.ppo_iterations + it, prefix="ppo/")
                 ret = result.get("env_runners", {}).get("episode_return_mean", float("nan"))
-                local = LatentSynthesisVecEnv(len(anchors), vae, anchors, X_aug, self._local_scorer(detector), cfg.env, seed=rnd)
+                walkers = max(len(anchors), cfg.top_l)  # enough candidates even with few labelled anomalies
+                local = LatentSynthesisVecEnv(walkers, vae, anchors, X_aug, self._local_scorer(detector), cfg.env, seed=rnd)
                 samples, proba = synthesize(algo.get_module(), local)
                 new = select_evasive(samples, proba, cfg.top_l)
                 X_aug = np.concatenate([X_aug, new]).astype(np.float32)
