@@ -4,9 +4,10 @@ Each round:
 1. the current detector is checkpointed and served (Ray Serve, or in-process);
 2. PPO (RLlib) trains a policy that moves beta-VAE latents of known anomalies so that decoded
    samples evade the detector while staying diverse (see ``rlad.envs.latent_synthesis_env``);
-3. the trained policy rolls out deterministically from the anchors (at least ``top_l`` walkers,
-   started near randomly drawn anchors); the ``top_l`` most evasive
-   decoded samples (lowest detector P(anomaly)) join the training data as anomalies, and the
+3. the trained policy rolls out deterministically from the anchors (at least ``l`` walkers,
+   started near randomly drawn anchors); the ``l`` most evasive decoded samples (lowest detector
+   P(anomaly)) join the training data as anomalies, with ``l = min(top_l,
+   max_synthetic_fraction * n_train)`` so that synthetic rows never swamp a small data set, and the
    augmented data is written to Parquet;
 4. the detector is retrained on the augmented data (in-process, or by Ray Train).
 """
@@ -49,6 +50,7 @@ class SwiftHydraConfig:
     rounds: int = 3
     ppo_iterations: int = 4
     top_l: int = 64
+    max_synthetic_fraction: float = 0.03  # and at most this share of the training rows per round
     num_env_runners: int = 1
     num_envs_per_runner: int = 8
     use_serve: bool = True
@@ -188,10 +190,11 @@ class SwiftHydra:
                     result = algo.train()
                     tb.log(result, step=(rnd - 1) * cfg.ppo_iterations + it, prefix="ppo/")
                 ret = result.get("env_runners", {}).get("episode_return_mean", float("nan"))
-                walkers = max(len(anchors), cfg.top_l)  # enough candidates even with few labelled anomalies
+                top_l = min(cfg.top_l, max(1, int(cfg.max_synthetic_fraction * len(X))))
+                walkers = max(len(anchors), top_l)  # enough candidates even with few labelled anomalies
                 local = LatentSynthesisVecEnv(walkers, vae, anchors, X_aug, self._local_scorer(detector), cfg.env, seed=rnd)
                 samples, proba = synthesize(algo.get_module(), local)
-                new = select_evasive(samples, proba, cfg.top_l)
+                new = select_evasive(samples, proba, top_l)
                 X_aug = np.concatenate([X_aug, new]).astype(np.float32)
                 y_aug = np.concatenate([y_aug, np.ones(len(new), dtype=y.dtype)])
                 parquet = write_parquet(self.workdir / f"round_{rnd}" / "train.parquet", X_aug, y_aug)
@@ -199,7 +202,7 @@ class SwiftHydra:
                 checkpoint = detector.save(self.workdir / f"round_{rnd}" / "detector.pt")
                 self._update_scorer(algo, detector, checkpoint, rnd)
                 rec = self._record(rnd, detector, X_test, y_test, n_synthetic=len(X_aug) - len(X), t=time.time() - t0,
-                                   ppo_return=float(ret), evasive_proba=float(np.mean(proba[np.argsort(proba)[: cfg.top_l]])))
+                                   ppo_return=float(ret), evasive_proba=float(np.mean(proba[np.argsort(proba)[:top_l]])))
                 tb.log(rec, step=rnd, prefix="round/")
         algo.stop()
         self.synthetic_ = X_aug[len(X):]
