@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.mamba import Mamba
+from rlad.algorithms.torch_utils import apply_batched, get_device, module_state
 
 
 @dataclass
@@ -110,9 +111,8 @@ class MambaMoE(nn.Module):
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``"auto"``: CUDA when available, else CPU; otherwise the named device."""
+    return get_device() if name == "auto" else torch.device(name)
 
 
 def positive_weight(y: np.ndarray, cfg: MambaMoEConfig) -> float:
@@ -169,11 +169,9 @@ class MambaMoEDetector(BaseDetector):
         self.net.to(self.device)
         self.train_losses_ = train_mamba_moe(self.net, X, y, self.config, self.device, positive_weight(y, self.config))
 
-    @torch.no_grad()
     def logits(self, X: np.ndarray) -> np.ndarray:
         self.net.to(self.device).eval()
-        out = [self.net(torch.from_numpy(b).to(self.device))[0].float().cpu() for b in np.array_split(X, max(1, len(X) // 4096 + 1))]
-        return torch.cat(out).numpy()
+        return apply_batched(lambda xb: self.net(xb)[0], X, self.device)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self.logits(X)
@@ -183,7 +181,7 @@ class MambaMoEDetector(BaseDetector):
         return 1.0 / (1.0 + np.exp(-self.decision_function(X)))
 
     def _get_state(self) -> dict[str, Any]:
-        return {"n_experts": self.n_experts_, "net": {k: v.cpu() for k, v in self.net.state_dict().items()}}
+        return {"n_experts": self.n_experts_, "net": module_state(self.net)}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self._build(self.n_features_in_, int(state["n_experts"]))

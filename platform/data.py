@@ -5,7 +5,6 @@ Parquet/CSV files hold feature columns plus one label column named ``y`` (or ``l
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import zipfile
 from dataclasses import dataclass
@@ -180,11 +179,6 @@ def write_parquet(path: str | os.PathLike, X: np.ndarray, y: np.ndarray) -> Path
     cols["y"] = np.asarray(y).astype(np.int64)
     pq.write_table(pa.table(cols), path)
     return path
-
-
-def replace_split(split: Split, **changes: np.ndarray) -> Split:
-    """A copy of ``split`` with some arrays replaced (e.g. augmented training rows)."""
-    return dataclasses.replace(split, **changes)
 
 
 def adbench_dir() -> Path:

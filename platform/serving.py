@@ -90,10 +90,6 @@ def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), ver
     return serve.get_deployment_handle("DetectorServer", app_name=options.app_name)
 
 
-def serve_version(app_name: str) -> int:
-    return serve.get_app_handle(app_name).info.remote().result()["version"]
-
-
 class LocalScorer:
     """In-process scoring with the detector itself."""
 

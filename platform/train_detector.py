@@ -40,6 +40,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     import torch
 
     from rlad.algorithms.mamba_moe import MambaMoE, train_mamba_moe
+    from rlad.algorithms.torch_utils import module_state
 
     cfg = MambaMoEConfig(**config["model"])
     ctx = ray.train.get_context()
@@ -62,7 +63,7 @@ def _train_loop(config: dict[str, Any]) -> None:
             return
         with tempfile.TemporaryDirectory() as tmp:
             inner = net.module if hasattr(net, "module") else net
-            state = {"n_experts": config["n_experts"], "net": {k: v.cpu() for k, v in inner.state_dict().items()}}
+            state = {"n_experts": config["n_experts"], "net": module_state(inner)}
             save_checkpoint(Path(tmp) / STATE_FILE, MambaMoEDetector.kind, {"model": config["model"]}, state)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
