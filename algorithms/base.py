@@ -43,10 +43,10 @@ class BaseDetector(ABC):
     kind: ClassVar[str]
 
     def __init__(self, config: Any = None, contamination: float = 0.1, **overrides: Any) -> None:
-        if config is None:
-            config = self.Config(**overrides)
+        if config is None:  # overrides may give nested configs as dicts
+            config = from_dict(self.Config, overrides)
         elif overrides:
-            config = dataclasses.replace(config, **overrides)
+            config = from_dict(self.Config, {**dataclasses.asdict(config), **overrides})
         if not 0.0 < contamination < 0.5:
             raise ValueError(f"contamination must be in (0, 0.5), got {contamination}")
         self.config = config

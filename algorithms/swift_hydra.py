@@ -253,7 +253,8 @@ class SwiftHydraDetector(BaseDetector):
         if y is None:
             raise ValueError("SwiftHydraDetector needs y marking labelled anomalies with 1")
         init_ray()
-        self.inner = SwiftHydra(self.config, workdir=tempfile.mkdtemp(prefix="swift_hydra_"), log=lambda _: None).run(X, y)
+        with tempfile.TemporaryDirectory(prefix="swift_hydra_") as workdir:
+            self.inner = SwiftHydra(self.config, workdir=workdir, log=lambda _: None).run(X, y)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self.inner.logits(X)

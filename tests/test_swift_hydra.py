@@ -12,9 +12,11 @@ from ray import serve
 from conftest import small_split
 from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
-from rlad.algorithms.swift_hydra import SwiftHydra, SwiftHydraConfig, PPOSettings, select_evasive
+from rlad.algorithms.registry import load_detector, make_detector
+from rlad.algorithms.swift_hydra import PPOSettings, SwiftHydra, SwiftHydraConfig, SwiftHydraDetector, select_evasive
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, SynthesisEnvConfig
 from rlad.platform.cli import main as cli_main
+from rlad.platform.metrics import auc_scores
 from rlad.platform.serving import LocalScorer, ServeOptions, ServeScorer, deploy_detector
 
 
@@ -130,3 +132,16 @@ def test_cli_runs_in_process_scoring(ray_cluster, tmp_path, capsys):
     summary = json.loads([line for line in capsys.readouterr().out.splitlines() if line.startswith("{")][-1])
     assert summary["dataset"] == "38_thyroid" and 0.5 < summary["after"]["auc_roc"] <= 1.0
     assert MambaMoEDetector.load(tmp_path / "det.pt").n_features_in_ == 6
+
+
+@pytest.mark.slow
+def test_registry_detector_fits_saves_and_loads(ray_cluster, split, tmp_path):
+    det = make_detector("swift_hydra", rounds=1, ppo_iterations=1, top_l=16, use_serve=False,
+                        detector={"epochs": 4}, vae={"epochs": 5}, ppo={"train_batch_size": 160, "minibatch_size": 80})
+    det.fit(split.X_train, split.y_train_semi)
+    scores = det.decision_function(split.X_test)
+    assert auc_scores(split.y_test, scores)["auc_roc"] > 0.8
+    loaded = load_detector(det.save(tmp_path / "sh.pt"))
+    assert isinstance(loaded, SwiftHydraDetector) and loaded.config.rounds == 1
+    np.testing.assert_array_equal(loaded.decision_function(split.X_test), scores)
+    np.testing.assert_allclose(loaded.anomaly_probability(split.X_test), 1 / (1 + np.exp(-scores)), rtol=1e-6)
