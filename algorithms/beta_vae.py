@@ -40,6 +40,11 @@ class ConditionalBetaVAE(nn.Module):
         mu, logvar = self.encoder(torch.cat([x, c[:, None]], dim=1)).chunk(2, dim=1)
         return mu, logvar.clamp(-10.0, 10.0)
 
+    @torch.no_grad()
+    def anomaly_anchors(self, X_anomalies: np.ndarray) -> np.ndarray:
+        """Latent means of known anomalies encoded under condition c = 1 (synthesis start points)."""
+        return self.encode(torch.from_numpy(X_anomalies), torch.ones(len(X_anomalies)))[0].numpy()
+
     def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decoder(torch.cat([z, c[:, None]], dim=1)))
 

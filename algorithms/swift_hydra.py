@@ -30,6 +30,7 @@ from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, SynthesisEnvConfig
 from rlad.platform.data import load_dataset, write_parquet
 from rlad.platform.metrics import auc_scores
+from rlad.platform.serving import LocalScorer, ServeOptions, ServeScorer, deploy_detector
 from rlad.platform.tensorboard import TBLogger
 
 ENV_NAME = "rlad-latent-synthesis"
@@ -151,8 +152,6 @@ class SwiftHydra:
         return MambaMoEDetector(self.cfg.detector).fit(ds.X, ds.y)
 
     def _scorer(self, detector: MambaMoEDetector, checkpoint: Path, version: int):
-        from rlad.platform.serving import LocalScorer, ServeOptions, ServeScorer, deploy_detector
-
         if not self.cfg.use_serve:
             return LocalScorer(detector)
         options = ServeOptions(app_name="swift-hydra-detector", num_cpus=self.cfg.serve_num_cpus,
@@ -168,8 +167,7 @@ class SwiftHydra:
         self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         vae = train_beta_vae(X, y, cfg.vae)
-        with torch.no_grad():
-            anchors = vae.encode(torch.from_numpy(X[y == 1]), torch.ones(int(y.sum())))[0].numpy()
+        anchors = vae.anomaly_anchors(X[y == 1])
         self.log(f"[swift-hydra] beta-VAE trained on {len(X)} rows ({time.time() - t0:.1f}s)")
 
         parquet = write_parquet(self.workdir / "round_0" / "train.parquet", X, y)
@@ -184,42 +182,38 @@ class SwiftHydra:
             lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.num_env_runners == 0))
         self.log(f"[swift-hydra] {max(cfg.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
         X_aug, y_aug = X, y
-        with TBLogger(self.workdir / "tensorboard") as tb:
-            for rnd in range(1, cfg.rounds + 1):
-                for it in range(cfg.ppo_iterations):
-                    result = algo.train()
-                    tb.log(result, step=(rnd - 1) * cfg.ppo_iterations + it, prefix="ppo/")
-                ret = result.get("env_runners", {}).get("episode_return_mean", float("nan"))
-                top_l = min(cfg.top_l, max(1, int(cfg.max_synthetic_fraction * len(X))))
-                walkers = max(len(anchors), top_l)  # enough candidates even with few labelled anomalies
-                local = LatentSynthesisVecEnv(walkers, vae, anchors, X_aug, self._local_scorer(detector), cfg.env, seed=rnd)
-                samples, proba = synthesize(algo.get_module(), local)
-                new = select_evasive(samples, proba, top_l)
-                X_aug = np.concatenate([X_aug, new]).astype(np.float32)
-                y_aug = np.concatenate([y_aug, np.ones(len(new), dtype=y.dtype)])
-                parquet = write_parquet(self.workdir / f"round_{rnd}" / "train.parquet", X_aug, y_aug)
-                detector = self.retrain(parquet, rnd)
-                checkpoint = detector.save(self.workdir / f"round_{rnd}" / "detector.pt")
-                self._update_scorer(algo, detector, checkpoint, rnd)
-                rec = self._record(rnd, detector, X_test, y_test, n_synthetic=len(X_aug) - len(X), t=time.time() - t0,
-                                   ppo_return=float(ret), evasive_proba=float(np.mean(proba[np.argsort(proba)[:top_l]])))
-                tb.log(rec, step=rnd, prefix="round/")
-        algo.stop()
+        top_l = min(cfg.top_l, max(1, int(cfg.max_synthetic_fraction * len(X))))
+        walkers = max(len(anchors), top_l)  # enough candidates even with few labelled anomalies
+        try:
+            with TBLogger(self.workdir / "tensorboard") as tb:
+                for rnd in range(1, cfg.rounds + 1):
+                    for it in range(cfg.ppo_iterations):
+                        result = algo.train()
+                        tb.log(result, step=(rnd - 1) * cfg.ppo_iterations + it, prefix="ppo/")
+                    ret = result.get("env_runners", {}).get("episode_return_mean", float("nan"))
+                    local = LatentSynthesisVecEnv(walkers, vae, anchors, X_aug, LocalScorer(detector), cfg.env, seed=rnd)
+                    samples, proba = synthesize(algo.get_module(), local)
+                    new = select_evasive(samples, proba, top_l)
+                    X_aug = np.concatenate([X_aug, new]).astype(np.float32)
+                    y_aug = np.concatenate([y_aug, np.ones(len(new), dtype=y.dtype)])
+                    parquet = write_parquet(self.workdir / f"round_{rnd}" / "train.parquet", X_aug, y_aug)
+                    detector = self.retrain(parquet, rnd)
+                    checkpoint = detector.save(self.workdir / f"round_{rnd}" / "detector.pt")
+                    self._update_scorer(algo, detector, checkpoint, rnd)
+                    rec = self._record(rnd, detector, X_test, y_test, n_synthetic=len(X_aug) - len(X), t=time.time() - t0,
+                                       ppo_return=float(ret), evasive_proba=float(np.mean(proba[np.argsort(proba)[:top_l]])))
+                    tb.log(rec, step=rnd, prefix="round/")
+        finally:
+            algo.stop()
         self.synthetic_ = X_aug[len(X):]
         return detector
-
-    @staticmethod
-    def _local_scorer(detector: MambaMoEDetector):
-        from rlad.platform.serving import LocalScorer
-
-        return LocalScorer(detector)
 
     def _update_scorer(self, algo, detector: MambaMoEDetector, checkpoint: Path, version: int) -> None:
         """Serve: hot-swap the deployment's weights. In-process: push the detector to the runners."""
         if self.cfg.use_serve:
             self._scorer(detector, checkpoint, version)
             return
-        scorer = self._local_scorer(detector)
+        scorer = LocalScorer(detector)
 
         def swap(runner) -> None:
             if getattr(runner, "env", None) is not None:
@@ -259,8 +253,8 @@ class SwiftHydraDetector(BaseDetector):
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self.inner.logits(X)
 
-    def anomaly_probability(self, X: Any) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+    def proba_from_scores(self, scores: np.ndarray) -> np.ndarray:
+        return self.inner.proba_from_scores(scores)
 
     def _get_state(self) -> dict[str, Any]:
         return self.inner._get_state()

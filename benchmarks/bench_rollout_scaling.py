@@ -37,8 +37,7 @@ def main() -> None:
     split = adbench_split(load_dataset(adbench_file("cardio")), SplitConfig(la=0.3))
     det = MambaMoEDetector(epochs=2).fit(split.X_train, split.y_train_semi)
     vae = train_beta_vae(split.X_train, split.y_train_semi, BetaVAEConfig(epochs=5))
-    with torch.no_grad():
-        anchors = vae.encode(torch.from_numpy(split.X_train[split.y_train_semi == 1]), torch.ones(int(split.y_train_semi.sum())))[0].numpy()
+    anchors = vae.anomaly_anchors(split.X_train[split.y_train_semi == 1])
     if args.scorer == "serve":
         deploy_detector(str(det.save("runs/bench_rollout/detector.pt")), ServeOptions(app_name="bench-rollout", num_cpus=0.5))
         scorer = ServeScorer("bench-rollout")

@@ -41,8 +41,7 @@ def env_throughput(args) -> None:
     split = adbench_split(load_dataset(adbench_file("cardio")), SplitConfig(la=0.3, seed=args.seed))
     det = MambaMoEDetector(epochs=2).fit(split.X_train, split.y_train_semi)
     vae = train_beta_vae(split.X_train, split.y_train_semi, BetaVAEConfig(epochs=5))
-    with torch.no_grad():
-        anchors = vae.encode(torch.from_numpy(split.X_train[split.y_train_semi == 1]), torch.ones(int(split.y_train_semi.sum())))[0].numpy()
+    anchors = vae.anomaly_anchors(split.X_train[split.y_train_semi == 1])
     path = det.save("runs/bench_swift_hydra/env_detector.pt")
     deploy_detector(str(path), ServeOptions(app_name="bench-detector", num_cpus=0.5))
     scorers = {"in-process": LocalScorer(det), "serve": ServeScorer("bench-detector")}

@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import torch
 from ray import serve
 
 from conftest import small_split
@@ -36,7 +35,7 @@ def vae(split):
 
 
 def make_env(split, vae, scorer, num_envs=4, **cfg):
-    anchors = vae.encode(torch.from_numpy(split.X_train[split.y_train_semi == 1]), torch.ones(int(split.y_train_semi.sum())))[0].detach().numpy()
+    anchors = vae.anomaly_anchors(split.X_train[split.y_train_semi == 1])
     return LatentSynthesisVecEnv(num_envs, vae, anchors, split.X_train, scorer, SynthesisEnvConfig(**cfg), seed=0)
 
 
