@@ -111,16 +111,24 @@ class BaseDetector(ABC):
     def predict(self, X: Any) -> np.ndarray:
         return (self.decision_function(X) > self.threshold_).astype(np.int64)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def _linear_proba(self, scores: np.ndarray) -> np.ndarray:
         """PyOD's linear method: scores min-max scaled by the training range, clipped to [0, 1]."""
-        scores = self.decision_function(X)
         lo, hi = self._train_score_range
-        p = np.clip((scores - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+        return np.clip((scores - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Columns P(normal), P(anomaly) by PyOD's linear method."""
+        p = self._linear_proba(self.decision_function(X))
         return np.stack([1.0 - p, p], axis=1)
 
+    def proba_from_scores(self, scores: np.ndarray) -> np.ndarray:
+        """P(anomaly) from decision scores: the linear method here; detectors with a calibrated
+        output (a sigmoid head) override this."""
+        return self._linear_proba(scores)
+
     def anomaly_probability(self, X: Any) -> np.ndarray:
-        """P(anomaly) per row; detectors with a calibrated output (a sigmoid head) override this."""
-        return self.predict_proba(X)[:, 1]
+        """P(anomaly) per row."""
+        return self.proba_from_scores(self.decision_function(X))
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

@@ -176,9 +176,9 @@ class MambaMoEDetector(BaseDetector):
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self.logits(X)
 
-    def anomaly_probability(self, X: Any) -> np.ndarray:
+    def proba_from_scores(self, scores: np.ndarray) -> np.ndarray:
         """The network's own P(anomaly | x) = sigmoid(logit)."""
-        return 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        return 1.0 / (1.0 + np.exp(-scores))
 
     def _get_state(self) -> dict[str, Any]:
         return {"n_experts": self.n_experts_, "net": module_state(self.net)}

@@ -38,7 +38,7 @@ class DetectorServer:
         detector, version = self.detector, self.version  # one model for the whole batch, even mid-swap
         X = np.concatenate(batches)
         scores = detector.decision_function(X)
-        proba = detector.anomaly_probability(X)
+        proba = detector.proba_from_scores(scores)  # one forward pass for both
         bounds = np.cumsum([len(b) for b in batches])[:-1]
         return [
             {"scores": s, "proba": p, "threshold": detector.threshold_, "version": version, "batched_requests": len(batches)}
