@@ -106,9 +106,12 @@ class LatentSynthesisVecEnv(gym.vector.VectorEnv):
         return self._obs(), {}
 
     def diversity(self, x: np.ndarray) -> np.ndarray:
-        pool = torch.cat([self.reference, self.synthetic])
-        nn_dist = torch.cdist(torch.from_numpy(x), pool).min(1).values.numpy()
-        return np.log1p(nn_dist / self.nn_scale)
+        """``log(1 + nn(x) / s)`` over train U synthetic (without copying the training rows each step)."""
+        xt = torch.from_numpy(x)
+        nn_dist = torch.cdist(xt, self.reference).min(1).values
+        if len(self.synthetic):
+            nn_dist = torch.minimum(nn_dist, torch.cdist(xt, self.synthetic).min(1).values)
+        return np.log1p(nn_dist.numpy() / self.nn_scale)
 
     def step(self, actions: np.ndarray):
         restarting = self.done.copy()
