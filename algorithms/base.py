@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rlad.platform.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from rlad.platform.config import from_dict
+from rlad.platform.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlad.platform.core.config import from_dict
 
 
 def check_array(X: Any, n_features: int | None = None) -> np.ndarray:

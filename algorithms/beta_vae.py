@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rlad.algorithms.torch_utils import mlp
+
 
 @dataclass
 class BetaVAEConfig:
@@ -25,16 +27,12 @@ class BetaVAEConfig:
     seed: int = 0
 
 
-def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
-
-
 class ConditionalBetaVAE(nn.Module):
     def __init__(self, n_features: int, cfg: BetaVAEConfig) -> None:
         super().__init__()
         self.n_features, self.latent_dim = n_features, cfg.latent_dim
-        self.encoder = _mlp(n_features + 1, cfg.hidden, 2 * cfg.latent_dim)
-        self.decoder = _mlp(cfg.latent_dim + 1, cfg.hidden, n_features)
+        self.encoder = mlp([n_features + 1, cfg.hidden, cfg.hidden, 2 * cfg.latent_dim], act=nn.SiLU)
+        self.decoder = mlp([cfg.latent_dim + 1, cfg.hidden, cfg.hidden, n_features], act=nn.SiLU)
 
     def encode(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(torch.cat([x, c[:, None]], dim=1)).chunk(2, dim=1)

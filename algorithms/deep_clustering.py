@@ -31,7 +31,7 @@ from sklearn.cluster import KMeans
 from torch import nn
 
 from rlad.algorithms.base import BaseDetector
-from rlad.algorithms.torch_utils import apply_batched, get_device, minibatches, mlp, module_state, seeded
+from rlad.algorithms.torch_utils import apply_batched, resolve_device, minibatches, mlp, module_state, seeded
 
 
 @dataclass
@@ -72,7 +72,7 @@ class DECDetector(BaseDetector):
 
     def _build(self, n_clusters: int) -> None:
         cfg = self.config
-        self.device = get_device()
+        self.device = resolve_device()
         dims = [self.n_features_in_, *cfg.hidden_dims, cfg.latent_dim]
         self.encoder = mlp(dims).to(self.device)
         self.centres = nn.Parameter(torch.zeros(n_clusters, cfg.latent_dim, device=self.device))

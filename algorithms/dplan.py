@@ -19,7 +19,9 @@ on RLlib's new API stack (RLModule / Learner / EnvRunner).
 """
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -35,7 +37,7 @@ from torch import nn
 
 from rlad.algorithms.base import BaseDetector
 from rlad.envs.dplan_env import DPLANEnv
-from rlad.platform.ray_runtime import init_ray
+from rlad.platform.core.ray_init import init_ray
 
 # Keys of the Q-network layers in the state dict of RLlib's DefaultDQNTorchRLModule built with
 # fcnet_hiddens=[hidden], head_fcnet_hiddens=[] (encoder = hidden layer, af = Q head).
@@ -188,12 +190,61 @@ def env_config(cfg: DPLANConfig, X: np.ndarray, y: np.ndarray) -> dict[str, Any]
     }
 
 
+class DPLANTraining:
+    """One DPLAN training run on RLlib, episode by episode: ``DPLANDetector.fit``, the CLI and the
+    Tune trainable all drive :meth:`episodes`. Use as a context manager (stops the algorithm).
+
+    ``save``/``restore`` move the RLlib algorithm state (not the replay buffer: RLlib does not
+    checkpoint it), so a restored run continues from its last finished episode."""
+
+    def __init__(self, cfg: DPLANConfig, X: np.ndarray, y: np.ndarray) -> None:
+        if not (y == 1).any() or not (y == 0).any():
+            raise ValueError("DPLAN needs y with labelled anomalies (1) and unlabelled rows (0)")
+        init_ray(num_cpus=cfg.num_cpus)
+        self.cfg = cfg
+        self.algo = dqn_config(cfg, env_config(cfg, X, y)).build_algo()
+        self.episode = 0
+        self.env_steps = 0.0
+        self.last_result: Mapping[str, Any] = {}
+
+    def episodes(self) -> Iterator[dict[str, float]]:
+        """Train to the end of each episode (after ``warmup_steps``) and yield its summary."""
+        cfg = self.cfg
+        while self.episode < cfg.episodes:
+            while self.env_steps < cfg.warmup_steps + (self.episode + 1) * cfg.steps_per_episode:
+                self.last_result = self.algo.train()
+                summary = iteration_summary(self.last_result)
+                self.env_steps = summary["env_steps"]
+            self.episode += 1
+            yield {"episode": self.episode, **summary}
+
+    def q_network(self) -> QNetwork:
+        """The learner's current Q-network as a plain torch module."""
+        return QNetwork.from_rllib(self.algo.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID])
+
+    def save(self, path: str | os.PathLike) -> None:
+        self.algo.save_to_path(str(path))
+
+    def restore(self, path: str | os.PathLike, episode: int) -> None:
+        self.algo.restore_from_path(str(path))
+        self.episode = episode
+
+    def close(self) -> None:
+        self.algo.stop()
+
+    def __enter__(self) -> "DPLANTraining":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class DPLANDetector(BaseDetector):
     """DPLAN: ``fit(X, y)`` with ``y = 1`` for labelled anomalies and 0 for unlabelled rows.
 
     ``fit`` starts a local Ray with ``num_cpus`` CPUs when none is running (and leaves it running).
-    Set ``on_iteration(iteration, summary, result)`` to watch training; ``history_`` keeps each
-    iteration's summary and ``env_steps_per_s_`` the sampling throughput of the whole fit.
+    Set ``on_episode(summary, training)`` to watch training; ``history_`` keeps each episode's
+    summary and ``env_steps_per_s_`` the sampling throughput of the whole fit.
     """
 
     Config = DPLANConfig
@@ -202,33 +253,22 @@ class DPLANDetector(BaseDetector):
     def __init__(self, config: DPLANConfig | None = None, contamination: float = 0.1, **overrides: Any) -> None:
         super().__init__(config, contamination, **overrides)
         self.q_network: QNetwork | None = None
-        self.on_iteration: Callable[[int, dict[str, float], Mapping[str, Any]], None] | None = None
+        self.on_episode: Callable[[dict[str, float], DPLANTraining], None] | None = None
         self.history_: list[dict[str, float]] = []
         self.env_steps_per_s_: float | None = None
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
-        if y is None or not (y == 1).any() or not (y == 0).any():
+        if y is None:
             raise ValueError("DPLAN needs y with labelled anomalies (1) and unlabelled rows (0)")
-        cfg = self.config
-        init_ray(num_cpus=cfg.num_cpus)
-        algo = dqn_config(cfg, env_config(cfg, X, y)).build_algo()
-        total = cfg.warmup_steps + cfg.episodes * cfg.steps_per_episode
         self.history_ = []
         start = time.perf_counter()
-        try:
-            steps = 0.0
-            while steps < total:
-                result = algo.train()
-                summary = iteration_summary(result)
-                steps = summary["env_steps"]
+        with DPLANTraining(self.config, X, y) as training:
+            for summary in training.episodes():
                 self.history_.append(summary)
-                if self.on_iteration is not None:
-                    self.on_iteration(len(self.history_), summary, result)
-            weights = algo.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
-        finally:
-            algo.stop()
-        self.env_steps_per_s_ = steps / (time.perf_counter() - start)
-        self.q_network = QNetwork.from_rllib(weights)
+                if self.on_episode is not None:
+                    self.on_episode(summary, training)
+            self.q_network = training.q_network()
+        self.env_steps_per_s_ = training.env_steps / (time.perf_counter() - start)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self.q_network.anomaly_scores(X)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlad.algorithms.base import BaseDetector
-from rlad.algorithms.torch_utils import apply_batched, get_device, minibatches, mlp, module_state, seeded
+from rlad.algorithms.torch_utils import apply_batched, resolve_device, minibatches, mlp, module_state, seeded
 
 
 @dataclass
@@ -137,7 +137,7 @@ class GANomalyDetector(BaseDetector):
     kind = "ganomaly"
 
     def _build(self) -> None:
-        self.device = get_device()
+        self.device = resolve_device()
         gen, disc = build_nets(self.n_features_in_, self.config)
         self.gen, self.disc = gen.to(self.device), disc.to(self.device)
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.mamba import Mamba
-from rlad.algorithms.torch_utils import apply_batched, get_device, module_state
+from rlad.algorithms.torch_utils import apply_batched, module_state, resolve_device
 
 
 @dataclass
@@ -108,11 +108,6 @@ class MambaMoE(nn.Module):
         load = F.one_hot(idx, self.n_experts).float().sum(1).mean(0) / self.top_k
         balance = self.n_experts * (load * probs.mean(0)).sum()
         return self.head(mixed).squeeze(-1), balance
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; otherwise the named device."""
-    return get_device() if name == "auto" else torch.device(name)
 
 
 def positive_weight(y: np.ndarray, cfg: MambaMoEConfig) -> float:

@@ -61,8 +61,8 @@ from sklearn.preprocessing import MinMaxScaler
 from torch import nn
 
 from rlad.algorithms.base import BaseDetector, check_array
-from rlad.algorithms.torch_utils import apply_batched, get_device, mlp, module_state, seeded
-from rlad.platform.data import load_dataset
+from rlad.algorithms.torch_utils import apply_batched, resolve_device, mlp, module_state, seeded
+from rlad.platform.core.data import load_dataset
 
 
 @dataclass
@@ -236,7 +236,7 @@ class MetaRobustAEDetector(BaseDetector):
     kind = "meta_rae"
 
     def _build(self) -> None:
-        self.device = get_device()
+        self.device = resolve_device()
         self.net = MetaRAE(self.n_features_in_, self.config).to(self.device)
 
     def meta_fit(self, tasks: TaskSet, val_tasks: TaskSet | None = None) -> "MetaRobustAEDetector":

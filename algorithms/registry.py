@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from rlad.algorithms.base import BaseDetector
-from rlad.platform.checkpoint import load_checkpoint
+from rlad.platform.core.checkpoint import load_checkpoint
 
 DETECTORS: dict[str, str] = {
     "mamba_moe": "rlad.algorithms.mamba_moe:MambaMoEDetector",

@@ -32,9 +32,10 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
 from rlad.algorithms.base import BaseDetector, check_array
+from rlad.algorithms.torch_utils import mlp
 from rlad.envs.residual_env import ResidualEnv
-from rlad.platform.ray_runtime import init_ray
-from rlad.platform.tensorboard import TBLogger
+from rlad.platform.core.ray_init import init_ray
+from rlad.platform.core.tensorboard import TBLogger
 
 N_STATS = 4  # mean, std, max, L2 norm of the residual map
 
@@ -71,23 +72,14 @@ class ResidualRLConfig:
     logdir: str | None = None  # TensorBoard folder for PPO results
 
 
-def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
-    """Tanh MLP: the policy network, identical in RLlib training and in Ray-free inference."""
-    layers: list[nn.Module] = []
-    for h in hidden:
-        layers += [nn.Linear(in_dim, h), nn.Tanh()]
-        in_dim = h
-    return nn.Sequential(*layers, nn.Linear(in_dim, out_dim))
-
-
 class ResidualPolicyModule(TorchRLModule, ValueFunctionAPI):
     """Separate policy and value MLPs over the residual features (model_config: ``hidden``)."""
 
     def setup(self) -> None:
         hidden = tuple(self.model_config["hidden"])
         obs_dim = self.observation_space.shape[0]
-        self.pi = mlp(obs_dim, hidden, self.action_space.n)
-        self.vf = mlp(obs_dim, hidden, 1)
+        self.pi = mlp([obs_dim, *hidden, self.action_space.n], act=nn.Tanh)
+        self.vf = mlp([obs_dim, *hidden, 1], act=nn.Tanh)
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return {Columns.ACTION_DIST_INPUTS: self.pi(batch[Columns.OBS])}
@@ -181,7 +173,7 @@ class ResidualRLDetector(BaseDetector):
         cfg = self.config
         self.ae = ConvAutoencoder(cfg.image_shape, cfg.base_channels, cfg.latent_dim)
         g = min(cfg.grid_size, *cfg.image_shape[1:])
-        self.policy = mlp(g * g + N_STATS, cfg.hidden, 2)
+        self.policy = mlp([g * g + N_STATS, *cfg.hidden, 2], act=nn.Tanh)  # the same net as in RLlib training
 
     def _images(self, X: np.ndarray) -> np.ndarray:
         shape = self.config.image_shape

@@ -1,7 +1,9 @@
 """Swift Hydra: RL-guided synthesis of evasive anomalies to train a Mamba-MoE detector.
 
 Each round:
-1. the current detector is checkpointed and served (Ray Serve, or in-process);
+1. the current detector is checkpointed and *published* to the env runners by the injected
+   :class:`Scoring` (in-process by default; ``rlad.platform.runtime.serving.ServeScoring`` serves
+   it with Ray Serve instead);
 2. PPO (RLlib) trains a policy that moves beta-VAE latents of known anomalies so that decoded
    samples evade the detector while staying diverse (see ``rlad.envs.latent_synthesis_env``);
 3. the trained policy rolls out deterministically from the anchors (at least ``l`` walkers,
@@ -9,15 +11,20 @@ Each round:
    P(anomaly)) join the training data as anomalies, with ``l = min(top_l,
    max_synthetic_fraction * n_train)`` so that synthetic rows never swamp a small data set, and the
    augmented data is written to Parquet;
-4. the detector is retrained on the augmented data (in-process, or by Ray Train).
+4. the injected :class:`Retrainer` fits a fresh detector on that Parquet file (in this process by
+   default; ``rlad.platform.runtime.ray_train.RayTrainRetrainer`` uses Ray Train).
+
+:meth:`SwiftHydra.rounds` yields each round's record and detector: ``run``, the detector's
+``fit``, the CLI and the Tune trainable all consume it.
 """
 from __future__ import annotations
 
-import dataclasses
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -25,13 +32,13 @@ import ray
 import torch
 
 from rlad.algorithms.base import BaseDetector
-from rlad.algorithms.beta_vae import BetaVAEConfig, ConditionalBetaVAE, train_beta_vae
+from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
-from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, SynthesisEnvConfig
-from rlad.platform.data import load_dataset, write_parquet
-from rlad.platform.metrics import auc_scores
-from rlad.platform.serving import LocalScorer, ServeOptions, ServeScorer, deploy_detector
-from rlad.platform.tensorboard import TBLogger
+from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, Scorer, SynthesisEnvConfig
+from rlad.platform.core.data import load_dataset, write_parquet
+from rlad.platform.core.metrics import auc_scores
+from rlad.platform.core.ray_init import init_ray
+from rlad.platform.core.tensorboard import TBLogger
 
 ENV_NAME = "rlad-latent-synthesis"
 
@@ -47,21 +54,22 @@ class PPOSettings:
 
 
 @dataclass
+class RolloutConfig:
+    """Where PPO samples: the runtime section (resources) of a Swift Hydra run."""
+
+    num_env_runners: int = 1  # 0: sample in the driver
+    num_envs_per_runner: int = 8  # walkers per env runner (one scorer call per vector step)
+    resources: dict[str, float] = field(default_factory=dict)  # custom resources per runner, e.g. {"rollout_node": 1}
+    restart_delay_s: float = 5.0  # a crashed env runner is restarted after this delay
+
+
+@dataclass
 class SwiftHydraConfig:
     rounds: int = 3
     ppo_iterations: int = 4
     top_l: int = 64
     max_synthetic_fraction: float = 0.03  # and at most this share of the training rows per round
-    num_env_runners: int = 1
-    num_envs_per_runner: int = 8
-    use_serve: bool = True
-    serve_num_cpus: float = 0.5
-    serve_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"detector_node": 1}
-    rollout_resources: dict[str, float] = field(default_factory=dict)  # per env runner, e.g. {"rollout_node": 1}
-    env_runner_restart_delay_s: float = 5.0  # a crashed env runner is restarted after this delay
-    ray_train: bool = False  # retrain with Ray Train (TorchTrainer) instead of in this process
-    train_workers: int = 1
-    train_cpus_per_worker: float = 0.5
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     detector: MambaMoEConfig = field(default_factory=MambaMoEConfig)
     vae: BetaVAEConfig = field(default_factory=BetaVAEConfig)
     env: SynthesisEnvConfig = field(default_factory=SynthesisEnvConfig)
@@ -69,6 +77,42 @@ class SwiftHydraConfig:
     seed: int = 0
 
 
+# -- injected deployment: how env runners score, how the detector is retrained ---------------------
+class LocalScorer:
+    """In-process scoring with the detector itself (a picklable copy goes to every env runner)."""
+
+    def __init__(self, detector: BaseDetector) -> None:
+        self.detector = detector
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return self.detector.anomaly_probability(X)
+
+
+class Scoring(Protocol):
+    """Publishes each round's detector to the env runners as a :data:`Scorer`."""
+
+    def publish(self, detector: MambaMoEDetector, checkpoint: Path, version: int) -> Scorer: ...
+
+
+class InProcessScoring:
+    """Every env runner scores with its own copy of the detector."""
+
+    def publish(self, detector: MambaMoEDetector, checkpoint: Path, version: int) -> Scorer:
+        return LocalScorer(detector)
+
+
+class Retrainer(Protocol):
+    """Fits a fresh detector on the rows of a round's Parquet file."""
+
+    def __call__(self, parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int) -> MambaMoEDetector: ...
+
+
+def retrain_in_process(parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int) -> MambaMoEDetector:
+    ds = load_dataset(parquet)
+    return MambaMoEDetector(cfg).fit(ds.X, ds.y)
+
+
+# -- RLlib pieces -----------------------------------------------------------------------------------
 def make_synthesis_env(env_config: dict[str, Any]) -> LatentSynthesisVecEnv:
     """RLlib env creator (VECTOR_ENTRY_POINT): RLlib adds ``num_envs`` to ``env_config``."""
     return LatentSynthesisVecEnv(
@@ -79,7 +123,7 @@ def make_synthesis_env(env_config: dict[str, Any]) -> LatentSynthesisVecEnv:
 
 
 def build_ppo(cfg: SwiftHydraConfig, env_config: dict[str, Any]):
-    """PPO on the synthesis env; CPUs reserved: ``num_env_runners`` (learner runs in the driver)."""
+    """PPO on the synthesis env; CPUs reserved: ``rollout.num_env_runners`` (learner in the driver)."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.tune.registry import register_env
@@ -89,14 +133,14 @@ def build_ppo(cfg: SwiftHydraConfig, env_config: dict[str, Any]):
         PPOConfig()
         .environment(ENV_NAME, env_config=env_config)
         .env_runners(
-            num_env_runners=cfg.num_env_runners,
-            num_envs_per_env_runner=cfg.num_envs_per_runner,
+            num_env_runners=cfg.rollout.num_env_runners,
+            num_envs_per_env_runner=cfg.rollout.num_envs_per_runner,
             num_cpus_per_env_runner=1,
-            custom_resources_per_env_runner=cfg.rollout_resources,
+            custom_resources_per_env_runner=cfg.rollout.resources,
             gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
         )
         .learners(num_learners=0)
-        .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=cfg.env_runner_restart_delay_s)
+        .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=cfg.rollout.restart_delay_s)
         .training(
             lr=cfg.ppo.lr, gamma=cfg.ppo.gamma, train_batch_size_per_learner=cfg.ppo.train_batch_size,
             minibatch_size=cfg.ppo.minibatch_size, num_epochs=cfg.ppo.num_epochs,
@@ -105,6 +149,15 @@ def build_ppo(cfg: SwiftHydraConfig, env_config: dict[str, Any]):
         .debugging(seed=cfg.seed)
     )
     return config.build_algo()
+
+
+def push_scorer(algo, scorer: Scorer) -> None:
+    """Point every env runner's walkers at ``scorer``."""
+    def swap(runner) -> None:
+        if getattr(runner, "env", None) is not None:
+            runner.env.unwrapped.set_scorer(scorer)
+
+    algo.env_runner_group.foreach_env_runner(swap)
 
 
 @torch.no_grad()
@@ -130,37 +183,29 @@ def select_evasive(samples: np.ndarray, proba: np.ndarray, top_l: int) -> np.nda
     return samples[order[:top_l]]
 
 
+# -- the loop -------------------------------------------------------------------------------------
 class SwiftHydra:
-    """The synthesis-retrain loop; ``run`` returns the final detector and per-round history."""
+    """The synthesis-retrain loop: :meth:`rounds` yields ``(record, detector)`` per round
+    (round 0 = before synthesis); :meth:`run` drives it to the end."""
 
     def __init__(self, cfg: SwiftHydraConfig = SwiftHydraConfig(), workdir: str | Path = "runs/swift_hydra",
-                 log: Callable[[str], None] = print,
-                 on_round: Callable[[int, dict[str, Any], MambaMoEDetector], None] | None = None) -> None:
-        """``on_round(round, record, detector)`` is called after every round (0 = before synthesis)."""
-        self.cfg, self.workdir, self.log, self.on_round = cfg, Path(workdir).resolve(), log, on_round
+                 log: Callable[[str], None] = print, scoring: Scoring | None = None,
+                 retrain: Retrainer = retrain_in_process) -> None:
+        self.cfg, self.workdir, self.log = cfg, Path(workdir).resolve(), log
+        self.scoring = scoring or InProcessScoring()
+        self.retrain = retrain
         self.history: list[dict[str, Any]] = []
-
-    def retrain(self, parquet: Path, rnd: int) -> MambaMoEDetector:
-        """A fresh detector fitted on the rows of ``parquet``: by Ray Train or in this process."""
-        if self.cfg.ray_train:
-            from rlad.platform.train_detector import RayTrainOptions, retrain_with_ray_train
-
-            options = RayTrainOptions(num_workers=self.cfg.train_workers, cpus_per_worker=self.cfg.train_cpus_per_worker,
-                                      storage_path=str(self.workdir / "ray_train"))
-            return retrain_with_ray_train(parquet, self.cfg.detector, options, name=f"round_{rnd}")
-        ds = load_dataset(parquet)
-        return MambaMoEDetector(self.cfg.detector).fit(ds.X, ds.y)
-
-    def _scorer(self, detector: MambaMoEDetector, checkpoint: Path, version: int):
-        if not self.cfg.use_serve:
-            return LocalScorer(detector)
-        options = ServeOptions(app_name="swift-hydra-detector", num_cpus=self.cfg.serve_num_cpus,
-                               resources=self.cfg.serve_resources)
-        deploy_detector(str(checkpoint), options, version=version)
-        return ServeScorer(options.app_name)
+        self.synthetic_ = np.empty((0, 0), np.float32)
 
     def run(self, X: np.ndarray, y: np.ndarray, X_test: np.ndarray | None = None,
             y_test: np.ndarray | None = None) -> MambaMoEDetector:
+        for _, detector in self.rounds(X, y, X_test, y_test):
+            pass
+        return detector
+
+    def rounds(self, X: np.ndarray, y: np.ndarray, X_eval: np.ndarray | None = None,
+               y_eval: np.ndarray | None = None) -> Iterator[tuple[dict[str, Any], MambaMoEDetector]]:
+        """Train round by round; each record holds AUCs on ``(X_eval, y_eval)`` when given."""
         cfg = self.cfg
         if y.sum() == 0:
             raise ValueError("Swift Hydra needs at least one labelled anomaly (y == 1) to anchor synthesis")
@@ -170,17 +215,15 @@ class SwiftHydra:
         anchors = vae.anomaly_anchors(X[y == 1])
         self.log(f"[swift-hydra] beta-VAE trained on {len(X)} rows ({time.time() - t0:.1f}s)")
 
-        parquet = write_parquet(self.workdir / "round_0" / "train.parquet", X, y)
-        detector = self.retrain(parquet, 0)
-        self._record(0, detector, X_test, y_test, n_synthetic=0, t=time.time() - t0)
+        detector = self.retrain(write_parquet(self.workdir / "round_0" / "train.parquet", X, y), cfg.detector, self.workdir, 0)
+        yield self._record(0, detector, X_eval, y_eval, n_synthetic=0, t=time.time() - t0), detector
 
-        checkpoint = detector.save(self.workdir / "round_0" / "detector.pt")
-        env_config = {"vae": vae, "anchors": anchors, "reference": X, "env_cfg": cfg.env, "seed": cfg.seed,
-                      "scorer": self._scorer(detector, checkpoint, version=0)}
+        scorer = self.scoring.publish(detector, detector.save(self.workdir / "round_0" / "detector.pt"), 0)
+        env_config = {"vae": vae, "anchors": anchors, "reference": X, "env_cfg": cfg.env, "seed": cfg.seed, "scorer": scorer}
         algo = build_ppo(cfg, env_config)
         self.rollout_nodes_ = set(algo.env_runner_group.foreach_env_runner(
-            lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.num_env_runners == 0))
-        self.log(f"[swift-hydra] {max(cfg.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
+            lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.rollout.num_env_runners == 0))
+        self.log(f"[swift-hydra] {max(cfg.rollout.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
         X_aug, y_aug = X, y
         top_l = min(cfg.top_l, max(1, int(cfg.max_synthetic_fraction * len(X))))
         walkers = max(len(anchors), top_l)  # enough candidates even with few labelled anomalies
@@ -196,54 +239,35 @@ class SwiftHydra:
                     new = select_evasive(samples, proba, top_l)
                     X_aug = np.concatenate([X_aug, new]).astype(np.float32)
                     y_aug = np.concatenate([y_aug, np.ones(len(new), dtype=y.dtype)])
+                    self.synthetic_ = X_aug[len(X):]
                     parquet = write_parquet(self.workdir / f"round_{rnd}" / "train.parquet", X_aug, y_aug)
-                    detector = self.retrain(parquet, rnd)
+                    detector = self.retrain(parquet, cfg.detector, self.workdir, rnd)
                     checkpoint = detector.save(self.workdir / f"round_{rnd}" / "detector.pt")
-                    self._update_scorer(algo, detector, checkpoint, rnd)
-                    rec = self._record(rnd, detector, X_test, y_test, n_synthetic=len(X_aug) - len(X), t=time.time() - t0,
+                    push_scorer(algo, self.scoring.publish(detector, checkpoint, rnd))
+                    rec = self._record(rnd, detector, X_eval, y_eval, n_synthetic=len(X_aug) - len(X), t=time.time() - t0,
                                        ppo_return=float(ret), evasive_proba=float(np.mean(proba[np.argsort(proba)[:top_l]])))
                     tb.log(rec, step=rnd, prefix="round/")
+                    yield rec, detector
         finally:
             algo.stop()
-        self.synthetic_ = X_aug[len(X):]
-        return detector
 
-    def _update_scorer(self, algo, detector: MambaMoEDetector, checkpoint: Path, version: int) -> None:
-        """Serve: hot-swap the deployment's weights. In-process: push the detector to the runners."""
-        if self.cfg.use_serve:
-            self._scorer(detector, checkpoint, version)
-            return
-        scorer = LocalScorer(detector)
-
-        def swap(runner) -> None:
-            if getattr(runner, "env", None) is not None:
-                runner.env.unwrapped.set_scorer(scorer)
-
-        algo.env_runner_group.foreach_env_runner(swap)
-
-    def _record(self, rnd: int, detector: MambaMoEDetector, X_test, y_test, **extra: Any) -> dict[str, Any]:
+    def _record(self, rnd: int, detector: MambaMoEDetector, X_eval, y_eval, **extra: Any) -> dict[str, Any]:
         rec = {"round": rnd, **extra}
-        if X_test is not None:
-            rec.update(auc_scores(y_test, detector.decision_function(X_test)))
+        if X_eval is not None:
+            rec.update(auc_scores(y_eval, detector.decision_function(X_eval)))
         self.history.append(rec)
-        if self.on_round is not None:
-            self.on_round(rnd, rec, detector)
         self.log("[swift-hydra] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
         return rec
 
 
 class SwiftHydraDetector(BaseDetector):
-    """Registry entry: ``fit`` runs the Swift Hydra loop (needs Ray), scoring uses its final
-    Mamba-MoE detector."""
+    """Registry entry: ``fit`` runs the Swift Hydra loop (in-process scoring and retraining; starts
+    a local Ray when none runs), scoring uses its final Mamba-MoE detector."""
 
     Config = SwiftHydraConfig
     kind = "swift_hydra"
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
-        import tempfile
-
-        from rlad.platform.ray_runtime import init_ray
-
         if y is None:
             raise ValueError("SwiftHydraDetector needs y marking labelled anomalies with 1")
         init_ray()

@@ -16,10 +16,10 @@ import torch
 
 from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEDetector
-from rlad.algorithms.swift_hydra import SwiftHydraConfig, build_ppo
-from rlad.platform.data import SplitConfig, adbench_file, adbench_split, load_dataset
-from rlad.platform.ray_runtime import init_ray
-from rlad.platform.serving import LocalScorer, ServeOptions, ServeScorer, deploy_detector
+from rlad.algorithms.swift_hydra import LocalScorer, RolloutConfig, SwiftHydraConfig, build_ppo
+from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.platform.core.ray_init import init_ray
+from rlad.platform.runtime.serving import ServeOptions, ServeScorer, deploy_detector
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
     print(f"{'env runners':>11}{'env steps/s':>13}{'vs 1 runner':>13}")
     base = None
     for n in args.runners:
-        cfg = SwiftHydraConfig(num_env_runners=n, num_envs_per_runner=args.envs_per_runner)
+        cfg = SwiftHydraConfig(rollout=RolloutConfig(num_env_runners=n, num_envs_per_runner=args.envs_per_runner))
         algo = build_ppo(cfg, {"vae": vae, "anchors": anchors, "reference": split.X_train, "env_cfg": cfg.env, "scorer": scorer})
         steps = args.steps
         algo.env_runner_group.foreach_env_runner(lambda r: r.sample(num_timesteps=200), local_env_runner=False)  # warm-up

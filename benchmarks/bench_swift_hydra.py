@@ -17,20 +17,20 @@ import torch
 
 from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
-from rlad.algorithms.swift_hydra import SwiftHydra, SwiftHydraConfig
+from rlad.algorithms.swift_hydra import LocalScorer, SwiftHydra, SwiftHydraConfig
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv
-from rlad.platform.data import SplitConfig, adbench_file, adbench_split, load_dataset
-from rlad.platform.ray_runtime import init_ray
-from rlad.platform.serving import LocalScorer, ServeOptions, ServeScorer, deploy_detector
+from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.platform.core.ray_init import init_ray
+from rlad.platform.runtime.serving import ServeOptions, ServeScorer, ServeScoring, deploy_detector
 
 
 def auc_table(args) -> None:
     print(f"{'dataset':<14}{'rows':>6}{'feat':>5}{'auc_roc before':>16}{'after':>8}{'auc_pr before':>15}{'after':>8}{'synthetic':>10}")
     for name in args.datasets:
         split = adbench_split(load_dataset(adbench_file(name)), SplitConfig(max_rows=args.max_rows, la=args.la, seed=args.seed))
-        cfg = SwiftHydraConfig(rounds=args.rounds, ppo_iterations=args.ppo_iterations, use_serve=True, seed=args.seed,
+        cfg = SwiftHydraConfig(rounds=args.rounds, ppo_iterations=args.ppo_iterations, seed=args.seed,
                                detector=MambaMoEConfig(epochs=args.epochs))
-        loop = SwiftHydra(cfg, workdir=f"runs/bench_swift_hydra/{name}", log=lambda _: None)
+        loop = SwiftHydra(cfg, workdir=f"runs/bench_swift_hydra/{name}", log=lambda _: None, scoring=ServeScoring())
         loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
         b, a = loop.history[0], loop.history[-1]
         print(f"{split.name:<14}{len(split.X_train):>6}{split.n_features:>5}{b['auc_roc']:>16.4f}{a['auc_roc']:>8.4f}"

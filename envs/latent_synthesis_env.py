@@ -17,16 +17,25 @@ Serve-backed detector costs one request per vector step instead of one per walke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from rlad.algorithms.beta_vae import ConditionalBetaVAE
-
+#: ``X (n, d) -> P(anomaly) (n,)``, picklable: the detector as the walkers see it.
 Scorer = Callable[[np.ndarray], np.ndarray]
+
+
+class ConditionalDecoder(Protocol):
+    """What the env needs of the generative model (``rlad.algorithms.beta_vae.ConditionalBetaVAE``)."""
+
+    latent_dim: int
+
+    def eval(self) -> "ConditionalDecoder": ...
+
+    def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass
@@ -55,7 +64,7 @@ class LatentSynthesisVecEnv(gym.vector.VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int, vae: ConditionalBetaVAE, anchors: np.ndarray, reference: np.ndarray,
+    def __init__(self, num_envs: int, vae: ConditionalDecoder, anchors: np.ndarray, reference: np.ndarray,
                  scorer: Scorer, cfg: SynthesisEnvConfig = SynthesisEnvConfig(), seed: int | None = None) -> None:
         self.num_envs, self.vae, self.scorer, self.cfg = num_envs, vae.eval(), scorer, cfg
         self.anchors = torch.as_tensor(anchors, dtype=torch.float32)

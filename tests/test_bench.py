@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rlad.platform.bench import (
-    RAY_DETECTORS, RESULT_COLUMNS, BenchConfig, BenchError, DetectorSpec, find_data_files, resolve_detectors, run_bench,
+from rlad.platform.cli.main import main
+from rlad.platform.core.data import adbench_file
+from rlad.platform.runtime.bench.report import mean_ranks, rank_table
+from rlad.platform.runtime.bench.runs import (
+    RAY_DETECTORS, BenchConfig, BenchError, DetectorSpec, find_data_files, resolve_detectors, run_bench,
 )
-from rlad.platform.cli import main
-from rlad.platform.data import adbench_file
-from rlad.platform.report import mean_ranks, rank_table
+from rlad.platform.runtime.bench.store import RESULT_COLUMNS
 
 # broken: a real detector with an impossible config (top_k > n_experts), so fit() raises
 BROKEN = {"top_k": 9, "n_experts": 2, "epochs": 1}

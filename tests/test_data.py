@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 
-from rlad.platform.data import (
+from rlad.platform.core.data import (
     DatasetError, SplitConfig, adbench_file, adbench_split, load_dataset, write_parquet,
 )
 

@@ -11,8 +11,7 @@ import time
 from conftest import small_split
 from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEDetector
-from rlad.algorithms.swift_hydra import PPOSettings, SwiftHydraConfig, build_ppo
-from rlad.platform.serving import LocalScorer
+from rlad.algorithms.swift_hydra import LocalScorer, PPOSettings, RolloutConfig, SwiftHydraConfig, build_ppo
 
 
 def test_killed_env_runner_is_restarted_and_training_finishes(ray_cluster):
@@ -20,7 +19,7 @@ def test_killed_env_runner_is_restarted_and_training_finishes(ray_cluster):
     det = MambaMoEDetector(epochs=1).fit(split.X_train, split.y_train_semi)
     vae = train_beta_vae(split.X_train, split.y_train_semi, BetaVAEConfig(epochs=3))
     anchors = vae.anomaly_anchors(split.X_train[split.y_train_semi == 1])
-    cfg = SwiftHydraConfig(num_env_runners=2, num_envs_per_runner=4, env_runner_restart_delay_s=1.0,
+    cfg = SwiftHydraConfig(rollout=RolloutConfig(num_env_runners=2, num_envs_per_runner=4, restart_delay_s=1.0),
                            ppo=PPOSettings(train_batch_size=160, minibatch_size=80, num_epochs=1))
     env_config = {"vae": vae, "anchors": anchors, "reference": split.X_train, "env_cfg": cfg.env, "scorer": LocalScorer(det)}
     algo = build_ppo(cfg, env_config)

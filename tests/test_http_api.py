@@ -13,7 +13,7 @@ from ray import serve
 
 from conftest import small_split
 from rlad.algorithms.mamba_moe import MambaMoEDetector
-from rlad.platform.serving import ServeOptions, deploy_detector
+from rlad.platform.runtime.serving import ServeOptions, deploy_detector
 
 PORT = 8127
 BASE = f"http://127.0.0.1:{PORT}/detector"

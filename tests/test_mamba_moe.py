@@ -9,8 +9,8 @@ from conftest import small_split
 from rlad.algorithms.mamba import Mamba
 from rlad.algorithms.mamba_moe import MambaMoE, MambaMoEConfig, MambaMoEDetector, experts_from_complexity
 from rlad.algorithms.selective_scan import cuda_kernel_available, selective_scan, selective_scan_torch
-from rlad.platform.checkpoint import CheckpointError
-from rlad.platform.metrics import auc_scores
+from rlad.platform.core.checkpoint import CheckpointError
+from rlad.platform.core.metrics import auc_scores
 
 
 def naive_scan(u, delta, A, B, C, D, z, delta_bias):

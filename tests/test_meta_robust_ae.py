@@ -8,9 +8,9 @@ from sklearn.datasets import load_digits
 
 from rlad.algorithms.meta_robust_ae import MetaRobustAEDetector, TaskSpec, tasks_from_adbench, tasks_from_multiclass
 from rlad.algorithms.registry import get_detector_class, load_detector
-from rlad.platform.checkpoint import CheckpointError
-from rlad.platform.data import adbench_file
-from rlad.platform.metrics import auc_scores
+from rlad.platform.core.checkpoint import CheckpointError
+from rlad.platform.core.data import adbench_file
+from rlad.platform.core.metrics import auc_scores
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ from ray.cluster_utils import Cluster
 from conftest import small_split
 from rlad.algorithms.beta_vae import BetaVAEConfig
 from rlad.algorithms.mamba_moe import MambaMoEConfig
-from rlad.algorithms.swift_hydra import PPOSettings, SwiftHydra, SwiftHydraConfig
+from rlad.algorithms.swift_hydra import PPOSettings, RolloutConfig, SwiftHydra, SwiftHydraConfig
+from rlad.platform.runtime.ray_train import RayTrainRetrainer
+from rlad.platform.runtime.serving import ServeScoring
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +32,12 @@ def cluster():
 def test_env_runners_and_replica_spread_over_nodes_and_loop_completes(cluster, tmp_path):
     split = small_split("thyroid", max_rows=1000, la=0.3)
     cfg = SwiftHydraConfig(
-        rounds=1, ppo_iterations=1, top_l=16, num_env_runners=2, num_envs_per_runner=4,
-        rollout_resources={"rollout_node": 1}, serve_resources={"detector_node": 1}, serve_num_cpus=0.5,
-        ray_train=True, train_cpus_per_worker=0.5,
+        rounds=1, ppo_iterations=1, top_l=16,
+        rollout=RolloutConfig(num_env_runners=2, num_envs_per_runner=4, resources={"rollout_node": 1}),
         detector=MambaMoEConfig(epochs=2), vae=BetaVAEConfig(epochs=5), ppo=PPOSettings(train_batch_size=160, minibatch_size=80),
     )
-    loop = SwiftHydra(cfg, workdir=tmp_path)
+    loop = SwiftHydra(cfg, workdir=tmp_path, scoring=ServeScoring(num_cpus=0.5, resources={"detector_node": 1}),
+                      retrain=RayTrainRetrainer(cpus_per_worker=0.5))
     loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
     assert [h["round"] for h in loop.history] == [0, 1] and loop.history[-1]["n_synthetic"] > 0
     assert (tmp_path / "ray_train" / "round_1").is_dir()  # retrained by Ray Train

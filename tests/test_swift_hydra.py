@@ -12,11 +12,13 @@ from conftest import small_split
 from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.algorithms.registry import load_detector, make_detector
-from rlad.algorithms.swift_hydra import PPOSettings, SwiftHydra, SwiftHydraConfig, SwiftHydraDetector, select_evasive
+from rlad.algorithms.swift_hydra import (
+    LocalScorer, PPOSettings, RolloutConfig, SwiftHydra, SwiftHydraConfig, SwiftHydraDetector, select_evasive,
+)
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, SynthesisEnvConfig
-from rlad.platform.cli import main as cli_main
-from rlad.platform.metrics import auc_scores
-from rlad.platform.serving import LocalScorer, ServeOptions, ServeScorer, deploy_detector
+from rlad.platform.cli.main import main as cli_main
+from rlad.platform.core.metrics import auc_scores
+from rlad.platform.runtime.serving import ServeOptions, ServeScorer, ServeScoring, deploy_detector
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +106,10 @@ def test_serve_scores_match_local_batches_and_hot_swaps(ray_cluster, split, dete
 
 @pytest.mark.slow
 def test_whole_loop_with_serve(ray_cluster, split, tmp_path):
-    cfg = SwiftHydraConfig(rounds=2, ppo_iterations=2, top_l=32, num_envs_per_runner=8,
+    cfg = SwiftHydraConfig(rounds=2, ppo_iterations=2, top_l=32, rollout=RolloutConfig(num_envs_per_runner=8),
                            detector=MambaMoEConfig(epochs=6), vae=BetaVAEConfig(epochs=15),
                            ppo=PPOSettings(train_batch_size=320, minibatch_size=80))
-    loop = SwiftHydra(cfg, workdir=tmp_path)
+    loop = SwiftHydra(cfg, workdir=tmp_path, scoring=ServeScoring())
     det = loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
     assert [h["round"] for h in loop.history] == [0, 1, 2]
     assert loop.history[-1]["n_synthetic"] > loop.history[1]["n_synthetic"] > 0
@@ -135,7 +137,7 @@ def test_cli_runs_in_process_scoring(ray_cluster, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_registry_detector_fits_saves_and_loads(ray_cluster, split, tmp_path):
-    det = make_detector("swift_hydra", rounds=1, ppo_iterations=1, top_l=16, use_serve=False,
+    det = make_detector("swift_hydra", rounds=1, ppo_iterations=1, top_l=16,
                         detector={"epochs": 4}, vae={"epochs": 5}, ppo={"train_batch_size": 160, "minibatch_size": 80})
     det.fit(split.X_train, split.y_train_semi)
     scores = det.decision_function(split.X_test)

@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import yaml
 
-from rlad.tune_specs.runner import load_spec_dict
+from rlad.tune_specs.schema import load_spec_dict
 
 
 EPISODES = 6

@@ -12,16 +12,17 @@ import pytest
 import yaml
 from ray import tune
 
-from rlad.platform.cli import build_parser
-from rlad.platform.data import adbench_file, adbench_split, load_dataset
-from rlad.platform.cli import main as cli_main
-from rlad.tune_specs import runner
-from rlad.tune_specs.runner import SpecError, build_tuner, load_spec, load_spec_dict, param_space, parse_spec, prepare_data, summarize
+from rlad.platform.cli.main import build_parser
+from rlad.platform.core.data import adbench_file, adbench_split, load_dataset
+from rlad.platform.cli.main import main as cli_main
+from rlad.platform.runtime import tuning
+from rlad.platform.runtime.tuning import build_tuner, prepare_data, summarize
+from rlad.tune_specs.schema import SpecError, load_spec, load_spec_dict, param_space, parse_spec
 
 # Tiny budgets: config overrides, split overrides and the data set of each shipped spec.
 TINY = {
     "swift_hydra": (
-        {"rounds": 2, "ppo_iterations": 1, "top_l": 16, "num_envs_per_runner": 4, "detector": {"epochs": 1},
+        {"rounds": 2, "ppo_iterations": 1, "top_l": 16, "rollout": {"num_env_runners": 0, "num_envs_per_runner": 4}, "detector": {"epochs": 1},
          "vae": {"epochs": 3}, "ppo": {"train_batch_size": 40, "minibatch_size": 40, "num_epochs": 1}, "env": {"episode_len": 5}},
         {"max_rows": 800, "la": 0.3},
         "thyroid",
@@ -49,13 +50,14 @@ def tiny_spec(algorithm: str, storage: Path, num_samples: int = 2, **changes) ->
 def test_shipped_specs_parse(name):
     spec = load_spec(name)
     assert spec.algorithm == name and spec.metric.startswith("val_") and spec.num_samples > 1
-    assert spec.cpus_per_trial == 1 and spec.config["num_env_runners"] == 0
+    runners = spec.config["rollout"]["num_env_runners"] if name == "swift_hydra" else spec.config["num_env_runners"]
+    assert spec.cpus_per_trial == 1 and runners == 0
 
 
 def test_search_space_maps_dotted_keys_onto_nested_config():
     spec = load_spec("swift_hydra")
     space = param_space(spec)
-    assert space["use_serve"] is False and space["detector"]["epochs"] == 20  # fixed options kept
+    assert space["rollout"] == {"num_env_runners": 0} and space["detector"]["epochs"] == 20  # fixed options kept
     assert isinstance(space["detector"]["n_experts"], tune.search.sample.Categorical)
     assert space["detector"]["n_experts"].categories == [2, 4, 8]
     assert isinstance(space["env"]["w_evade"].get_sampler(), tune.search.sample.Float._Uniform)
@@ -76,7 +78,7 @@ def test_search_space_maps_dotted_keys_onto_nested_config():
         ({"val_size": 1.5}, "val_size"),
         ({"asha": {"grace": 1}}, r"ASHASettings: unknown option\(s\) \['grace'\]"),
         ({"config": {"roundz": 2}}, r"config: SwiftHydraConfig: unknown option\(s\) \['roundz'\]"),
-        ({"config": {"use_serve": True}}, "use_serve: false"),
+        ({"config": {"use_serve": False}}, r"unknown option\(s\) \['use_serve'\]"),
         ({"search": {"detector.n_expert": {"choice": [2]}}}, "MambaMoEConfig has no option 'n_expert'"),
         ({"search": {"detectr.n_experts": {"choice": [2]}}}, "SwiftHydraConfig has no option 'detectr'"),
         ({"search": {"detector": {"choice": [2]}}}, "is a group of options"),
@@ -209,7 +211,7 @@ def test_restored_experiment_continues_an_errored_trial(ray_cluster, tmp_path, m
     data = prepare_data("cardio", spec)
     marker = tmp_path / "failed_once"
 
-    @functools.wraps(runner.train_dplan)
+    @functools.wraps(tuning.train_dplan)
     def fail_once(config, data):
         import ray.tune
 
@@ -223,12 +225,12 @@ def test_restored_experiment_continues_an_errored_trial(ray_cluster, tmp_path, m
 
         ray.tune.report = report_then_fail
         try:
-            runner.train_dplan(config, data)
+            tuning.train_dplan(config, data)
         finally:
             ray.tune.report = report
 
     with monkeypatch.context() as m:
-        m.setitem(runner.ALGORITHMS, "dplan", dataclasses.replace(runner.ALGORITHMS["dplan"], trainable=fail_once))
+        m.setitem(tuning.TRAINABLES, "dplan", dataclasses.replace(tuning.TRAINABLES["dplan"], fn=fail_once))
         first = build_tuner(spec, data).fit()
     assert len(first.errors) == 1 and marker.exists()
     assert [r["episode"] for r in first[0].metrics_dataframe.to_dict("records")] == [1]

@@ -7,12 +7,14 @@ built first and then replaces the old reference, so requests already running fin
 model and none fails. Checkpoint paths must be readable from every node (shared storage).
 
 Environments score rows through a *scorer*: a picklable callable ``X (n, d) -> P(anomaly) (n,)``.
-:class:`LocalScorer` holds the detector in-process; :class:`ServeScorer` calls the Serve app.
+:class:`ServeScorer` calls the Serve app; :class:`ServeScoring` is the Swift Hydra scoring strategy
+that publishes each round's detector to it (in-process scoring is the library's default).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,6 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.registry import load_detector
 
 
@@ -83,21 +84,11 @@ def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), ver
     serve.start(http_options={"host": options.http_host, "port": options.http_port})
     if options.route_prefix is None:
         return serve.run(detector, name=options.app_name, route_prefix=None)
-    from rlad.platform.http_api import ScoringAPI
+    from rlad.platform.runtime.http_api import ScoringAPI
 
     ingress = ScoringAPI.options(version="rlad-scoring-api-1", _internal=True, ray_actor_options={"num_cpus": 0}).bind(detector)
     serve.run(ingress, name=options.app_name, route_prefix=options.route_prefix)
     return serve.get_deployment_handle("DetectorServer", app_name=options.app_name)
-
-
-class LocalScorer:
-    """In-process scoring with the detector itself."""
-
-    def __init__(self, detector: BaseDetector) -> None:
-        self.detector = detector
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        return self.detector.anomaly_probability(X)
 
 
 class ServeScorer:
@@ -116,3 +107,18 @@ class ServeScorer:
         return self._handle.remote(X).result()["proba"]
 
 
+
+
+@dataclass
+class ServeScoring:
+    """Swift Hydra scoring strategy: the detector is served by Ray Serve (``@serve.batch``), env
+    runners on any node share it, and each round's detector is hot-swapped in place."""
+
+    app_name: str = "swift-hydra-detector"
+    num_cpus: float = 0.5
+    resources: dict[str, float] = field(default_factory=dict)  # e.g. {"detector_node": 1}
+
+    def publish(self, detector: Any, checkpoint: Path, version: int) -> ServeScorer:
+        deploy_detector(str(checkpoint), ServeOptions(app_name=self.app_name, num_cpus=self.num_cpus, resources=self.resources),
+                        version=version)
+        return ServeScorer(self.app_name)

@@ -1,4 +1,4 @@
-"""``rlad`` command line. Each command lives in its own module, which defines
+"""``rlad`` command line. Each command lives in its own module of this package, which defines
 ``add_cli(subparsers)``: it adds a sub-parser and sets ``func=run(args) -> int`` on it. Modules keep
 heavy imports (Ray, RLlib) inside ``run`` so that ``rlad --help`` stays fast."""
 from __future__ import annotations
@@ -7,14 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = (
-    "rlad.algorithms.swift_hydra_cli",
-    "rlad.algorithms.dplan_cli",
-    "rlad.algorithms.residual_rl_cli",
-    "rlad.platform.serve_cli",
-    "rlad.platform.bench_cli",
-    "rlad.platform.tune_cli",
-)
+COMMAND_MODULES = tuple(f"rlad.platform.cli.{name}" for name in ("swift_hydra", "dplan", "residual_rl", "serve", "bench", "tune"))
 
 
 def build_parser() -> argparse.ArgumentParser:

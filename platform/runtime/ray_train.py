@@ -19,8 +19,8 @@ import numpy as np
 import ray
 
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector, experts_from_complexity, positive_weight
-from rlad.platform.checkpoint import load_checkpoint, save_checkpoint
-from rlad.platform.data import load_dataset
+from rlad.platform.core.checkpoint import load_checkpoint, save_checkpoint
+from rlad.platform.core.data import load_dataset
 
 STATE_FILE = "detector_state.pt"
 
@@ -95,3 +95,17 @@ def retrain_with_ray_train(parquet: str | Path, cfg: MambaMoEConfig, options: Ra
     detector.adopt(ds.X, state)
     detector.train_losses_ = [float(result.metrics["loss"])]
     return detector
+
+
+@dataclass(frozen=True)
+class RayTrainRetrainer:
+    """Swift Hydra retraining strategy: each round's detector is trained by Ray Train, with
+    results and checkpoints under ``<workdir>/ray_train/round_N``."""
+
+    num_workers: int = 1
+    cpus_per_worker: float = 0.5
+    use_gpu: bool | None = None
+
+    def __call__(self, parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int) -> MambaMoEDetector:
+        options = RayTrainOptions(self.num_workers, self.cpus_per_worker, self.use_gpu, storage_path=str(workdir / "ray_train"))
+        return retrain_with_ray_train(parquet, cfg, options, name=f"round_{rnd}")

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any
 
+from rlad.platform.cli.args import add_data, add_ray
+
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,8 +22,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--detectors", nargs="+", required=True, metavar="NAME",
                    help="registered detectors; LABEL=NAME benchmarks a variant under its own label")
-    p.add_argument("--data", nargs="+", required=True, metavar="PATH",
-                   help="dataset files (.npz/.parquet/.csv) and/or folders of them")
+    add_data(p, nargs="+")
     p.add_argument("--la", nargs="+", type=float, default=[0.1], help="fractions of training anomalies labelled")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="split and detector seeds")
     p.add_argument("--out", default="results/bench", help="output folder")
@@ -32,8 +33,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus-per-task", type=float, default=1, help="CPUs reserved by each Ray task")
     p.add_argument("--in-driver", nargs="*", default=None, metavar="NAME",
                    help="detectors run in the driver sequentially (default: swift_hydra dplan residual_rl)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
-    p.add_argument("--address", default=None, help="connect to a running Ray cluster instead")
+    add_ray(p)
     p.add_argument("--resume", action="store_true", help="skip runs already recorded without error in OUT/runs.jsonl")
     p.add_argument("--no-report", action="store_true", help="results only, no report/figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -44,7 +44,8 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     """``["mamba_moe.epochs=5", "swift_hydra.detector.epochs=2"]`` -> nested dicts by detector."""
     import yaml
 
-    from rlad.platform.bench import BenchError, set_nested
+    from rlad.platform.core.config import set_dotted
+    from rlad.platform.runtime.bench.runs import BenchError
 
     out: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -52,23 +53,26 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
         name, dot, option = key.partition(".")
         if not sep or not dot or not name or not option:
             raise BenchError(f"bad --detector-config {item!r}; use NAME.KEY=VALUE")
-        set_nested(out.setdefault(name, {}), option, yaml.safe_load(value))
+        try:
+            set_dotted(out.setdefault(name, {}), option, yaml.safe_load(value))
+        except ValueError as exc:
+            raise BenchError(f"bad --detector-config {item!r}: {exc}") from None
     return out
 
 
 def run(args: argparse.Namespace) -> int:
     import ray
 
-    from rlad.platform.bench import RAY_DETECTORS, BenchConfig, BenchError, _merge, resolve_detectors, run_bench
-    from rlad.platform.config import load_yaml
-    from rlad.platform.ray_runtime import init_ray
+    from rlad.platform.core.config import deep_merge, load_yaml
+    from rlad.platform.core.ray_init import init_ray
+    from rlad.platform.runtime.bench.runs import RAY_DETECTORS, BenchConfig, BenchError, find_data_files, resolve_detectors, run_bench
 
     try:
         configs = load_yaml(args.config) if args.config else {}
         if not isinstance(configs, dict) or not all(isinstance(v, dict) or v is None for v in configs.values()):
             raise BenchError(f"{args.config}: expected a mapping of detector -> mapping of options")
         for name, options in parse_overrides(args.detector_config).items():
-            configs[name] = _merge(configs.get(name) or {}, options)
+            configs[name] = deep_merge(configs.get(name) or {}, options)
         specs = resolve_detectors(args.detectors, configs)
         cfg = BenchConfig(
             la=tuple(args.la), seeds=tuple(args.seeds), max_rows=args.max_rows, cpus_per_task=args.cpus_per_task,
@@ -77,8 +81,6 @@ def run(args: argparse.Namespace) -> int:
         )
         if any(not 0.0 <= la <= 1.0 for la in cfg.la):
             raise BenchError(f"--la values must be in [0, 1], got {list(cfg.la)}")
-        from rlad.platform.bench import find_data_files
-
         find_data_files(args.data)  # fail before starting Ray
     except (BenchError, OSError) as exc:
         print(f"rlad bench: error: {exc}", file=sys.stderr)

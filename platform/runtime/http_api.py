@@ -3,7 +3,7 @@
 The ingress validates every request before it reaches the detector replica, so bad input gets a
 4xx with a clear message and never disturbs the model: 413 for bodies over ``MAX_BODY_BYTES`` or
 more than ``max_rows`` rows, 422 for malformed JSON, non-numeric values, NaN/inf, empty input or
-the wrong row width. Requests are forwarded to :class:`~rlad.platform.serving.DetectorServer`
+the wrong row width. Requests are forwarded to :class:`~rlad.platform.runtime.serving.DetectorServer`
 (batched, hot-swappable). Serve's HTTP proxy binds to 127.0.0.1 unless told otherwise.
 """
 

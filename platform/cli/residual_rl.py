@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from rlad.platform.cli.args import add_ray, add_seed
+
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("residual-rl", help="autoencoder residual maps classified by an RLlib PPO policy (images)")
@@ -15,15 +17,15 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--images", help="root folder in MVTec AD layout (<root>/<category>/train/good, test/...)")
     src.add_argument("--digits", action="store_true", help="scikit-learn 8x8 digits: --normal-digit normal, others anomalous")
     p.add_argument("--category", help="MVTec AD category under --images, e.g. bottle")
-    p.add_argument("--normal-digit", type=int, default=0)
-    p.add_argument("--size", type=int, default=64, help="images are resized to size x size")
-    p.add_argument("--grayscale", action="store_true")
+    p.add_argument("--normal-digit", type=int, default=0, help="with --digits: the digit that is normal (default: 0)")
+    p.add_argument("--size", type=int, default=64, help="images are resized to size x size (default: 64)")
+    p.add_argument("--grayscale", action="store_true", help="read images as one grey channel")
     p.add_argument("--labeled", type=int, default=20, help="test anomalies moved into training as labelled anomalies")
     p.add_argument("--iterations", type=int, default=15, help="PPO training iterations")
-    p.add_argument("--ae-epochs", type=int, default=100)
+    p.add_argument("--ae-epochs", type=int, default=100, help="autoencoder training epochs (default: 100)")
     p.add_argument("--grid-size", type=int, default=8, help="residual map pooled to grid x grid for the policy")
-    p.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
+    add_ray(p)
     p.add_argument("--logdir", help="TensorBoard log folder")
     p.add_argument("--save", help="write the trained detector to this checkpoint file")
     p.set_defaults(func=run)
@@ -33,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from rlad.algorithms.residual_rl import ResidualRLDetector
-    from rlad.platform.images import digits_images, label_anomalies, load_mvtec, normal_holdout_split
-    from rlad.platform.metrics import auc_scores
-    from rlad.platform.ray_runtime import init_ray
+    from rlad.platform.core.images import digits_images, label_anomalies, load_mvtec, normal_holdout_split
+    from rlad.platform.core.metrics import auc_scores
+    from rlad.platform.core.ray_init import init_ray
 
     if args.digits:
         name = f"digits (normal digit {args.normal_digit})"
@@ -52,13 +54,12 @@ def run(args: argparse.Namespace) -> int:
         f"({int(train.y.sum())} labelled anomalies), test {len(test.y)} rows ({int(test.y.sum())} anomalies)",
         flush=True,
     )
-    init_ray(num_cpus=args.num_cpus)
+    init_ray(num_cpus=args.num_cpus, address=args.address)
     det = ResidualRLDetector(
         image_shape=train.image_shape,
         iterations=args.iterations,
         ae_epochs=args.ae_epochs,
         grid_size=args.grid_size,
-        num_cpus=args.num_cpus,
         seed=args.seed,
         verbose=True,
         logdir=args.logdir,

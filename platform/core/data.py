@@ -187,7 +187,7 @@ def adbench_dir() -> Path:
     env = os.environ.get("RLAD_ADBENCH_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "datasets" / "adbench"
+    return Path(__file__).resolve().parents[3] / "shared" / "datasets" / "adbench"
 
 
 def adbench_file(name: str) -> Path:
@@ -197,3 +197,14 @@ def adbench_file(name: str) -> Path:
     if not matches:
         raise DatasetError(f"no ADBench file named {name!r} in {folder}")
     return matches[0]
+
+
+def resolve_data(data: str | os.PathLike) -> Path:
+    """What every ``--data`` means: an existing file, else an ADBench data set by name
+    (``thyroid`` or ``38_thyroid``) in :func:`adbench_dir`."""
+    path = Path(data)
+    if path.exists():
+        return path
+    if path.suffix in SUFFIXES or len(path.parts) > 1:
+        raise DatasetError(f"{path}: no such file")
+    return adbench_file(str(data))

@@ -9,11 +9,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from rlad.platform.cli.args import add_data
+
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="Tune search from a YAML spec (ASHA), locally, on a cluster, or as a Ray job")
     p.add_argument("spec", help="spec YAML file, or a shipped spec by name (swift_hydra, dplan)")
-    p.add_argument("--data", required=True, help="ADBench .npz, Parquet or CSV file, or an ADBench name (e.g. thyroid)")
+    add_data(p)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all cores)")
     where.add_argument("--address", default=None,
@@ -58,8 +60,9 @@ def submit(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.submit:
         return submit(args)
-    from rlad.platform.ray_runtime import init_ray
-    from rlad.tune_specs.runner import build_tuner, experiment_path, load_spec, prepare_data, summarize
+    from rlad.platform.core.ray_init import init_ray
+    from rlad.platform.runtime.tuning import build_tuner, experiment_path, prepare_data, summarize
+    from rlad.tune_specs.schema import load_spec
 
     spec = load_spec(args.spec)
     data = prepare_data(args.data, spec)

@@ -1,0 +1,77 @@
+"""``rlad dplan``: train DPLAN on a dataset's ADBench split (DPLAN protocol: 60 labelled anomalies,
+2% contamination), print progress per episode and the test AUC-ROC / AUC-PR."""
+from __future__ import annotations
+
+import argparse
+
+from rlad.platform.cli.args import add_data, add_ray, add_seed, add_split
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dplan", help="train and evaluate DPLAN (RLlib DQN) on a tabular dataset")
+    add_data(p)
+    add_split(p, la=False)
+    add_seed(p)
+    add_ray(p)
+    p.add_argument("--labeled", type=int, default=60, help="labelled training anomalies (default: 60)")
+    p.add_argument("--contamination", type=float, default=0.02, help="anomaly fraction kept among unlabelled rows (default: 0.02)")
+    p.add_argument("--episodes", type=int, default=10, help="training episodes after warm-up (default: 10)")
+    p.add_argument("--steps", type=int, default=2000, help="env steps per episode (default: 2000)")
+    p.add_argument("--warmup", type=int, default=10_000, help="env steps before learning starts (default: 10000)")
+    p.add_argument("--epsilon-steps", type=int, default=10_000, help="env steps of epsilon decay 1 -> 0.1 (default: 10000)")
+    p.add_argument("--target-update", type=int, default=10_000, help="env steps between target-network updates (default: 10000)")
+    p.add_argument("--p", type=float, default=0.5, help="probability of drawing the next state from labelled anomalies (default: 0.5)")
+    p.add_argument("--num-env-runners", type=int, default=0, help="remote EnvRunner actors (default: 0, sample in this process)")
+    p.add_argument("--logdir", help="TensorBoard log folder")
+    p.add_argument("--save", help="write the trained detector to this checkpoint file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import ray
+
+    from rlad.algorithms.dplan import DPLANDetector, DPLANTraining
+    from rlad.platform.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
+    from rlad.platform.core.metrics import auc_scores
+    from rlad.platform.core.ray_init import init_ray
+    from rlad.platform.core.tensorboard import TBLogger
+
+    split_cfg = SplitConfig(max_rows=args.max_rows, n_labeled_anomalies=args.labeled, contamination=args.contamination, seed=args.seed)
+    split = adbench_split(load_dataset(resolve_data(args.data)), split_cfg)
+    print(
+        f"{split.name}: {split.X_train.shape[0]} train rows ({int(split.y_train_semi.sum())} labelled anomalies), "
+        f"{split.X_test.shape[0]} test rows, {split.n_features} features"
+    )
+    init_ray(num_cpus=args.num_cpus, address=args.address)
+    det = DPLANDetector(
+        contamination=args.contamination, episodes=args.episodes, steps_per_episode=args.steps, warmup_steps=args.warmup,
+        epsilon_steps=args.epsilon_steps, target_update_freq=args.target_update, p=args.p,
+        num_env_runners=args.num_env_runners, seed=args.seed,
+    )
+    tb = TBLogger(args.logdir) if args.logdir else None
+
+    def on_episode(summary: dict, training: DPLANTraining) -> None:
+        print(
+            f"episode {summary['episode']:3d}  env steps {summary['env_steps']:8.0f}  episode return {summary['episode_return_mean']:8.2f}  "
+            f"qf loss {summary['qf_loss']:.4f}  mean Q {summary['qf_mean']:.3f}",
+            flush=True,
+        )
+        if tb is not None:
+            sections = {k: training.last_result[k] for k in ("env_runners", "learners", "timers") if k in training.last_result}
+            tb.log({"dplan": summary, **sections}, step=int(summary["env_steps"]))
+
+    det.on_episode = on_episode
+    try:
+        det.fit(split.X_train, split.y_train_semi)
+        scores = auc_scores(split.y_test, det.decision_function(split.X_test))
+        if tb is not None:
+            tb.log({"test": scores}, step=int(det.history_[-1]["env_steps"]))
+    finally:
+        if tb is not None:
+            tb.close()
+        ray.shutdown()
+    print(f"env steps/s {det.env_steps_per_s_:.1f}")
+    print(f"test AUC-ROC {scores['auc_roc']:.4f}  AUC-PR {scores['auc_pr']:.4f}")
+    if args.save:
+        print(f"saved {det.save(args.save)}")
+    return 0

@@ -1,0 +1,64 @@
+"""Nested dataclass configs from plain dicts / YAML (unknown keys rejected), and the one set of
+helpers for dotted keys (``"detector.epochs"``) over nested dicts."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+    """Build dataclass ``cls`` from ``data``; nested dataclass fields take nested dicts."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_dict(hint, value)
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any, overwrite: bool = True) -> None:
+    """``set_dotted(d, "detector.epochs", 2)`` sets ``d["detector"]["epochs"] = 2``, creating the
+    sections on the way. With ``overwrite=False`` an existing leaf raises ``KeyError``."""
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+        if not isinstance(tree, dict):
+            raise ValueError(f"key {dotted!r}: {key!r} is not a nested section")
+    if not overwrite and leaf in tree:
+        raise KeyError(dotted)
+    tree[leaf] = value
+
+
+def get_dotted(tree: dict[str, Any], dotted: str) -> Any:
+    """``get_dotted({"a": {"b": 1}}, "a.b") == 1``."""
+    for key in dotted.split("."):
+        tree = tree[key]
+    return tree
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: ``extra`` over ``base``, nested sections merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

@@ -1,0 +1,1 @@
+"""Benchmarks of registered detectors: ``runs`` plans and dispatches, ``store`` records, ``report`` reports."""

@@ -1,0 +1,46 @@
+"""The ``rlad`` command line: every option documented, the shared flags spelled the same way, and
+``--data`` resolving files and ADBench names in one place."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from rlad.platform.cli.main import build_parser
+from rlad.platform.core.data import DatasetError, adbench_file, resolve_data
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_option_of_every_command_has_help():
+    missing = [f"{name} {'/'.join(a.option_strings) or a.dest}"
+               for name, p in subcommands().items() for a in p._actions
+               if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert missing == []
+
+
+@pytest.mark.parametrize("command", ["swift-hydra", "dplan", "tune", "bench"])
+def test_data_commands_share_the_data_and_ray_flags(command):
+    options = {o for a in subcommands()[command]._actions for o in a.option_strings}
+    assert {"--data", "--address", "--num-cpus"} <= options
+
+
+@pytest.mark.parametrize("command", ["swift-hydra", "dplan", "residual-rl"])
+def test_training_commands_take_a_seed(command):
+    assert "--seed" in {o for a in subcommands()[command]._actions for o in a.option_strings}
+
+
+def test_num_cpus_and_address_exclude_each_other():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["dplan", "--data", "cardio", "--num-cpus", "2", "--address", "auto"])
+
+
+def test_resolve_data_takes_files_and_adbench_names(tmp_path):
+    assert resolve_data("thyroid") == adbench_file("thyroid") == resolve_data(str(adbench_file("thyroid")))
+    with pytest.raises(DatasetError, match="no such file"):
+        resolve_data(tmp_path / "missing.csv")
+    with pytest.raises(DatasetError, match="no ADBench file named"):
+        resolve_data("no_such_dataset")
