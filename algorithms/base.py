@@ -2,8 +2,9 @@
 
 Subclasses implement ``_fit``, ``_score`` (higher = more anomalous), ``_get_state`` and
 ``_set_state``, and keep their hyper-parameters in a dataclass ``config``. The base class adds
-``threshold_`` (the ``1 - contamination`` quantile of training scores), ``predict``,
-``predict_proba`` and atomic ``save``/``load``.
+``threshold_`` (the ``1 - contamination`` quantile of training scores), ``feature_range_`` (per-feature
+min and max of the training rows, so a server can tell rows far outside what the model has seen),
+``predict``, ``predict_proba`` and atomic ``save``/``load``.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class BaseDetector(ABC):
         self.threshold_: float | None = None
         self.decision_scores_: np.ndarray | None = None
         self._train_score_range: tuple[float, float] | None = None
+        self.feature_range_: tuple[np.ndarray, np.ndarray] | None = None  # None in checkpoints older than it
 
     # -- to implement ---------------------------------------------------------------------------
     @abstractmethod
@@ -99,6 +101,7 @@ class BaseDetector(ABC):
         self.decision_scores_ = scores
         self.threshold_ = float(np.quantile(scores, 1.0 - self.contamination))
         self._train_score_range = (float(scores.min()), float(scores.max()))
+        self.feature_range_ = (X.min(axis=0).astype(np.float64), X.max(axis=0).astype(np.float64))
 
     def _check_fitted(self) -> None:
         if self.threshold_ is None:
@@ -138,6 +141,7 @@ class BaseDetector(ABC):
             "n_features_in": self.n_features_in_,
             "threshold": self.threshold_,
             "train_score_range": list(self._train_score_range),
+            "feature_range": None if self.feature_range_ is None else [r.tolist() for r in self.feature_range_],
         }
         return save_checkpoint(path, self.kind, {"model": dataclasses.asdict(self.config), "meta": meta}, self._get_state())
 
@@ -150,6 +154,8 @@ class BaseDetector(ABC):
             det.n_features_in_ = meta["n_features_in"]
             det.threshold_ = meta["threshold"]
             det._train_score_range = tuple(meta["train_score_range"])
+            if meta.get("feature_range") is not None:
+                det.feature_range_ = tuple(np.asarray(r, dtype=np.float64) for r in meta["feature_range"])
             det._set_state(state)
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {path} does not match {cls.__name__}: {exc}") from exc

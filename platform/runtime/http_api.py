@@ -1,13 +1,23 @@
 """HTTP scoring API on Ray Serve: JSON rows in, anomaly scores out, OpenAPI at ``/openapi.json``.
 
-The ingress validates every request before it reaches the detector replica, so bad input gets a
-4xx with a clear message and never disturbs the model: 413 for bodies over ``MAX_BODY_BYTES`` or
-more than ``max_rows`` rows, 422 for malformed JSON, non-numeric values, NaN/inf, empty input or
-the wrong row width. Requests are forwarded to :class:`~rlad.platform.runtime.serving.DetectorServer`
-(batched, hot-swappable). Serve's HTTP proxy binds to 127.0.0.1 unless told otherwise.
+Every request is checked on its own before it can join a batch, so bad input gets a 4xx with a
+clear message and cannot disturb the model or other clients' requests:
+
+- 401 without the API key, when one is set (``X-API-Key`` header, compared in constant time
+  against the key's SHA-256; the key itself never reaches Serve);
+- 413 for bodies over ``MAX_BODY_BYTES`` (FastAPI's ``max_body_size``: declared by content-length or
+  streamed, refused before anything else, unread) or more than ``max_rows`` rows;
+- 422 for malformed JSON, non-numbers, NaN/inf, values beyond float32, empty or ragged input, the
+  wrong row width, values far outside the training range (the ``InputPolicy``, see
+  :mod:`~rlad.platform.runtime.serving`), and rows whose scores come out non-finite (fail closed).
+
+Requests are forwarded to :class:`~rlad.platform.runtime.serving.DetectorServer` (batched,
+hot-swappable). Serve's HTTP proxy binds to 127.0.0.1 unless told otherwise.
 """
 
 import asyncio
+import hashlib
+import hmac
 import math
 from typing import Any
 
@@ -20,18 +30,27 @@ from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
+from rlad.platform.runtime.serving import InputPolicy
+
 MAX_ROWS = 10_000
 RETRIES = 5
 MAX_BODY_BYTES = 8 * 1024 * 1024
+API_KEY_HEADER = "X-API-Key"
 
-api = FastAPI(title="rlad scoring API", version="1.0",
-              description="Score tabular rows with the served anomaly detector (higher score = more anomalous).")
+api = FastAPI(title="rlad scoring API", version="1.1", max_body_size=MAX_BODY_BYTES,
+              description="Score tabular rows with the served anomaly detector (higher score = more anomalous). "
+                          f"When the server has an API key, send it in the {API_KEY_HEADER} header.")
+
+
+def hash_api_key(key: str) -> str:
+    """What the server keeps of an API key: its SHA-256 hex digest."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(strict=True)  # numbers only: no "1.5" strings, no booleans
 
-    rows: list[list[float]] = Field(..., description="Rows of features, MinMax-scaled as at training time.",
+    rows: list[list[float]] = Field(..., description="Rows of features, scaled as at training time.",
                                     examples=[[[0.1, 0.5, 0.3]]])
 
     @field_validator("rows")
@@ -49,9 +68,10 @@ class ScoreRequest(BaseModel):
 
 
 class ScoreResponse(BaseModel):
-    scores: list[float] = Field(..., description="Anomaly score per row (higher = more anomalous)")
-    proba: list[float] = Field(..., description="P(anomaly) per row")
-    predictions: list[int] = Field(..., description="1 where score > threshold")
+    scores: list[float] = Field(..., description="Anomaly score per row (higher = more anomalous); always finite")
+    proba: list[float] = Field(..., description="P(anomaly) per row; always finite")
+    predictions: list[int] = Field(..., description="1 where score > threshold or the row is out of range")
+    out_of_range: list[bool] = Field(..., description="Rows far outside the training range (only with the 'flag' policy)")
     threshold: float
     version: int = Field(..., description="Version of the model that answered")
 
@@ -60,6 +80,9 @@ class ModelInfo(BaseModel):
     kind: str
     n_features: int
     version: int
+    out_of_range: str = Field(..., description="Policy for rows far outside the training range: reject or flag")
+    accepted_low: list[float] | None = Field(..., description="Per-feature lower bound of that range (None: unknown, no check)")
+    accepted_high: list[float] | None = Field(..., description="Per-feature upper bound of that range")
 
 
 class ErrorResponse(BaseModel):
@@ -74,44 +97,54 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 
 @api.middleware("http")
-async def limit_body_size(request: Request, call_next):
-    """Refuse oversized bodies before they are read or parsed."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        return JSONResponse({"detail": f"request body of {length} bytes exceeds {MAX_BODY_BYTES}"}, status_code=413)
+async def require_api_key(request: Request, call_next):
+    """Without the key nothing is read or parsed. Comparing digests of equal
+    length in constant time leaks neither the key nor its length."""
+    expected = getattr(request.app.state, "api_key_sha256", None)
+    if expected is not None:
+        given = request.headers.get(API_KEY_HEADER, "").encode("latin-1")
+        if not hmac.compare_digest(hashlib.sha256(given).hexdigest(), expected):
+            return JSONResponse({"detail": f"missing or wrong API key: send it in the {API_KEY_HEADER} header"},
+                                status_code=401, headers={"WWW-Authenticate": API_KEY_HEADER})
     return await call_next(request)
 
 
 @serve.deployment(max_ongoing_requests=256, logging_config={"enable_access_log": False})
 @serve.ingress(api)
 class ScoringAPI:
-    def __init__(self, detector: DeploymentHandle, max_rows: int = MAX_ROWS) -> None:
-        self.detector, self.max_rows = detector, max_rows
+    def __init__(self, detector: DeploymentHandle, max_rows: int = MAX_ROWS, policy: InputPolicy = InputPolicy(),
+                 api_key_sha256: str | None = None) -> None:
+        self.detector, self.max_rows, self.policy = detector, max_rows, policy
+        api.state.api_key_sha256 = api_key_sha256  # one ingress per replica process
 
-    @api.post("/score", response_model=ScoreResponse, responses={413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+    @api.post("/score", response_model=ScoreResponse,
+              responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
     async def score(self, request: ScoreRequest) -> ScoreResponse | JSONResponse:
-        info = await self.detector.info.remote()
         if len(request.rows) > self.max_rows:
             return JSONResponse({"detail": f"{len(request.rows)} rows exceed the limit of {self.max_rows} per request"}, status_code=413)
-        if len(request.rows[0]) != info["n_features"]:
-            return JSONResponse({"detail": f"rows have {len(request.rows[0])} features, the model expects {info['n_features']}"},
-                                status_code=422)
-        out = await self._score_with_retry(np.asarray(request.rows, dtype=np.float32))
+        out = await self._score_with_retry(np.asarray(request.rows, dtype=np.float64))
+        if "error" in out:
+            return JSONResponse({"detail": out["error"]}, status_code=out["status"])
+        flagged = out["out_of_range"]
         return ScoreResponse(scores=out["scores"].tolist(), proba=out["proba"].tolist(),
-                             predictions=(out["scores"] > out["threshold"]).astype(int).tolist(),
-                             threshold=out["threshold"], version=out["version"])
+                             predictions=((out["scores"] > out["threshold"]) | flagged).astype(int).tolist(),
+                             out_of_range=flagged.tolist(), threshold=out["threshold"], version=out["version"])
 
     async def _score_with_retry(self, X: np.ndarray) -> dict[str, Any]:
         """Scoring is idempotent: a request caught on a replica that dies is sent again, and
         Serve routes it to a live replica (its controller replaces the dead one)."""
         for attempt in range(RETRIES - 1):
             try:
-                return await self.detector.remote(X)
+                return await self.detector.remote(X, self.policy)
             except (RayActorError, ActorDiedError, ActorUnavailableError):
                 await asyncio.sleep(0.2 * (attempt + 1))
-        return await self.detector.remote(X)
+        return await self.detector.remote(X, self.policy)
 
-    @api.get("/info", response_model=ModelInfo)
+    @api.get("/info", response_model=ModelInfo, responses={401: {"model": ErrorResponse}})
     async def info(self) -> ModelInfo:
         info = await self.detector.info.remote()
-        return ModelInfo(kind=info["kind"], n_features=info["n_features"], version=info["version"])
+        low = high = None
+        if info["feature_range"] is not None:
+            low, high = (b.tolist() for b in self.policy.bounds(tuple(np.asarray(r) for r in info["feature_range"])))
+        return ModelInfo(kind=info["kind"], n_features=info["n_features"], version=info["version"],
+                         out_of_range=self.policy.out_of_range, accepted_low=low, accepted_high=high)
