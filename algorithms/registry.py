@@ -2,12 +2,16 @@
 registry imports nothing heavy; a detector's ``kind`` equals its registry name."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from typing import Any
 
 from rlad.algorithms.base import BaseDetector
 from rlad.platform.core.checkpoint import load_checkpoint
+from rlad.platform.core.config import from_dict
+
+SEED_FIELDS = ("seed", "random_state", "random_seed")
 
 DETECTORS: dict[str, str] = {
     "mamba_moe": "rlad.algorithms.mamba_moe:MambaMoEDetector",
@@ -21,7 +25,12 @@ DETECTORS: dict[str, str] = {
     "ecod": "rlad.algorithms.baselines:ECODDetector",
     "knn": "rlad.algorithms.baselines:KNNDetector",
     "devnet": "rlad.algorithms.baselines:DevNetDetector",
+    "scaled": "rlad.algorithms.scaled:ScaledDetector",
 }
+
+#: Detectors whose ``fit`` starts Ray actors (RLlib env runners, Serve replicas); they start a
+#: local Ray themselves when none runs.
+RAY_DETECTORS = frozenset({"swift_hydra", "dplan", "residual_rl"})
 
 
 def list_detectors() -> list[str]:
@@ -35,6 +44,30 @@ def get_detector_class(name: str) -> type[BaseDetector]:
         raise KeyError(f"unknown detector {name!r}; registered: {', '.join(list_detectors())}") from None
     module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def build_detector(name: str, options: dict[str, Any] | None = None, seed: int | None = None,
+                   contamination: float = 0.1) -> BaseDetector:
+    """A registered detector from config overrides (nested dicts for nested configs); ``seed``
+    fills its config's ``seed``/``random_state``/``random_seed`` field (for ``scaled``: the inner
+    detector's) unless the overrides set it."""
+    cls = get_detector_class(name)
+    options = dict(options or {})
+    if seed is not None:
+        if name == "scaled":
+            inner = get_detector_class(options.get("detector", cls.Config.detector)).Config
+            options["options"] = _with_seed(inner, dict(options.get("options") or {}), seed)
+        else:
+            options = _with_seed(cls.Config, options, seed)
+    return cls(from_dict(cls.Config, options), contamination=contamination)
+
+
+def _with_seed(config_cls: type, options: dict[str, Any], seed: int) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    for name in SEED_FIELDS:
+        if name in names and name not in options:
+            options[name] = int(seed)
+    return options
 
 
 def make_detector(name: str, contamination: float = 0.1, **config: Any) -> BaseDetector:

@@ -35,6 +35,7 @@ from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, Scorer, SynthesisEnvConfig
+from rlad.platform.core import progress
 from rlad.platform.core.data import load_dataset, write_parquet
 from rlad.platform.core.metrics import auc_scores
 from rlad.platform.core.ray_init import init_ray
@@ -256,6 +257,7 @@ class SwiftHydra:
         if X_eval is not None:
             rec.update(auc_scores(y_eval, detector.decision_function(X_eval)))
         self.history.append(rec)
+        progress.update("round", rnd, self.cfg.rounds, **{k: rec[k] for k in ("auc_roc", "auc_pr") if k in rec})
         self.log("[swift-hydra] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
         return rec
 

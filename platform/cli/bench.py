@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     from rlad.platform.core.config import deep_merge, load_yaml
     from rlad.platform.core.ray_init import init_ray
-    from rlad.platform.runtime.bench.runs import RAY_DETECTORS, BenchConfig, BenchError, find_data_files, resolve_detectors, run_bench
+    from rlad.algorithms.registry import RAY_DETECTORS
+    from rlad.platform.runtime.bench.runs import BenchConfig, BenchError, find_data_files, resolve_detectors, run_bench
 
     try:
         configs = load_yaml(args.config) if args.config else {}

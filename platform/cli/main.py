@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = tuple(f"rlad.platform.cli.{name}" for name in ("swift_hydra", "dplan", "residual_rl", "serve", "bench", "tune"))
+COMMAND_MODULES = tuple(f"rlad.platform.cli.{name}" for name in ("fit", "score", "swift_hydra", "dplan", "residual_rl", "serve", "bench", "tune", "meta_rae"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,12 +15,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_cli(sub)
+    for command in sub.choices.values():
+        command.add_argument("-v", "--verbose", action="store_true",
+                             help="show Ray's, RLlib's and library log lines and warnings (default: our own progress only)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; Ctrl-C ends it with exit code 130 (what finished is already on disk)."""
+    from rlad.platform.core.verbosity import quiet
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    quiet(not args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\n[rlad] {args.command} interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -34,17 +34,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from rlad.algorithms.registry import get_detector_class, list_detectors
-from rlad.platform.core.config import deep_merge, from_dict
+from rlad.algorithms.registry import RAY_DETECTORS, build_detector, list_detectors
+from rlad.platform.core.config import deep_merge
 from rlad.platform.core.data import SUFFIXES, DatasetError, SplitConfig, TabularDataset, adbench_split, load_dataset, resolve_data
 from rlad.platform.core.metrics import auc_scores
 from rlad.platform.runtime.bench.store import (
     BenchResult, RunStore, curve_points, curves_frame, empty_record, fail, json_default, results_frame, write_results,
 )
 
-#: Registered detectors that start Ray actors themselves; they run in the driver, sequentially.
-RAY_DETECTORS = frozenset({"swift_hydra", "dplan", "residual_rl"})
-SEED_FIELDS = ("seed", "random_state", "random_seed")
 
 
 class BenchError(ValueError):
@@ -63,17 +60,9 @@ class DetectorSpec:
     config: dict[str, Any] = field(default_factory=dict)
 
     def build(self, seed: int | None = None) -> Any:
-        """A fresh detector; ``seed`` fills the config's ``seed``/``random_state``/``random_seed``
-        field unless the overrides set it."""
-        cls = get_detector_class(self.kind)
+        """A fresh detector seeded with ``seed`` (see :func:`build_detector`)."""
         options = dict(self.config)
-        contamination = float(options.pop("contamination", 0.1))
-        if seed is not None:
-            names = {f.name for f in dataclasses.fields(cls.Config)}
-            for name in SEED_FIELDS:
-                if name in names and name not in options:
-                    options[name] = int(seed)
-        return cls(from_dict(cls.Config, options), contamination=contamination)
+        return build_detector(self.kind, options, seed=seed, contamination=float(options.pop("contamination", 0.1)))
 
 
 def parse_detector(text: str) -> tuple[str, str]:
@@ -147,7 +136,7 @@ class BenchConfig:
     max_rows: int = 10_000
     test_size: float = 0.3
     cpus_per_task: float = 1
-    in_driver: frozenset[str] = RAY_DETECTORS  # kinds or labels run in the driver
+    in_driver: frozenset[str] = RAY_DETECTORS  # kinds or labels run in the driver, one at a time
     max_retries: int = 1
     curve_points: int = 200
     progress: bool = True
@@ -251,13 +240,14 @@ def run_bench(
         bar.set_postfix_str(f"{row['detector']}/{row['dataset']}: " + ("FAILED" if row["error"] else f"roc {row['auc_roc']:.3f}"))
         bar.update(1)
 
+    interrupted = False
+    pending_refs: dict[Any, tuple[DetectorSpec, str, float, int]] = {}
     try:
         if todo_task:
             if not ray.is_initialized():
                 raise BenchError("Ray is not running: call rlad.platform.core.ray_init.init_ray() first")
             remote = ray.remote(_task).options(num_cpus=cfg.cpus_per_task, max_retries=cfg.max_retries)
             refs = {name: ray.put(ds) for name, ds in datasets.items() if any(t[1] == name for t in todo_task)}
-            pending_refs = {}
             for s, name, _, la, seed in todo_task:
                 pending_refs[remote.remote(s, refs[name], la, seed, cfg)] = (s, name, la, seed)
             while pending_refs:
@@ -274,11 +264,20 @@ def run_bench(
             r = run_one(s, datasets[name], la, seed, cfg, ran_in="driver")
             store.append(r)
             tick(r)
+    except KeyboardInterrupt:  # Ctrl-C: keep what finished, then stop
+        interrupted = True
+        for ref in pending_refs:
+            ray.cancel(ref, force=True)
     finally:
         bar.close()
         store.close()
 
     records = store.records()
+    if interrupted:
+        if records:
+            write_results(results_frame(records), curves_frame(records), out)
+        log(f"[bench] interrupted: {len(records)} finished run(s) written to {out} (rerun with --resume to finish)")
+        raise KeyboardInterrupt
     result = BenchResult(results_frame(records), curves_frame(records), out, {})
     result.files = write_results(result.results, result.curves, out)
     cfg_path = out / "bench_config.json"
