@@ -1,9 +1,15 @@
 """Meta-learned robust autoencoder (Kumagai, Iwata, Takahashi and Fujiwara, "Meta-learning for
 Robust Anomaly Detection", AISTATS 2023).
 
-A task is an unlabelled, possibly contaminated support set ``S`` and a labelled query set. The
-model adapts to ``S`` in closed form:
+The paper's setting: meta-train on many labelled *source* tasks, then adapt in closed form, with
+no gradient step, to an unseen *target* task of which only unlabelled, contaminated rows exist.
 
+A task is an unlabelled, contaminated support set ``S`` and a clean labelled query set, disjoint
+from ``S``. The model adapts to ``S`` in closed form:
+
+* per-task scaling: each feature min-max scaled by the support set's own range (all a target has
+  at adaptation time; it is ADBench's MinMax when ``S`` is the training rows), values clipped to
+  ``[-1, 2]`` as ADBench clips test rows;
 * task representation ``r = rho(mean_n phi(s_n))`` (deep sets over the support set);
 * encoder ``h(x, r)`` (an MLP, plus a constant bias feature) and a task-specific LINEAR decoder
   ``W``, so the reconstruction is ``h(x, r) W``;
@@ -14,55 +20,58 @@ model adapts to ``S`` in closed form:
   finish with one more ridge step. Every step is differentiable; ``lam`` and ``mu`` are
   meta-learned (softplus-positive).
 
-Anomaly score of a row: its squared reconstruction error ``||x - h(x, r) W||^2`` (summed over
-features) under the adapted decoder, the AE score the paper uses as we read it; ``A`` only
-robustifies adaptation (it is defined for support rows), so its norm is not the score.
-:meth:`MetaRobustAEDetector.explain` returns a row's anomalous attributes under the adapted
-decoder, ``soft(x - h(x, r) W, mu)``: the A-step's exact minimiser with ``W`` fixed.
+Anomaly score of a row: its squared reconstruction error ``||x - h(x, r) W||^2`` under the
+adapted decoder. :meth:`MetaRobustAEDetector.explain` returns a row's anomalous attributes,
+``soft(x - h(x, r) W, mu)`` (the A-step's minimiser with ``W`` fixed), in scaled units.
 
-Meta-training maximises a smoothed AUC on the query sets, the mean over (anomaly, normal) pairs of
-``sigmoid(score_anomaly - score_normal)``, with the model adapted to each task's support set.
-Test-time adaptation to a new unlabelled support set is the same closed form: no gradient steps.
+Meta-training maximises a smoothed AUC on the query sets (mean over (anomaly, normal) pairs of
+``sigmoid(score_anomaly - score_normal)``) with the model adapted to each task's support set.
+Each step draws fresh tasks from one random source; every ``eval_every`` steps the hard AUC on
+fixed tasks of held-out *validation* sources is checked, the best parameters are kept and training
+stops after ``patience`` checks without improvement.
 
-Task sources:
+Tasks (:func:`sample_tasks`): ``K`` support rows of which a fraction ``U(min_contamination,
+max_contamination)`` (0.1-0.5) are anomalies, ``J`` normal and ``I`` anomalous query rows, all
+distinct rows. ``task_sizes`` picks ``(K, J, I)``: ``"full"`` (100, 50, 25) or ``"reduced"``
+(50, 20, 10); the paper's own values could not be checked here, so these are ours. Sizes shrink to
+what a small source holds (support and query stay disjoint); contamination is capped by the
+anomalies left after the query's.
 
-* :func:`tasks_from_multiclass`: one class normal, the other listed classes anomalous (e.g.
-  scikit-learn digits; meta-train and meta-test on disjoint class sets).
-* :func:`tasks_from_adbench`: labelled ADBench files as source tasks. They must share one
-  feature width; ADBench files mostly differ, and mixing widths raises ``ValueError`` (no
-  padding or projection is invented here).
-* ``fit(X, y)`` on one dataset (the usual case, and the answer to differing widths): meta-trains
-  on random sub-tasks of ``X`` itself. Normal pool: unlabelled rows (``y == 0``, contaminated as
-  they come). Anomaly pool: the labelled anomalies (``y == 1``) when there are at least
-  ``min_labeled``; else pseudo-anomalies, the ``contamination`` fraction of unlabelled rows that
-  the not yet meta-trained robust AE (random encoder, closed-form robust decoder) scores highest,
-  the rest being the normal pool. Synthetic anomalies (rows with some features redrawn
-  uniformly, from other rows, pushed outwards or noised) were tried instead and taught the model
-  the wrong anomalies: test AUC on ADBench cardio, thyroid and breastw fell well below that of
-  the untrained model, down to below chance. The detector then adapts to the unlabelled rows
-  (at most ``max_support``).
+Two ways to fit:
 
-With ``val_tasks``, :meth:`MetaRobustAEDetector.meta_fit` keeps the parameters of the best mean
-AUC on those meta-validation tasks (checked every ``eval_every`` steps): with few source classes
-meta-training overfits them. Digits, meta-trained on 0-4, tested on 7-9: mean AUC 0.97
-early-stopped on 5-6, 0.89 after 300 steps without, 0.92-0.94 with no meta-training at all.
+* ``sources`` set (files or folders of labelled data sets of one feature width): ``fit(X, y)``
+  meta-trains on them (once per process for a given source set and config; a source holding the
+  rows of ``X`` is left out automatically), then adapts to the rows of ``X`` not labelled
+  anomalous. :meth:`meta_fit` / :meth:`adapt` do the same steps explicitly.
+* no ``sources`` (per-task mode, a single data set): meta-trains on random sub-tasks of ``X``
+  itself and adapts to its unlabelled rows. Query "normals" are then unlabelled rows (a single
+  task has no clean normals); anomalies are the labelled ones when there are ``min_labeled``,
+  else pseudo-anomalies (the ``contamination`` share of rows the untrained model scores highest).
+  Validation tasks come from a held-out ``val_fraction`` of the rows.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from sklearn.preprocessing import MinMaxScaler
 from torch import nn
 
 from rlad.algorithms.base import BaseDetector, check_array
-from rlad.algorithms.torch_utils import apply_batched, resolve_device, mlp, module_state, seeded
-from rlad.platform.core.data import load_dataset
+from rlad.algorithms.torch_utils import apply_batched, mlp, module_state, resolve_device, seeded
+from rlad.platform.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlad.platform.core.config import from_dict
+from rlad.platform.core.data import SUFFIXES, load_dataset, resolve_data
+
+#: ``(K, J, I)``: support rows, normal query rows, anomalous query rows per task.
+TASK_SIZES: dict[str, tuple[int, int, int]] = {"full": (100, 50, 25), "reduced": (50, 20, 10)}
 
 
 @dataclass
@@ -73,92 +82,138 @@ class MetaRAEConfig:
     n_alt_iters: int = 5  # alternating (W, A) updates
     init_ridge: float = 0.1  # lam, meta-learned
     init_threshold: float = 0.1  # mu, meta-learned
-    meta_steps: int = 300
-    tasks_per_step: int = 8
     lr: float = 1e-3
-    # sub-tasks that fit(X, y) draws from X
-    n_tasks: int = 256
-    n_support: int = 128
-    n_query: int = 64  # normal query rows per task
-    n_query_anomalies: int = 16
-    max_contamination: float = 0.1  # support anomaly fraction drawn from U(0, this)
-    min_labeled: int = 5  # fewer labelled anomalies than this: pseudo-anomalies instead
-    max_support: int = 4096  # unlabelled rows the fitted detector adapts to
-    eval_every: int = 25  # meta-validation period of meta_fit(tasks, val_tasks)
+    tasks_per_step: int = 8
+    max_steps: int = 3000  # meta-training steps at most
+    eval_every: int = 50  # steps between validation checks
+    patience: int = 6  # validation checks without improvement before stopping
+    task_sizes: str = "full"  # a key of TASK_SIZES
+    min_contamination: float = 0.1  # support anomaly share drawn from U(min, max)
+    max_contamination: float = 0.5
+    n_val_tasks: int = 16  # fixed validation tasks per validation source
+    val_fraction: float = 0.2  # sources (or, per-task mode, rows) held out for validation
+    sources: tuple[str, ...] = ()  # labelled data sets (files/folders) to meta-train on
+    min_labeled: int = 5  # per-task mode: fewer labelled anomalies than this -> pseudo-anomalies
+    max_support: int = 4096  # rows the fitted detector adapts to
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task_sizes not in TASK_SIZES:
+            raise ValueError(f"task_sizes must be one of {sorted(TASK_SIZES)}, got {self.task_sizes!r}")
+        if not 0.0 <= self.min_contamination <= self.max_contamination < 1.0:
+            raise ValueError("need 0 <= min_contamination <= max_contamination < 1")
+        if isinstance(self.sources, (str, os.PathLike)):
+            self.sources = (str(self.sources),)
+        self.sources = tuple(str(s) for s in self.sources)
 
 
 # -- tasks --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class TaskSet:
-    """Equal-size tasks stacked for batching: unlabelled support sets ``(T, Ns, d)``, query sets
-    ``(T, Nq, d)`` and query labels ``(T, Nq)`` (1 = anomaly)."""
+class Pool:
+    """Labelled rows of one task source: ``normal`` and ``anomalous`` (raw, unscaled)."""
 
-    support: np.ndarray
-    query: np.ndarray
-    query_y: np.ndarray
+    name: str
+    normal: np.ndarray
+    anomalous: np.ndarray
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Sizes of sampled tasks; each support set holds a fraction ``U(0, max_contamination)`` of
-    anomalies, each query set ``n_query`` normal and ``n_query_anomalies`` anomalous rows."""
+    """Task sizes ``(K, J, I)`` and the range of support contamination."""
 
-    n_tasks: int = 256
-    n_support: int = 128
-    n_query: int = 64
-    n_query_anomalies: int = 16
-    max_contamination: float = 0.1
+    n_support: int = 100
+    n_query: int = 50
+    n_query_anomalies: int = 25
+    min_contamination: float = 0.1
+    max_contamination: float = 0.5
 
-
-def _take(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` distinct rows of ``pool`` when it has enough, else drawn with replacement."""
-    return pool[rng.choice(len(pool), size=n, replace=len(pool) < n)]
+    @classmethod
+    def of(cls, cfg: MetaRAEConfig) -> "TaskSpec":
+        return cls(*TASK_SIZES[cfg.task_sizes], cfg.min_contamination, cfg.max_contamination)
 
 
-def sample_tasks(pools: Sequence[tuple[np.ndarray, np.ndarray]], spec: TaskSpec, rng: np.random.Generator) -> TaskSet:
-    """Draw ``spec.n_tasks`` tasks, each from a random ``(normal rows, anomalous rows)`` pool."""
-    support, query = [], []
-    for _ in range(spec.n_tasks):
-        normal, anomalous = pools[rng.integers(len(pools))]
-        n_anom = int(round(rng.uniform(0.0, spec.max_contamination) * spec.n_support))
-        norm = _take(normal, spec.n_support - n_anom + spec.n_query, rng)
-        anom = _take(anomalous, n_anom + spec.n_query_anomalies, rng)
-        s = np.concatenate([norm[spec.n_query :], anom[spec.n_query_anomalies :]])
-        support.append(s[rng.permutation(len(s))])
-        query.append(np.concatenate([norm[: spec.n_query], anom[: spec.n_query_anomalies]]))
-    query_y = np.r_[np.zeros(spec.n_query), np.ones(spec.n_query_anomalies)].astype(np.int64)
-    return TaskSet(np.stack(support).astype(np.float32), np.stack(query).astype(np.float32), np.tile(query_y, (spec.n_tasks, 1)))
+@dataclass(frozen=True)
+class TaskSet:
+    """Equal-size tasks of one pool: unlabelled support sets ``(T, K, d)``, query sets
+    ``(T, J + I, d)``, query labels ``(T, J + I)`` (1 = anomaly), support anomaly shares ``(T,)``."""
+
+    support: np.ndarray
+    query: np.ndarray
+    query_y: np.ndarray
+    contamination: np.ndarray
 
 
-def tasks_from_multiclass(X: np.ndarray, y_class: np.ndarray, classes: Sequence[int], spec: TaskSpec = TaskSpec(), seed: int = 0) -> TaskSet:
-    """Tasks where one of ``classes`` is normal and the other ``classes`` are anomalous. Use
-    disjoint ``classes`` for meta-training and meta-test."""
+def task_sizes(spec: TaskSpec, n_normal: int, n_anomalous: int) -> tuple[int, int, int]:
+    """``(K, J, I)`` shrunk to fit a pool so that support and query rows stay distinct."""
+    if n_anomalous < 1 or n_normal < 3:
+        raise ValueError(f"a task source needs >= 1 anomaly and >= 3 normal rows, got {n_anomalous} and {n_normal}")
+    I = max(1, min(spec.n_query_anomalies, n_anomalous // 2))
+    J = max(1, min(spec.n_query, n_normal // 3))
+    K = min(spec.n_support, n_normal - J + _min_support_anomalies(spec, n_anomalous - I))
+    return K, J, I
+
+
+def _min_support_anomalies(spec: TaskSpec, available: int) -> int:
+    return min(int(spec.min_contamination * spec.n_support), available)
+
+
+def sample_tasks(pool: Pool, spec: TaskSpec, n_tasks: int, rng: np.random.Generator) -> TaskSet:
+    """``n_tasks`` tasks from one pool: support and query drawn without overlap, the query clean
+    and labelled, the support contaminated by a share ``U(min, max)`` of anomalies."""
+    normal, anomalous = pool.normal, pool.anomalous
+    K, J, I = task_sizes(spec, len(normal), len(anomalous))
+    support, query, shares = [], [], []
+    for _ in range(n_tasks):
+        wanted = int(round(rng.uniform(spec.min_contamination, spec.max_contamination) * K))
+        n_anom = max(min(wanted, len(anomalous) - I), K + J - len(normal))
+        norm = normal[rng.permutation(len(normal))[: J + K - n_anom]]
+        anom = anomalous[rng.permutation(len(anomalous))[: I + n_anom]]
+        s = np.concatenate([norm[J:], anom[I:]])
+        support.append(s[rng.permutation(K)])
+        query.append(np.concatenate([norm[:J], anom[:I]]))
+        shares.append(n_anom / K)
+    query_y = np.r_[np.zeros(J), np.ones(I)].astype(np.int64)
+    return TaskSet(np.stack(support).astype(np.float32), np.stack(query).astype(np.float32),
+                   np.tile(query_y, (n_tasks, 1)), np.asarray(shares))
+
+
+def pools_from_multiclass(X: np.ndarray, y_class: np.ndarray, classes: Sequence[int]) -> list[Pool]:
+    """One pool per class in ``classes``: that class normal, the other ``classes`` anomalous."""
     X = np.asarray(X, dtype=np.float32)
-    pools = [(X[y_class == c], X[np.isin(y_class, [o for o in classes if o != c])]) for c in classes]
-    return sample_tasks(pools, spec, np.random.default_rng(seed))
+    return [Pool(str(c), X[y_class == c], X[np.isin(y_class, [o for o in classes if o != c])]) for c in classes]
 
 
-def tasks_from_adbench(paths: Sequence[str | os.PathLike], spec: TaskSpec = TaskSpec(), seed: int = 0) -> TaskSet:
-    """Tasks from labelled ADBench files (each min-max scaled on its own), all of one width."""
-    datasets = [load_dataset(p) for p in paths]
+def source_files(sources: Sequence[str | os.PathLike]) -> list[Path]:
+    """Data files named directly (or as ADBench names) or held by the given folders."""
+    files: list[Path] = []
+    for p in map(Path, sources):
+        files.extend(sorted(f for f in p.iterdir() if f.suffix in SUFFIXES) if p.is_dir() else [resolve_data(p)])
+    return files
+
+
+def pools_from_files(files: Sequence[str | os.PathLike]) -> list[Pool]:
+    """One pool per labelled data file; all must share one feature width."""
+    datasets = [load_dataset(f) for f in files]
     widths = {ds.name: ds.n_features for ds in datasets}
     if len(set(widths.values())) != 1:
-        raise ValueError(
-            f"tasks need one feature width, got {widths}; to meta-train for one dataset, call "
-            "MetaRobustAEDetector.fit on its training split (random sub-tasks of that dataset)"
-        )
-    pools = []
-    for ds in datasets:
-        X = MinMaxScaler().fit_transform(ds.X).astype(np.float32)
-        pools.append((X[ds.y == 0], X[ds.y == 1]))
-    return sample_tasks(pools, spec, np.random.default_rng(seed))
+        raise ValueError(f"source data sets need one feature width, got {widths}")
+    return [Pool(ds.name, ds.X[ds.y == 0], ds.X[ds.y == 1]) for ds in datasets]
 
 
-def tasks_from_dataset(normal: np.ndarray, anomalous: np.ndarray, cfg: MetaRAEConfig, rng: np.random.Generator) -> TaskSet:
-    """Random sub-tasks of one dataset's normal and anomalous pools, sized by ``cfg``."""
-    spec = TaskSpec(cfg.n_tasks, cfg.n_support, cfg.n_query, cfg.n_query_anomalies, cfg.max_contamination)
-    return sample_tasks([(normal, anomalous)], spec, rng)
+def holds_rows(source: np.ndarray, X: np.ndarray, n_probe: int = 16) -> bool:
+    """Whether ``X``'s rows are rows of ``source`` up to a per-feature affine map (such as the
+    ADBench MinMax scaling of a split): probe rows are matched to their nearest source rows after
+    standardising both, then each feature of the matches must be an exact affine image."""
+    if source.shape[1] != X.shape[1] or len(X) < 3:
+        return False
+    z = lambda a: (a - a.mean(0)) / (a.std(0) + 1e-8)  # noqa: E731
+    probe = X[np.linspace(0, len(X) - 1, min(n_probe, len(X))).astype(int)].astype(np.float64)
+    zs, zp = z(source.astype(np.float64)), (probe - X.mean(0)) / (X.std(0) + 1e-8)
+    match = source[np.argmin(((zp[:, None, :] - zs[None]) ** 2).sum(-1), axis=1)].astype(np.float64)
+    dm, dp = match - match.mean(0), probe - probe.mean(0)
+    slope = (dm * dp).sum(0) / np.maximum((dm**2).sum(0), 1e-12)
+    err = np.abs(dp - slope * dm).max()
+    return bool(err <= 1e-3 * max(np.abs(dp).max(), 1e-12))
 
 
 # -- model --------------------------------------------------------------------------------------
@@ -180,6 +235,17 @@ def _inv_softplus(x: float) -> float:
     return math.log(math.expm1(x))
 
 
+class Adapted(NamedTuple):
+    """A model adapted to support sets: feature offset and span, task vector ``r``, decoder ``W``,
+    support attributes ``A``."""
+
+    low: torch.Tensor
+    span: torch.Tensor
+    r: torch.Tensor
+    W: torch.Tensor
+    A: torch.Tensor
+
+
 class MetaRAE(nn.Module):
     """Task encoder, encoder ``h``, initial-attribute net ``g`` and the meta-learned ``lam``, ``mu``.
     Works on batches of tasks: rows ``(B, N, d)``."""
@@ -199,9 +265,6 @@ class MetaRAE(nn.Module):
     def threshold(self) -> torch.Tensor:
         return nn.functional.softplus(self.raw_threshold)
 
-    def task_repr(self, S: torch.Tensor) -> torch.Tensor:
-        return self.rho(self.phi(S).mean(dim=-2))
-
     def _with_task(self, X: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         return torch.cat([X, r.unsqueeze(-2).expand(*X.shape[:-1], r.shape[-1])], dim=-1)
 
@@ -210,9 +273,13 @@ class MetaRAE(nn.Module):
         H = self.encoder(self._with_task(X, r))
         return torch.cat([H, torch.ones_like(H[..., :1])], dim=-1)
 
-    def adapt(self, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Closed-form robust fit to support sets ``S``: returns ``(r, W, A)``."""
-        r = self.task_repr(S)
+    def adapt(self, S: torch.Tensor) -> Adapted:
+        """Closed-form robust fit to raw support sets ``S``."""
+        low = S.amin(dim=-2, keepdim=True)
+        span = S.amax(dim=-2, keepdim=True) - low
+        span = torch.where(span > 0, span, torch.ones_like(span))
+        S = (S - low) / span
+        r = self.rho(self.phi(S).mean(dim=-2))
         H = self.features(S, r)
         A = self.init_attr(self._with_task(S, r))
         n, k = H.shape[-2], H.shape[-1]
@@ -222,15 +289,21 @@ class MetaRAE(nn.Module):
             W = torch.linalg.solve(gram, H.transpose(-1, -2) @ (S - A) / n)
             A = soft_threshold(S - H @ W, self.threshold)
         W = torch.linalg.solve(gram, H.transpose(-1, -2) @ (S - A) / n)
-        return r, W, A
+        return Adapted(low, span, r, W, A)
 
-    def residual(self, X: torch.Tensor, r: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        return X - self.features(X, r) @ W
+    def residual(self, X: torch.Tensor, a: Adapted) -> torch.Tensor:
+        """Reconstruction residual of raw rows ``X`` in the support's scaled units."""
+        X = ((X - a.low) / a.span).clamp(-1.0, 2.0)
+        return X - self.features(X, a.r) @ a.W
+
+
+# -- meta-training cache (one meta-training per process per source set and config) ---------------
+_META_CACHE: dict[str, dict[str, Any]] = {}
 
 
 class MetaRobustAEDetector(BaseDetector):
-    """Meta-learned robust autoencoder. ``fit(X, y)`` meta-trains on sub-tasks of ``X`` and adapts
-    to its unlabelled rows; or ``meta_fit(tasks)`` then ``adapt(X_support)`` for a new task."""
+    """Meta-learned robust autoencoder: ``meta_fit(pools, val_pools)`` then ``adapt(X)`` for a new
+    task, or ``fit(X, y)`` (meta-training on ``config.sources``, or per-task mode without)."""
 
     Config = MetaRAEConfig
     kind = "meta_rae"
@@ -239,18 +312,92 @@ class MetaRobustAEDetector(BaseDetector):
         self.device = resolve_device()
         self.net = MetaRAE(self.n_features_in_, self.config).to(self.device)
 
-    def meta_fit(self, tasks: TaskSet, val_tasks: TaskSet | None = None) -> "MetaRobustAEDetector":
-        """Meta-train on labelled tasks, early-stopped on ``val_tasks`` when given; call
-        :meth:`adapt` before scoring."""
-        self.n_features_in_ = tasks.support.shape[-1]
+    # -- meta-training ---------------------------------------------------------------------------
+    def meta_fit(self, pools: Sequence[Pool], val_pools: Sequence[Pool],
+                 log: Callable[[str], None] | None = None) -> "MetaRobustAEDetector":
+        """Meta-train on tasks of ``pools``, early-stopped on fixed tasks of ``val_pools``; call
+        :meth:`adapt` before scoring. Sets ``history_`` (validation AUC per check),
+        ``meta_val_auc_`` (the best) and ``meta_steps_`` (steps taken)."""
+        self.n_features_in_ = pools[0].normal.shape[1]
         with seeded(self.config.seed) as rng:
             self._build()
-            self._meta_train(tasks, rng, val_tasks)
+            self._meta_train(pools, val_pools, rng, log)
         return self
 
+    def meta_fit_sources(self, sources: Sequence[str | os.PathLike], exclude: np.ndarray | None = None,
+                         log: Callable[[str], None] | None = None) -> "MetaRobustAEDetector":
+        """:meth:`meta_fit` on labelled data files (or folders of them); a ``val_fraction`` of the
+        sources (at least one) is held out for early stopping. A source that holds the rows of
+        ``exclude`` (the target) is left out. Cached per process: the same sources and config
+        meta-train once."""
+        files = source_files(sources)
+        pools = pools_from_files(files)
+        self.excluded_sources_ = [p.name for p in pools if exclude is not None and holds_rows(np.r_[p.normal, p.anomalous], exclude)]
+        pools = [p for p in pools if p.name not in self.excluded_sources_]
+        if len(pools) < 2:
+            raise ValueError(f"need at least 2 source data sets (one for validation), got {[p.name for p in pools]}")
+        key = json.dumps({"sources": sorted(p.name for p in pools), "files": sorted(map(str, files)),
+                          "config": {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("sources", "max_support")}})
+        cached = _META_CACHE.get(key)
+        if cached is None:
+            order = np.random.default_rng(self.config.seed).permutation(len(pools))
+            n_val = min(len(pools) - 1, max(1, round(self.config.val_fraction * len(pools))))
+            val, train = [pools[i] for i in order[:n_val]], [pools[i] for i in order[n_val:]]
+            if log:
+                log(f"[meta-rae] meta-training on {[p.name for p in train]}, validating on {[p.name for p in val]}")
+            self.meta_fit(train, val, log)
+            cached = _META_CACHE[key] = {"net": module_state(self.net), "n_features": self.n_features_in_,
+                                         "history": self.history_, "steps": self.meta_steps_, "val_auc": self.meta_val_auc_,
+                                         "train": [p.name for p in train], "val": [p.name for p in val]}
+        else:
+            self.n_features_in_ = cached["n_features"]
+            self._build()
+            self.net.load_state_dict(cached["net"])
+            self.history_, self.meta_steps_, self.meta_val_auc_ = cached["history"], cached["steps"], cached["val_auc"]
+        self.train_sources_, self.val_sources_ = cached["train"], cached["val"]
+        return self
+
+    def _meta_train(self, pools: Sequence[Pool], val_pools: Sequence[Pool], rng: np.random.Generator,
+                    log: Callable[[str], None] | None) -> None:
+        cfg, spec = self.config, TaskSpec.of(self.config)
+        val = [self._tensors(sample_tasks(p, spec, cfg.n_val_tasks, rng)) for p in val_pools]
+        opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        best_auc, best_state, stale, step = -1.0, None, 0, 0
+        self.history_: list[tuple[int, float]] = []
+        for step in range(cfg.max_steps + 1):
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                with torch.no_grad():
+                    auc = float(np.mean([pairwise_auc(self._task_scores(S, Q), Y, smooth=False).item() for S, Q, Y in val]))
+                self.history_.append((step, auc))
+                if log:
+                    log(f"[meta-rae] step {step:5d}  validation AUC {auc:.4f}")
+                if auc > best_auc:
+                    best_auc, best_state, stale = auc, module_state(self.net), 0
+                else:
+                    stale += 1
+                if stale >= cfg.patience or step == cfg.max_steps:
+                    break
+            S, Q, Y = self._tensors(sample_tasks(pools[rng.integers(len(pools))], spec, cfg.tasks_per_step, rng))
+            loss = -pairwise_auc(self._task_scores(S, Q), Y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        self.net.load_state_dict(best_state)
+        self.meta_val_auc_, self.meta_steps_ = best_auc, step
+
+    def _tensors(self, tasks: TaskSet) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.as_tensor(a, device=self.device) for a in (tasks.support, tasks.query, tasks.query_y))
+
+    def _task_scores(self, S: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+        """Scores of query rows ``Q`` after closed-form adaptation to support sets ``S``."""
+        return self.net.residual(Q, self.net.adapt(S)).pow(2).sum(dim=-1)
+
+    # -- adaptation and scoring ------------------------------------------------------------------
     def adapt(self, X_support: Any) -> "MetaRobustAEDetector":
         """Closed-form adaptation to an unlabelled (possibly contaminated) support set; sets
-        ``threshold_`` from the support rows' scores."""
+        ``threshold_`` from the support rows' scores. No gradient steps."""
+        if not hasattr(self, "net"):
+            raise RuntimeError("MetaRobustAEDetector is not meta-trained: call meta_fit() or fit() first")
         X = check_array(X_support, self.n_features_in_)
         self._adapt(X)
         self._calibrate(X)
@@ -259,74 +406,82 @@ class MetaRobustAEDetector(BaseDetector):
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
         cfg = self.config
         unlabelled = X if y is None else X[y == 0]
-        with seeded(cfg.seed) as rng:
-            self._build()
-            support = unlabelled
-            if len(support) > cfg.max_support:
-                support = support[rng.choice(len(support), size=cfg.max_support, replace=False)]
-            if y is not None and y.sum() >= cfg.min_labeled:
-                normal, anomalous = unlabelled, X[y == 1]
-            else:
-                self._adapt(support)
-                order = np.argsort(self._score(unlabelled))
-                n_anomalous = max(1, int(self.contamination * len(order)))
-                normal, anomalous = unlabelled[order[:-n_anomalous]], unlabelled[order[-n_anomalous:]]
-            self._meta_train(tasks_from_dataset(normal, anomalous, cfg, rng), rng)
+        if cfg.sources:
+            self.meta_fit_sources(cfg.sources, exclude=X)
+        else:
+            with seeded(cfg.seed) as rng:
+                self._build()
+                pools, val_pools = self._own_pools(X, y, unlabelled, rng)
+                self._meta_train(pools, val_pools, rng, None)
+        rng = np.random.default_rng(cfg.seed)
+        support = unlabelled if len(unlabelled) <= cfg.max_support else unlabelled[rng.choice(len(unlabelled), cfg.max_support, replace=False)]
         self._adapt(support)
 
-    def _meta_train(self, tasks: TaskSet, rng: np.random.Generator, val_tasks: TaskSet | None = None) -> None:
-        cfg = self.config
-        S, Q, Y = self._tensors(tasks)
-        val = None if val_tasks is None else self._tensors(val_tasks)
-        opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        best_auc, best_state = -1.0, None
-        for step in range(cfg.meta_steps + 1):
-            if val is not None and step % cfg.eval_every == 0:
-                with torch.no_grad():
-                    auc = pairwise_auc(self._task_scores(val[0], val[1]), val[2], smooth=False).item()
-                if auc > best_auc:
-                    best_auc, best_state = auc, module_state(self.net)
-            if step == cfg.meta_steps:
-                break
-            idx = torch.as_tensor(rng.choice(len(S), size=min(cfg.tasks_per_step, len(S)), replace=False), device=self.device)
-            loss = -pairwise_auc(self._task_scores(S[idx], Q[idx]), Y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
-
-    def _tensors(self, tasks: TaskSet) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.as_tensor(a, device=self.device) for a in (tasks.support, tasks.query, tasks.query_y))
-
-    def _task_scores(self, S: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
-        """Scores of query rows ``Q`` after closed-form adaptation to support sets ``S``."""
-        r, W, _ = self.net.adapt(S)
-        return self.net.residual(Q, r, W).pow(2).sum(dim=-1)
+    def _own_pools(self, X: np.ndarray, y: np.ndarray | None, unlabelled: np.ndarray,
+                   rng: np.random.Generator) -> tuple[list[Pool], list[Pool]]:
+        """Per-task mode: train and validation pools from disjoint rows of one data set."""
+        if y is not None and y.sum() >= self.config.min_labeled:
+            normal, anomalous = unlabelled, X[y == 1]
+        else:
+            self._adapt(unlabelled[: self.config.max_support])
+            order = np.argsort(self._score(unlabelled))
+            n_anomalous = max(2, int(self.contamination * len(order)))
+            normal, anomalous = unlabelled[order[:-n_anomalous]], unlabelled[order[-n_anomalous:]]
+        parts = []
+        for rows in (normal, anomalous):
+            perm = rng.permutation(len(rows))
+            n_val = max(1, int(self.config.val_fraction * len(rows)))
+            parts.append((rows[perm[n_val:]], rows[perm[:n_val]]))
+        (n_tr, n_va), (a_tr, a_va) = parts
+        return [Pool("train", n_tr, a_tr)], [Pool("val", n_va, a_va)]
 
     @torch.no_grad()
     def _adapt(self, support: np.ndarray) -> None:
-        r, W, _ = self.net.adapt(torch.as_tensor(support, device=self.device).unsqueeze(0))
-        self.task_repr_, self.decoder_ = r[0], W[0]
+        a = self.net.adapt(torch.as_tensor(support, device=self.device).unsqueeze(0))
+        self.adapted_ = Adapted(*(t[0] for t in a[:4]), None)
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.residual(x, self.task_repr_, self.decoder_)
+        return self.net.residual(x, self.adapted_)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return apply_batched(lambda x: self._residual(x).pow(2).sum(dim=-1), X, self.device)
 
     def explain(self, X: Any) -> np.ndarray:
-        """Anomalous attributes ``(n, d)`` of rows under the adapted decoder: large entries mark
-        the features that make a row anomalous."""
+        """Anomalous attributes ``(n, d)`` of rows under the adapted decoder (in the support's
+        min-max units): large entries mark the features that make a row anomalous."""
         self._check_fitted()
         X = check_array(X, self.n_features_in_)
         return apply_batched(lambda x: soft_threshold(self._residual(x), self.net.threshold), X, self.device)
 
+    # -- persistence -----------------------------------------------------------------------------
+    def save_meta(self, path: str | os.PathLike) -> Path:
+        """Write the meta-trained networks alone (no adaptation yet): :meth:`load` returns a
+        detector to :meth:`adapt` to any target of the same width."""
+        meta = {"contamination": self.contamination, "n_features_in": self.n_features_in_,
+                "history": self.history_, "val_auc": self.meta_val_auc_, "steps": self.meta_steps_}
+        return save_checkpoint(path, self.kind, {"model": dataclasses.asdict(self.config), "meta": meta}, {"net": module_state(self.net)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "MetaRobustAEDetector":
+        """An adapted detector, or a meta-trained one written by :meth:`save_meta`."""
+        _, config, state = load_checkpoint(path, expected_kind=cls.kind)
+        if "adapted" in state:
+            return super().load(path)
+        try:
+            meta = config["meta"]
+            det = cls(from_dict(cls.Config, config["model"]), contamination=meta["contamination"])
+            det.n_features_in_ = meta["n_features_in"]
+            det.history_, det.meta_val_auc_, det.meta_steps_ = meta["history"], meta["val_auc"], meta["steps"]
+            det._build()
+            det.net.load_state_dict(state["net"])
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not match {cls.__name__}: {exc}") from exc
+        return det
+
     def _get_state(self) -> dict[str, Any]:
-        return {"net": module_state(self.net), "task_repr": self.task_repr_.cpu(), "decoder": self.decoder_.cpu()}
+        return {"net": module_state(self.net), "adapted": [t.cpu() for t in self.adapted_[:4]]}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self._build()
         self.net.load_state_dict(state["net"])
-        self.task_repr_ = state["task_repr"].to(self.device)
-        self.decoder_ = state["decoder"].to(self.device)
+        self.adapted_ = Adapted(*(t.to(self.device) for t in state["adapted"]), None)
