@@ -79,7 +79,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
             if missing:
                 raise DatasetError(f"{path}: missing array(s) {sorted(missing)}; found {f.files}")
             return f["X"], f["y"]
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         if isinstance(exc, DatasetError):
             raise
         raise DatasetError(f"{path}: not a readable .npz file ({exc})") from exc
@@ -88,12 +88,16 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _read_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         table = pq.read_table(path) if path.suffix in (".parquet", ".pq") else pa_csv.read_csv(path)
-    except (pa.ArrowException, OSError) as exc:
+        names = table.column_names  # decodes them: a CSV header need not be UTF-8
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not a readable {path.suffix} table ({exc})") from exc
-    label = next((c for c in LABEL_COLUMNS if c in table.column_names), None)
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise DatasetError(f"{path}: column name(s) {repeated} appear more than once")
+    label = next((c for c in LABEL_COLUMNS if c in names), None)
     if label is None:
-        raise DatasetError(f"{path}: no label column; expected one of {LABEL_COLUMNS}, found {table.column_names}")
-    features = [c for c in table.column_names if c != label]
+        raise DatasetError(f"{path}: no label column; expected one of {LABEL_COLUMNS}, found {names}")
+    features = [c for c in names if c != label]
     bad = [c for c in features if not (pa.types.is_integer(table[c].type) or pa.types.is_floating(table[c].type))]
     if bad:
         raise DatasetError(f"{path}: non-numeric feature column(s) {bad}")
