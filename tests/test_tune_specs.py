@@ -116,7 +116,20 @@ def test_validation_split_is_carved_from_training_rows():
     both = np.concatenate([data.X_train, data.X_val])
     np.testing.assert_array_equal(both[np.lexsort(both.T)], split.X_train[np.lexsort(split.X_train.T)])  # a partition
     assert 0 < data.y_train.sum() < split.y_train_semi.sum()  # labelled anomalies stratified over both parts
+    assert data.y_val.sum() + data.y_train.sum() == split.y_train_semi.sum()  # validation labels: the known ones only
     np.testing.assert_array_equal(data.X_test, split.X_test)  # the test split is untouched
+
+
+def test_validation_never_sees_labels_of_unlabelled_rows():
+    """Unlabelled anomalies in the validation share count as unlabelled (0): selection uses only
+    what a semi-supervised user knows."""
+    spec = load_spec("dplan")
+    data = prepare_data("cardio", spec)
+    split = adbench_split(load_dataset(adbench_file("cardio")), spec.split)
+    lookup = {row.tobytes(): (t, k) for row, t, k in zip(split.X_train, split.y_train, split.y_train_semi)}
+    truth, known = np.array([lookup[row.tobytes()] for row in data.X_val]).T
+    assert (truth > known).any()  # unlabelled anomalies exist in the validation share...
+    np.testing.assert_array_equal(data.y_val, known)  # ...and are labelled 0 there
 
 
 # -- CLI --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ Spec grammar (see ``swift_hydra.yaml`` and ``dplan.yaml`` beside this module)::
     num_samples: 16                 # samples per grid point (grid axes multiply it)
     cpus_per_trial: 1               # + one bundle per env runner of the config
     split: {la: 0.1, seed: 0}       # rlad.platform.core.data.SplitConfig options
-    val_size: 0.2                   # stratified share of the training rows held out for validation
+    val_size: 0.2                   # training share held out: labelled anomalies vs unlabelled rows
     asha: {grace_period: 1, reduction_factor: 2}
     config: {...}                   # fixed options of the algorithm's config dataclass
     search:                         # dotted config keys -> one sampler each

@@ -2,9 +2,11 @@
 trainable per algorithm (each consumes the algorithm's own iteration API: ``SwiftHydra.rounds``,
 ``DPLANTraining.episodes``), an ASHA ``tune.Tuner``, and the test evaluation of the best trial.
 
-Every trial reports once per round (Swift Hydra) or episode (DPLAN) with a checkpoint; the search
-selects on the validation split only, and the test split is scored once, for the best
-checkpoint, by :func:`summarize`.
+Every trial reports once per round (Swift Hydra) or episode (DPLAN) with a checkpoint. Selection
+uses only what a user of semi-supervised detection knows: a validation share of the training
+rows scored as *labelled anomalies (1) vs unlabelled rows (0)*, never the true labels of
+unlabelled rows. The test split is scored once, for the best checkpoint, by :func:`summarize`
+(``benchmarks/bench_tune_selection.py`` measures how well this validation ranks trials).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from rlad.algorithms.swift_hydra import SwiftHydra, SwiftHydraConfig
 from rlad.platform.core.config import from_dict, get_dotted
 from rlad.platform.core.data import DatasetError, adbench_split, load_dataset, resolve_data
 from rlad.platform.core.metrics import auc_scores
+from rlad.platform.core.verbosity import is_quiet
 from rlad.tune_specs.schema import TuneSpec, config_class, param_space
 
 DEFAULT_STORAGE = "~/ray_results/rlad"
@@ -32,8 +35,8 @@ DEFAULT_STORAGE = "~/ray_results/rlad"
 
 @dataclass(frozen=True)
 class TuneData:
-    """Training rows with the labels a detector may see, a validation split with true labels carved
-    from the training part, and the untouched test split."""
+    """Training rows with the labels a detector may see; a validation share of the training rows
+    with the same labels (1 = labelled anomaly, 0 = unlabelled); the untouched test split."""
 
     X_train: np.ndarray
     y_train: np.ndarray
@@ -114,16 +117,17 @@ TRAINABLES: dict[str, Trainable] = {
 
 # -- data and tuner -------------------------------------------------------------------------------------
 def prepare_data(data: str | os.PathLike, spec: TuneSpec) -> TuneData:
-    """ADBench protocol split of ``data`` (a file or ADBench name), then a stratified validation
-    share of the training rows (by normal / unlabelled anomaly / labelled anomaly)."""
+    """ADBench protocol split of ``data`` (a file or ADBench name), then a validation share of the
+    training rows stratified by the known labels only (labelled anomaly / unlabelled)."""
     split = adbench_split(load_dataset(resolve_data(data)), spec.split)
-    strata = split.y_train + split.y_train_semi
+    known = split.y_train_semi
+    if known.sum() < 2:
+        raise DatasetError(f"{split.name}: {int(known.sum())} labelled anomaly(ies): need 2, one to train on and one to validate")
     try:
-        tr, va = train_test_split(np.arange(len(strata)), test_size=spec.val_size, stratify=strata, random_state=spec.split.seed)
+        tr, va = train_test_split(np.arange(len(known)), test_size=spec.val_size, stratify=known, random_state=spec.split.seed)
     except ValueError as exc:
         raise DatasetError(f"{split.name}: cannot carve a stratified validation split ({exc})") from None
-    return TuneData(split.X_train[tr], split.y_train_semi[tr], split.X_train[va], split.y_train[va],
-                    split.X_test, split.y_test, split.name)
+    return TuneData(split.X_train[tr], known[tr], split.X_train[va], known[va], split.X_test, split.y_test, split.name)
 
 
 def experiment_path(spec: TuneSpec, storage: str | None = None) -> str:
@@ -143,6 +147,20 @@ def trainable(spec: TuneSpec, data: TuneData):
     entry = TRAINABLES[spec.algorithm]
     bundles = [{"CPU": spec.cpus_per_trial, "GPU": spec.gpus_per_trial}] + entry.runner_bundles(_base_config(spec))
     return tune.with_resources(tune.with_parameters(entry.fn, data=data), tune.PlacementGroupFactory(bundles))
+
+
+class ResultPrinter(tune.Callback):
+    """One line per reported iteration: the quiet replacement of Tune's status tables."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+
+    def on_trial_result(self, iteration: int, trials: list, trial: tune.experiment.Trial, result: dict, **info: Any) -> None:
+        print(f"[tune] {trial_name(trial)} iteration {result.get('training_iteration')}: "
+              f"{self.metric} {result.get(self.metric, float('nan')):.4f}", flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info: Any) -> None:
+        print(f"[tune] {trial_name(trial)} failed (details in its folder's error.txt)", flush=True)
 
 
 def trial_name(trial: tune.experiment.Trial) -> str:
@@ -171,7 +189,8 @@ def build_tuner(spec: TuneSpec, data: TuneData, storage: str | None = None, resu
                                     max_concurrent_trials=spec.max_concurrent_trials,
                                     trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
-            name=name, storage_path=root, verbose=1,
+            name=name, storage_path=root, verbose=0 if is_quiet() else 1,
+            callbacks=[ResultPrinter(spec.metric)] if is_quiet() else None,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=spec.metric,
                                                     checkpoint_score_order="max"),
         ),
