@@ -32,7 +32,7 @@ import ray
 import torch
 
 from rlad.algorithms.base import BaseDetector
-from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
+from rlad.algorithms.beta_vae import BetaVAEConfig, ConditionalBetaVAE, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, Scorer, SynthesisEnvConfig
 from rlad.platform.core import progress
@@ -64,18 +64,44 @@ class RolloutConfig:
     restart_delay_s: float = 5.0  # a crashed env runner is restarted after this delay
 
 
+def large_detector_config() -> MambaMoEConfig:
+    """The detector inside the generation loop: one wide Mamba expert."""
+    return MambaMoEConfig(n_experts=1, top_k=1, d_model=64)
+
+
+def inference_module_config() -> MambaMoEConfig:
+    """The Inference Module: lightweight Mamba experts, their number set by data complexity."""
+    return MambaMoEConfig(top_k=1, d_model=16)
+
+
+SYNTHESIS = ("rl", "random")
+
+
 @dataclass
 class SwiftHydraConfig:
+    """Every part of the paper's loop can be switched off for ablations (``synthesis="random"``:
+    the same number of candidates from uniformly random latent moves, no RL; ``env.w_div=0``: RL
+    without the diversity term; ``retrain_generator=False``: the C-VAE is trained once;
+    ``inference_module=False``: the large detector itself scores)."""
+
     rounds: int = 3
     ppo_iterations: int = 4
     top_l: int = 64
     max_synthetic_fraction: float = 0.03  # and at most this share of the training rows per round
+    synthesis: str = "rl"  # "rl" (PPO moves the latents) or "random"
+    retrain_generator: bool = True  # retrain the C-VAE each round on the combined data set
+    inference_module: bool = True  # fit the Inference Module on the final combined data set; it scores
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    detector: MambaMoEConfig = field(default_factory=MambaMoEConfig)
+    detector: MambaMoEConfig = field(default_factory=large_detector_config)
+    inference: MambaMoEConfig = field(default_factory=inference_module_config)
     vae: BetaVAEConfig = field(default_factory=BetaVAEConfig)
     env: SynthesisEnvConfig = field(default_factory=SynthesisEnvConfig)
     ppo: PPOSettings = field(default_factory=PPOSettings)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.synthesis not in SYNTHESIS:
+            raise ValueError(f"synthesis must be one of {SYNTHESIS}, got {self.synthesis!r}")
 
 
 # -- injected deployment: how env runners score, how the detector is retrained ---------------------
@@ -152,29 +178,48 @@ def build_ppo(cfg: SwiftHydraConfig, env_config: dict[str, Any]):
     return config.build_algo()
 
 
-def push_scorer(algo, scorer: Scorer) -> None:
-    """Point every env runner's walkers at ``scorer``."""
-    def swap(runner) -> None:
+def push_round(algo, scorer: Scorer, vae: ConditionalBetaVAE, anchors: np.ndarray, reference: np.ndarray, w_div: float) -> None:
+    """Give every env runner's walkers this round's detector, generator, combined data set and
+    diversity weight."""
+    def configure(runner) -> None:
         if getattr(runner, "env", None) is not None:
-            runner.env.unwrapped.set_scorer(scorer)
+            env = runner.env.unwrapped
+            env.set_scorer(scorer)
+            env.set_generator(vae, anchors)
+            env.set_reference(reference)
+            env.set_diversity_weight(w_div)
 
-    algo.env_runner_group.foreach_env_runner(swap)
+    algo.env_runner_group.foreach_env_runner(configure)
 
 
-@torch.no_grad()
-def synthesize(module, env: LatentSynthesisVecEnv) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic rollout of one episode per walker; returns every decoded sample and its
-    detector P(anomaly)."""
-    dist_cls = module.get_inference_action_dist_cls()
+def rollout(env: LatentSynthesisVecEnv, policy: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One episode per walker under ``policy`` (observations -> actions); every decoded sample and
+    its detector P(anomaly)."""
     obs, _ = env.reset()
     samples, proba = [], []
     for _ in range(env.cfg.episode_len):
-        out = module.forward_inference({"obs": torch.from_numpy(obs)})
-        action = dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic().sample().numpy()
-        obs, *_ = env.step(action)
+        obs, *_ = env.step(policy(obs))
         samples.append(env.last_samples.copy())
         proba.append(env.last_proba.copy())
     return np.concatenate(samples), np.concatenate(proba)
+
+
+def policy_actions(module) -> Callable[[np.ndarray], np.ndarray]:
+    """The trained PPO policy, deterministic."""
+    dist_cls = module.get_inference_action_dist_cls()
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> np.ndarray:
+        out = module.forward_inference({"obs": torch.from_numpy(obs)})
+        return dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic().sample().numpy()
+
+    return act
+
+
+def random_actions(env: LatentSynthesisVecEnv, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The no-RL ablation: uniformly random moves."""
+    rng = np.random.default_rng(seed)
+    return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), *env.single_action_space.shape)).astype(np.float32)
 
 
 def select_evasive(samples: np.ndarray, proba: np.ndarray, top_l: int) -> np.ndarray:
@@ -197,6 +242,9 @@ class SwiftHydra:
         self.retrain = retrain
         self.history: list[dict[str, Any]] = []
         self.synthetic_ = np.empty((0, 0), np.float32)
+        self.generator_rows_: list[int] = []  # rows the C-VAE was trained on, per training
+        self.inference_: MambaMoEDetector | None = None
+        self.inference_record_: dict[str, Any] = {}
 
     def run(self, X: np.ndarray, y: np.ndarray, X_test: np.ndarray | None = None,
             y_test: np.ndarray | None = None) -> MambaMoEDetector:
@@ -206,51 +254,77 @@ class SwiftHydra:
 
     def rounds(self, X: np.ndarray, y: np.ndarray, X_eval: np.ndarray | None = None,
                y_eval: np.ndarray | None = None) -> Iterator[tuple[dict[str, Any], MambaMoEDetector]]:
-        """Train round by round; each record holds AUCs on ``(X_eval, y_eval)`` when given."""
+        """Train round by round; each record holds AUCs on ``(X_eval, y_eval)`` when given. After
+        the last round, the Inference Module is fitted on the final combined data set."""
         cfg = self.cfg
         if y.sum() == 0:
             raise ValueError("Swift Hydra needs at least one labelled anomaly (y == 1) to anchor synthesis")
         self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        vae = train_beta_vae(X, y, cfg.vae)
+        vae = self._train_generator(X, y)
         anchors = vae.anomaly_anchors(X[y == 1])
         self.log(f"[swift-hydra] beta-VAE trained on {len(X)} rows ({time.time() - t0:.1f}s)")
 
         detector = self.retrain(write_parquet(self.workdir / "round_0" / "train.parquet", X, y), cfg.detector, self.workdir, 0)
         yield self._record(0, detector, X_eval, y_eval, n_synthetic=0, t=time.time() - t0), detector
 
-        scorer = self.scoring.publish(detector, detector.save(self.workdir / "round_0" / "detector.pt"), 0)
-        env_config = {"vae": vae, "anchors": anchors, "reference": X, "env_cfg": cfg.env, "seed": cfg.seed, "scorer": scorer}
-        algo = build_ppo(cfg, env_config)
-        self.rollout_nodes_ = set(algo.env_runner_group.foreach_env_runner(
-            lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.rollout.num_env_runners == 0))
-        self.log(f"[swift-hydra] {max(cfg.rollout.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
+        algo = scorer = None
+        if cfg.synthesis == "rl":
+            scorer = self.scoring.publish(detector, detector.save(self.workdir / "round_0" / "detector.pt"), 0)
+            env_config = {"vae": vae, "anchors": anchors, "reference": X, "env_cfg": cfg.env, "seed": cfg.seed, "scorer": scorer}
+            algo = build_ppo(cfg, env_config)
+            self.rollout_nodes_ = set(algo.env_runner_group.foreach_env_runner(
+                lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.rollout.num_env_runners == 0))
+            self.log(f"[swift-hydra] {max(cfg.rollout.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
         X_aug, y_aug = X, y
         top_l = min(cfg.top_l, max(1, int(cfg.max_synthetic_fraction * len(X))))
         walkers = max(len(anchors), top_l)  # enough candidates even with few labelled anomalies
         try:
             with TBLogger(self.workdir / "tensorboard") as tb:
                 for rnd in range(1, cfg.rounds + 1):
-                    for it in range(cfg.ppo_iterations):
-                        result = algo.train()
-                        tb.log(result, step=(rnd - 1) * cfg.ppo_iterations + it, prefix="ppo/")
-                    ret = result.get("env_runners", {}).get("episode_return_mean", float("nan"))
+                    w_div = cfg.env.w_div * cfg.env.div_decay ** (rnd - 1)  # diverse early, evasive later
                     local = LatentSynthesisVecEnv(walkers, vae, anchors, X_aug, LocalScorer(detector), cfg.env, seed=rnd)
-                    samples, proba = synthesize(algo.get_module(), local)
+                    local.set_diversity_weight(w_div)
+                    extra: dict[str, float] = {}
+                    if algo is not None:
+                        push_round(algo, scorer, vae, anchors, X_aug, w_div)
+                        for it in range(cfg.ppo_iterations):
+                            result = algo.train()
+                            tb.log(result, step=(rnd - 1) * cfg.ppo_iterations + it, prefix="ppo/")
+                        extra["ppo_return"] = float(result.get("env_runners", {}).get("episode_return_mean", float("nan")))
+                        samples, proba = rollout(local, policy_actions(algo.get_module()))
+                    else:
+                        samples, proba = rollout(local, random_actions(local, cfg.seed + rnd))
                     new = select_evasive(samples, proba, top_l)
                     X_aug = np.concatenate([X_aug, new]).astype(np.float32)
                     y_aug = np.concatenate([y_aug, np.ones(len(new), dtype=y.dtype)])
                     self.synthetic_ = X_aug[len(X):]
+                    if cfg.retrain_generator:  # the self-reinforcing part: the generator learns from the combined data
+                        vae = self._train_generator(X_aug, y_aug)
+                        anchors = vae.anomaly_anchors(X[y == 1])
                     parquet = write_parquet(self.workdir / f"round_{rnd}" / "train.parquet", X_aug, y_aug)
                     detector = self.retrain(parquet, cfg.detector, self.workdir, rnd)
                     checkpoint = detector.save(self.workdir / f"round_{rnd}" / "detector.pt")
-                    push_scorer(algo, self.scoring.publish(detector, checkpoint, rnd))
+                    if algo is not None:
+                        scorer = self.scoring.publish(detector, checkpoint, rnd)
                     rec = self._record(rnd, detector, X_eval, y_eval, n_synthetic=len(X_aug) - len(X), t=time.time() - t0,
-                                       ppo_return=float(ret), evasive_proba=float(np.mean(proba[np.argsort(proba)[:top_l]])))
+                                       w_div=w_div, evasive_proba=float(np.mean(proba[np.argsort(proba)[:top_l]])), **extra)
                     tb.log(rec, step=rnd, prefix="round/")
                     yield rec, detector
         finally:
-            algo.stop()
+            if algo is not None:
+                algo.stop()
+        if cfg.inference_module:
+            start = time.time()
+            self.inference_ = MambaMoEDetector(cfg.inference).fit(X_aug, y_aug)
+            self.inference_record_ = {"fit_s": time.time() - start, "n_experts": self.inference_.n_experts_}
+            if X_eval is not None:
+                self.inference_record_.update(auc_scores(y_eval, self.inference_.decision_function(X_eval)))
+            self.log("[swift-hydra] inference module " + " ".join(f"{k}={v:.4g}" for k, v in self.inference_record_.items()))
+
+    def _train_generator(self, X: np.ndarray, y: np.ndarray) -> ConditionalBetaVAE:
+        self.generator_rows_.append(len(X))
+        return train_beta_vae(X, y, self.cfg.vae)
 
     def _record(self, rnd: int, detector: MambaMoEDetector, X_eval, y_eval, **extra: Any) -> dict[str, Any]:
         rec = {"round": rnd, **extra}
@@ -264,7 +338,8 @@ class SwiftHydra:
 
 class SwiftHydraDetector(BaseDetector):
     """Registry entry: ``fit`` runs the Swift Hydra loop (in-process scoring and retraining; starts
-    a local Ray when none runs), scoring uses its final Mamba-MoE detector."""
+    a local Ray when none runs); the Inference Module scores (the large detector when
+    ``inference_module`` is off)."""
 
     Config = SwiftHydraConfig
     kind = "swift_hydra"
@@ -274,7 +349,9 @@ class SwiftHydraDetector(BaseDetector):
             raise ValueError("SwiftHydraDetector needs y marking labelled anomalies with 1")
         init_ray()
         with tempfile.TemporaryDirectory(prefix="swift_hydra_") as workdir:
-            self.inner = SwiftHydra(self.config, workdir=workdir, log=lambda _: None).run(X, y)
+            loop = SwiftHydra(self.config, workdir=workdir, log=lambda _: None)
+            detector = loop.run(X, y)
+        self.inner = loop.inference_ if self.config.inference_module else detector
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self.inner.logits(X)
@@ -286,6 +363,6 @@ class SwiftHydraDetector(BaseDetector):
         return self.inner._get_state()
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        self.inner = MambaMoEDetector(self.config.detector)
+        self.inner = MambaMoEDetector(self.config.inference if self.config.inference_module else self.config.detector)
         self.inner.n_features_in_ = self.n_features_in_
         self.inner._set_state(state)

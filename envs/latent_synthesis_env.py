@@ -6,12 +6,15 @@ each step decodes all ``num_envs`` latents and scores them with ONE scorer call,
 Serve-backed detector costs one request per vector step instead of one per walker.
 
 - observation: ``[z, t / T, p]`` (latent, episode progress, current anomaly probability)
-- action: a move in [-1, 1]^latent_dim, scaled by ``step_size``
-- reward: ``w_evade * -log p(anomaly | x) + w_div(e) * log(1 + nn(x) / s)``, where ``x`` is the
-  decoded anomaly (condition c = 1), ``nn(x)`` its distance to the nearest row of
-  train U synthetic-so-far (the per-sample term of the Kozachenko-Leonenko entropy estimate),
-  ``s`` the median nearest-neighbour distance inside the training rows, and
-  ``w_div(e) = w_div * div_decay ** e`` decays with the walker's finished episodes ``e``.
+- action: a move in [-1, 1]^latent_dim, scaled by ``step_size``; latents stay in the prior's
+  support, ``[-latent_bound, latent_bound]^d`` (N(0, I) puts 99.7% of its mass within 3)
+- reward: ``w_evade * -log p(anomaly | x) + w_div * log(1 + nn(x) / s)``, where ``x`` is the
+  decoded anomaly (condition c = 1) and ``nn(x)`` its distance to the nearest row of the
+  *combined data set* (train U the synthetic anomalies accepted so far, :meth:`set_reference`): the
+  per-sample term of the Kozachenko-Leonenko entropy estimate, so the reward is the entropy a new
+  sample adds to train U generated data, near zero for a copy of an accepted sample. ``s`` is the
+  median nearest-neighbour distance inside the training rows. The Swift Hydra loop lowers
+  ``w_div`` round by round (:meth:`set_diversity_weight`): diverse early, evasive later.
 - episodes are truncated after ``episode_len`` steps; autoreset is NEXT_STEP (as RLlib expects).
 """
 from __future__ import annotations
@@ -44,9 +47,9 @@ class SynthesisEnvConfig:
     step_size: float = 0.3
     start_noise: float = 0.5
     w_evade: float = 1.0
-    w_div: float = 1.0
-    div_decay: float = 0.9
-    max_synthetic: int = 4096
+    w_div: float = 1.0  # diversity weight of round 1; round r uses w_div * div_decay ** (r - 1)
+    div_decay: float = 0.7
+    latent_bound: float | None = 3.0  # latents are clipped to [-b, b]; None: unbounded
     eps: float = 1e-6
 
 
@@ -66,11 +69,11 @@ class LatentSynthesisVecEnv(gym.vector.VectorEnv):
 
     def __init__(self, num_envs: int, vae: ConditionalDecoder, anchors: np.ndarray, reference: np.ndarray,
                  scorer: Scorer, cfg: SynthesisEnvConfig = SynthesisEnvConfig(), seed: int | None = None) -> None:
-        self.num_envs, self.vae, self.scorer, self.cfg = num_envs, vae.eval(), scorer, cfg
-        self.anchors = torch.as_tensor(anchors, dtype=torch.float32)
-        self.reference = torch.as_tensor(reference, dtype=torch.float32)
+        self.num_envs, self.scorer, self.cfg = num_envs, scorer, cfg
+        self.set_generator(vae, anchors)
+        self.set_reference(reference)
         self.nn_scale = median_nn_distance(reference)
-        self.synthetic = torch.empty(0, reference.shape[1])
+        self.w_div = cfg.w_div
         d = vae.latent_dim
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (d + 2,), np.float32)
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (d,), np.float32)
@@ -79,20 +82,35 @@ class LatentSynthesisVecEnv(gym.vector.VectorEnv):
         self.rng = np.random.default_rng(seed)
         self.z = torch.zeros(num_envs, d)
         self.t = np.zeros(num_envs, dtype=np.int64)
-        self.episodes = np.zeros(num_envs, dtype=np.int64)
         self.done = np.zeros(num_envs, dtype=bool)
         self.last_samples = np.zeros((num_envs, reference.shape[1]), np.float32)
         self.last_proba = np.zeros(num_envs, np.float32)
 
     def set_scorer(self, scorer: Scorer) -> None:
-        """Point the walkers at a new detector (in-process scoring after a retrain)."""
+        """Point the walkers at a new detector (after a retrain)."""
         self.scorer = scorer
+
+    def set_generator(self, vae: ConditionalDecoder, anchors: np.ndarray) -> None:
+        """A retrained generative model and the latents of known anomalies under it."""
+        self.vae = vae.eval()
+        self.anchors = self._bounded(torch.as_tensor(anchors, dtype=torch.float32))
+
+    def set_reference(self, reference: np.ndarray) -> None:
+        """The combined data set (train U accepted synthetic anomalies) novelty is measured against."""
+        self.reference = torch.as_tensor(reference, dtype=torch.float32)
+
+    def set_diversity_weight(self, w_div: float) -> None:
+        self.w_div = float(w_div)
+
+    def _bounded(self, z: torch.Tensor) -> torch.Tensor:
+        b = self.cfg.latent_bound
+        return z if b is None else z.clamp(-b, b)
 
     def _restart(self, mask: np.ndarray) -> None:
         n = int(mask.sum())
         start = self.anchors[torch.from_numpy(self.rng.integers(len(self.anchors), size=n))]
         noise = torch.from_numpy(self.rng.standard_normal((n, self.z.shape[1])).astype(np.float32))
-        self.z[torch.from_numpy(mask)] = start + self.cfg.start_noise * noise
+        self.z[torch.from_numpy(mask)] = self._bounded(start + self.cfg.start_noise * noise)
         self.t[mask] = 0
 
     @torch.no_grad()
@@ -115,28 +133,25 @@ class LatentSynthesisVecEnv(gym.vector.VectorEnv):
         return self._obs(), {}
 
     def diversity(self, x: np.ndarray) -> np.ndarray:
-        """``log(1 + nn(x) / s)`` over train U synthetic (without copying the training rows each step)."""
-        xt = torch.from_numpy(x)
-        nn_dist = torch.cdist(xt, self.reference).min(1).values
-        if len(self.synthetic):
-            nn_dist = torch.minimum(nn_dist, torch.cdist(xt, self.synthetic).min(1).values)
+        """``log(1 + nn(x) / s)``: the entropy a sample adds to the combined data set."""
+        nn_dist = torch.cdist(torch.from_numpy(x), self.reference).min(1).values
         return np.log1p(nn_dist.numpy() / self.nn_scale)
 
     def step(self, actions: np.ndarray):
         restarting = self.done.copy()
         moving = ~restarting
         move = torch.as_tensor(np.clip(actions, -1.0, 1.0), dtype=torch.float32) * self.cfg.step_size
-        self.z[torch.from_numpy(moving)] += move[torch.from_numpy(moving)]
+        rows = torch.from_numpy(moving)
+        self.z[rows] = self._bounded(self.z[rows] + move[rows])
         self.t[moving] += 1
         if restarting.any():
-            self.episodes[restarting] += 1
             self._restart(restarting)
         x, proba = self._decode_and_score()
 
-        w_div = self.cfg.w_div * self.cfg.div_decay ** self.episodes
-        rewards = self.cfg.w_evade * -np.log(proba + self.cfg.eps) + w_div * self.diversity(x)
+        rewards = self.cfg.w_evade * -np.log(proba + self.cfg.eps)
+        if self.w_div:
+            rewards = rewards + self.w_div * self.diversity(x)
         rewards[restarting] = 0.0
-        self.synthetic = torch.cat([self.synthetic, torch.from_numpy(x[moving])])[-self.cfg.max_synthetic:]
         truncated = moving & (self.t >= self.cfg.episode_len)
         self.done = truncated
         terminated = np.zeros(self.num_envs, dtype=bool)
