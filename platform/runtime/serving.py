@@ -6,6 +6,11 @@ calls are merged by ``@serve.batch`` into one forward pass. Its ``user_config``
 built first and then replaces the old reference, so requests already running finish on the old
 model and none fails. Checkpoint paths must be readable from every node (shared storage).
 
+No request can fail another: each is screened on its own before it joins a batch
+(:func:`screen_rows`: width, float32 range, the :class:`InputPolicy` for rows far outside the
+training range), a merged batch that still raises is rescored request by request, and a request
+whose output is not finite is rejected rather than reported as a number (fail closed).
+
 Environments score rows through a *scorer*: a picklable callable ``X (n, d) -> P(anomaly) (n,)``.
 :class:`ServeScorer` calls the Serve app; :class:`ServeScoring` is the Swift Hydra scoring strategy
 that publishes each round's detector to it (in-process scoring is the library's default).
