@@ -11,6 +11,11 @@ on RLlib's new API stack (RLModule / Learner / EnvRunner).
   RLModule, whose weights RLlib syncs from the learner after every training step, and hands them
   to the sub-env (``DPLANEnv.set_hidden_layer``), which re-embeds all rows and refits the iForest.
   So ``g_u`` distances and intrinsic rewards follow the learner's Q-network episode by episode.
+* Training loop: :class:`DPLANAlgorithm`, RLlib's DQN with a numpy transition replay and one
+  learner call per rollout fragment (all of its gradient updates as minibatches), sampled from
+  ``num_envs_per_env_runner`` vectorised sub-envs: still one gradient update per env step, at a
+  fraction of RLlib's per-update and per-step overhead (``benchmarks/bench_dplan.py`` measures it
+  against a bare-PyTorch DQN).
 * Data: ``fit`` puts ``X`` and ``y`` in the Ray object store once; the env config carries only the
   two ``ObjectRef`` s, so each EnvRunner receives them once and each env maps them zero-copy.
 * The env is given to RLlib as a class (no ``register_env``), so workers need no registration.
@@ -28,15 +33,26 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import ray
 import torch
-from ray.rllib.algorithms.dqn import DQNConfig
+from ray.rllib.algorithms.dqn import DQN, DQNConfig
 from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    LEARNER_RESULTS,
+    NUM_AGENT_STEPS_SAMPLED_LIFETIME,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    TD_ERROR_KEY,
+)
 from torch import nn
 
 from rlad.algorithms.base import BaseDetector
 from rlad.envs.dplan_env import DPLANEnv
+from rlad.platform.core import progress
 from rlad.platform.core.ray_init import init_ray
 
 # Keys of the Q-network layers in the state dict of RLlib's DefaultDQNTorchRLModule built with
@@ -74,7 +90,8 @@ class DPLANConfig:
     rmsprop_eps: float = 0.01  # "min squared gradient"
     batch_size: int = 32
     updates_per_step: float = 1.0  # gradient updates per sampled env step
-    rollout_fragment_length: int = 4  # env steps per runner between updates/weight syncs
+    rollout_fragment_length: int = 8  # env steps per sub-env between update rounds/weight syncs
+    num_envs_per_env_runner: int = 8  # vectorised sub-envs: one connector pass and forward per 8 env steps
     # Ray
     num_env_runners: int = 0  # 0: sample in the driver; n: n remote EnvRunner actors
     num_cpus_per_env_runner: int = 1
@@ -128,18 +145,101 @@ class DPLANLearner(DQNTorchLearner):
         self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr)
 
 
+class TransitionReplay:
+    """Uniform replay of one-step transitions in numpy ring buffers.
+
+    RLlib's ``EpisodeReplayBuffer`` builds one ``SingleAgentEpisode`` per sampled transition and
+    its learner connectors rebuild a batch from them: profiled on cardio, that took ~70% of a
+    DPLAN training step, the gradient updates ~10%. Here a sample is a fancy index."""
+
+    def __init__(self, capacity: int, obs_dim: int, seed: int) -> None:
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.actions = np.zeros(capacity, np.int64)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.terminateds = np.zeros(capacity, bool)
+        self.size = self.pos = 0
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, episodes: list[Any]) -> None:
+        """Add every step of the sampled episode chunks (observations has one entry more)."""
+        for ep in episodes:
+            obs = np.asarray(ep.get_observations(), np.float32)
+            terminated = np.zeros(len(ep), bool)
+            terminated[-1] = ep.is_terminated
+            self._put(obs[:-1], obs[1:], np.asarray(ep.get_actions()), np.asarray(ep.get_rewards()), terminated)
+
+    def _put(self, obs, next_obs, actions, rewards, terminateds) -> None:
+        idx = (self.pos + np.arange(len(obs))) % len(self.obs)
+        self.obs[idx], self.next_obs[idx], self.actions[idx] = obs, next_obs, actions
+        self.rewards[idx], self.terminateds[idx] = rewards, terminateds
+        self.pos = int(idx[-1] + 1) % len(self.obs)
+        self.size = min(self.size + len(obs), len(self.obs))
+
+    def sample(self, n: int) -> MultiAgentBatch:
+        """``n`` transitions drawn uniformly with replacement, as a 1-step DQN train batch."""
+        i = self.rng.integers(self.size, size=n)
+        batch = SampleBatch({
+            Columns.OBS: self.obs[i], Columns.NEXT_OBS: self.next_obs[i], Columns.ACTIONS: self.actions[i],
+            Columns.REWARDS: self.rewards[i], Columns.TERMINATEDS: self.terminateds[i],
+            "n_step": np.ones(n, np.float32), "weights": np.ones(n, np.float32),
+        })
+        return MultiAgentBatch({DEFAULT_MODULE_ID: batch}, env_steps=n)
+
+
+class DPLANAlgorithm(DQN):
+    """RLlib's DQN with one learner call per rollout fragment instead of one per gradient update,
+    and :class:`TransitionReplay` instead of the episode replay buffer.
+
+    Each training step samples one fragment per EnvRunner, adds its transitions to the replay,
+    then draws ``n = training_intensity / batch_size * sampled steps`` minibatches in one replay
+    sample and trains on them in a single ``learner_group.update(minibatch_size=batch_size)``:
+    ``n`` gradient steps on ``n`` uniform replay minibatches, the replay ratio of DQN's loop.
+    Each learner call (batch conversion, metrics reduce, weight sync) cost several gradient steps."""
+
+    def training_step(self) -> None:
+        cfg = self.config
+        episodes, runner_results = synchronous_parallel_sample(
+            worker_set=self.env_runner_group, concat=True, sample_timeout_s=cfg.sample_timeout_s,
+            _uses_new_env_runners=True, _return_metrics=True,
+        )
+        self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
+        if not hasattr(self, "replay"):  # sized by the first rows seen: remote runners leave no local env
+            obs_dim = np.asarray(episodes[0].get_observations()).shape[1]
+            self.replay = TransitionReplay(cfg.replay_buffer_config["capacity"], obs_dim, cfg.seed or 0)
+        self.replay.add(episodes)
+        lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        n_updates = round(sum(len(e) for e in episodes) * cfg.training_intensity / cfg.train_batch_size_per_learner)
+        if lifetime < cfg.num_steps_sampled_before_learning_starts or n_updates == 0:
+            return
+        results = self.learner_group.update(
+            batch=self.replay.sample(n_updates * cfg.train_batch_size_per_learner),
+            minibatch_size=cfg.train_batch_size_per_learner, num_epochs=1,
+            timesteps={
+                NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime,
+                NUM_AGENT_STEPS_SAMPLED_LIFETIME: self.metrics.peek((ENV_RUNNER_RESULTS, NUM_AGENT_STEPS_SAMPLED_LIFETIME)),
+            },
+        )
+        for res in results:  # per-row TD errors: only prioritised replay needs them; not logged
+            for module_results in res.values():
+                module_results.pop(TD_ERROR_KEY, None)
+        self.metrics.aggregate(results, key=LEARNER_RESULTS)
+        self.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.learner_group, policies=[DEFAULT_MODULE_ID], inference_only=True,
+        )
+
+
 def dqn_config(cfg: DPLANConfig, env_config: dict[str, Any]) -> DQNConfig:
-    """The RLlib ``DQNConfig`` of DPLAN (learner in the driver, ``cfg.num_env_runners`` runners)."""
-    # RLlib's replay ratio counts the driver as a sampler; this gives ``updates_per_step``.
-    intensity = cfg.updates_per_step * cfg.batch_size * max(cfg.num_env_runners, 1) / (cfg.num_env_runners + 1)
+    """The RLlib ``DQNConfig`` of DPLAN (learner in the driver, ``cfg.num_env_runners`` runners),
+    trained by :class:`DPLANAlgorithm`."""
     return (
-        DQNConfig()
+        DQNConfig(algo_class=DPLANAlgorithm)
         .environment(DPLANEnv, env_config=env_config)
         .framework("torch")
         .env_runners(
             num_env_runners=cfg.num_env_runners,
             num_cpus_per_env_runner=cfg.num_cpus_per_env_runner,
-            num_envs_per_env_runner=1,
+            num_envs_per_env_runner=cfg.num_envs_per_env_runner,
             rollout_fragment_length=cfg.rollout_fragment_length,
         )
         .learners(
@@ -152,7 +252,7 @@ def dqn_config(cfg: DPLANConfig, env_config: dict[str, Any]) -> DQNConfig:
             lr=cfg.lr,
             gamma=cfg.gamma,
             train_batch_size_per_learner=cfg.batch_size,
-            training_intensity=intensity,
+            training_intensity=cfg.updates_per_step * cfg.batch_size,  # replayed / sampled env steps
             replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": cfg.replay_capacity},
             num_steps_sampled_before_learning_starts=cfg.warmup_steps,
             target_network_update_freq=cfg.target_update_freq,
@@ -216,6 +316,7 @@ class DPLANTraining:
                 summary = iteration_summary(self.last_result)
                 self.env_steps = summary["env_steps"]
             self.episode += 1
+            progress.update("episode", self.episode, cfg.episodes, episode_return=summary["episode_return_mean"])
             yield {"episode": self.episode, **summary}
 
     def q_network(self) -> QNetwork:

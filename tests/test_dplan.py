@@ -137,7 +137,8 @@ def test_env_maps_object_store_data_without_copy(ray_cluster, split):
 def test_callback_refreshes_env_from_learner_synced_module(ray_cluster, split):
     """Each episode start re-embeds the data with the EnvRunner module's hidden layer, which RLlib
     syncs from the learner after every training step."""
-    cfg = DPLANConfig(episodes=1, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200, n_candidates=200)
+    cfg = DPLANConfig(episodes=1, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200, n_candidates=200,
+                      num_envs_per_env_runner=1)  # one sub-env: its episodes end every 100 steps
     env_config = {"X": ray.put(split.X_train), "y": ray.put(split.y_train_semi), "steps_per_episode": 100, "n_candidates": 200}
     algo = dqn_config(cfg, env_config).build_algo()
     try:
