@@ -26,6 +26,11 @@ DETECTORS: dict[str, str] = {
     "knn": "rlad.algorithms.baselines:KNNDetector",
     "devnet": "rlad.algorithms.baselines:DevNetDetector",
     "scaled": "rlad.algorithms.scaled:ScaledDetector",
+    # peers a user would pick instead (optional extra: pip install -e ".[peers]")
+    "deepsad": "rlad.algorithms.peers:DeepSADDetector",
+    "prenet": "rlad.algorithms.peers:PReNetDetector",
+    "rosas": "rlad.algorithms.peers:RoSASDetector",
+    "catboost": "rlad.algorithms.peers:CatBoostDetector",
 }
 
 #: Detectors whose ``fit`` starts Ray actors (RLlib env runners, Serve replicas); they start a
