@@ -1,0 +1,167 @@
+"""Swift Hydra against its own ablations and the peers a user would pick instead (prints figures;
+not a test).
+
+Per ADBench development data set and seed (la = 0.1, training rows capped by ``--max-rows``), on
+the same split:
+
+- ``mamba_moe``: the large Mamba detector alone (the loop's round 0: no synthetic anomalies);
+- ``random_latent``: the same number of synthetic anomalies from uniformly random latent moves
+  (``synthesis="random"``, no RL);
+- ``rl_no_div``: RL without the diversity term (``env.w_div=0``);
+- ``swift_hydra``: the full loop, its final large detector;
+- ``inference``: the Inference Module (lightweight experts) fitted on the same final combined data;
+- peers, when the ``[peers]`` extra is installed: DeepSAD, PReNet, RoSAS (DeepOD) and CatBoost
+  on the labelled rows.
+
+Printed: mean AUC-ROC and AUC-PR per method and wins/ties/losses against ``mamba_moe`` (ties:
+|difference| < 0.001), then the Inference Module's scoring speed against the large detector's
+(one row and 4,096-row batches, one thread).
+
+    python benchmarks/bench_swift_hydra_ablation.py                      # 12 data sets x 3 seeds
+    python benchmarks/bench_swift_hydra_ablation.py --datasets thyroid cardio --seeds 0
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlad.algorithms.registry import make_detector
+from rlad.algorithms.swift_hydra import RolloutConfig, SwiftHydra, SwiftHydraConfig
+from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.platform.core.metrics import auc_scores
+from rlad.platform.core.ray_init import init_ray
+from rlad.platform.core.verbosity import quiet
+
+DATASETS = ["thyroid", "cardio", "breastw", "Stamps", "WBC", "Ionosphere", "vertebral", "Waveform",
+            "annthyroid", "Cardiotocography", "satimage-2", "pendigits"]
+ABLATIONS = {"random_latent": {"synthesis": "random", "inference_module": False},
+             "rl_no_div": {"env": {"w_div": 0.0}, "inference_module": False}}
+PEERS = {"deepsad": ("deepod", {"epochs": 20}), "prenet": ("deepod", {"epochs": 20}),
+         "rosas": ("deepod", {"epochs": 20}), "catboost": ("catboost", {})}
+
+
+def loop_config(args: argparse.Namespace, seed: int, **changes) -> SwiftHydraConfig:
+    base = SwiftHydraConfig(rounds=args.rounds, ppo_iterations=args.ppo_iterations, seed=seed,
+                            rollout=RolloutConfig(num_env_runners=0, num_envs_per_runner=8))
+    base = dataclasses.replace(base, detector=dataclasses.replace(base.detector, epochs=args.epochs, seed=seed),
+                               inference=dataclasses.replace(base.inference, epochs=args.epochs, seed=seed))
+    if "env" in changes:
+        changes["env"] = dataclasses.replace(base.env, **changes["env"])
+    return dataclasses.replace(base, **changes)
+
+
+def run_loop(cfg: SwiftHydraConfig, split):
+    """The loop (its history and Inference Module) and its final large detector."""
+    with tempfile.TemporaryDirectory(prefix="rlad_sh_abl_") as workdir:
+        loop = SwiftHydra(cfg, workdir=workdir, log=lambda _: None)
+        detector = loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
+    return loop, detector
+
+
+def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[str, float]]:
+    split = adbench_split(load_dataset(adbench_file(name)), SplitConfig(la=0.1, max_rows=args.max_rows, seed=seed))
+    if split.y_train_semi.sum() == 0:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    start = time.perf_counter()
+    full, large = run_loop(loop_config(args, seed), split)
+    wall = time.perf_counter() - start
+    keys = ("auc_roc", "auc_pr")
+    out["mamba_moe"] = {k: full.history[0][k] for k in keys}
+    out["swift_hydra"] = {**{k: full.history[-1][k] for k in keys}, "fit_s": wall}
+    out["inference"] = {k: full.inference_record_[k] for k in keys}
+    for label, changes in ABLATIONS.items():
+        start = time.perf_counter()
+        loop, _ = run_loop(loop_config(args, seed, **changes), split)
+        out[label] = {**{k: loop.history[-1][k] for k in keys}, "fit_s": time.perf_counter() - start}
+    for label, (module, options) in PEERS.items():
+        if label not in args.peers or importlib.util.find_spec(module) is None:
+            continue
+        start = time.perf_counter()
+        det = make_detector(label, **options).fit(split.X_train, split.y_train_semi)
+        out[label] = {**auc_scores(split.y_test, det.decision_function(split.X_test)), "fit_s": time.perf_counter() - start}
+    if args.speed and not getattr(args, "speed_done", False):
+        speed(large, full.inference_, split.X_test)
+        args.speed_done = True
+    return out
+
+
+def speed(large, small, X: np.ndarray) -> dict[str, float]:
+    """Rows/s of the large detector and the Inference Module: one row at a time and 4,096-row batches."""
+    rows = {}
+    batch = np.resize(X, (4096, X.shape[1])).astype(np.float32)
+    for label, det in (("large", large), ("inference", small)):
+        det.decision_function(X[:8])  # warm-up
+        t = time.perf_counter()
+        for i in range(200):
+            det.decision_function(X[i % len(X)][None])
+        rows[f"{label}_single"] = 200 / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for _ in range(5):
+            det.decision_function(batch)
+        rows[f"{label}_batch"] = 5 * 4096 / (time.perf_counter() - t)
+    print(f"\nscoring rows/s (one thread): large detector {rows['large_single']:.0f} single / {rows['large_batch']:.0f} batched; "
+          f"Inference Module {rows['inference_single']:.0f} / {rows['inference_batch']:.0f}; "
+          f"speed-up {rows['inference_single'] / rows['large_single']:.2f}x / {rows['inference_batch'] / rows['large_batch']:.2f}x", flush=True)
+    return rows
+
+
+def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]]) -> None:
+    methods = list(dict.fromkeys(m for r in results.values() for m in r))
+    print(f"\n{'method':14s} {'runs':>4s} {'AUC-ROC':>8s} {'AUC-PR':>7s} | {'W/T/L vs mamba_moe ROC':>22s} {'PR':>9s} | {'fit s':>6s}")
+    for m in methods:
+        rows = [(r[m], r["mamba_moe"]) for r in results.values() if m in r]
+        roc = np.array([a["auc_roc"] for a, _ in rows])
+        pr = np.array([a["auc_pr"] for a, _ in rows])
+        wtl = []
+        for metric in ("auc_roc", "auc_pr"):
+            d = np.array([a[metric] - b[metric] for a, b in rows])
+            wtl.append(f"{(d > 1e-3).sum()}/{(abs(d) <= 1e-3).sum()}/{(d < -1e-3).sum()}")
+        fit = np.mean([a.get("fit_s", np.nan) for a, _ in rows])
+        print(f"{m:14s} {len(rows):4d} {roc.mean():8.4f} {pr.mean():7.4f} | {wtl[0]:>22s} {wtl[1]:>9s} | {fit:6.1f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=DATASETS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--max-rows", type=int, default=3000, help="cap on rows before the 70/30 split")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--ppo-iterations", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=10, help="detector epochs (large detector and Inference Module)")
+    p.add_argument("--peers", nargs="*", default=list(PEERS), help="peers to include (installed ones only)")
+    p.add_argument("--no-speed", dest="speed", action="store_false", help="skip the scoring-speed comparison")
+    p.add_argument("--num-cpus", type=int, default=2)
+    p.add_argument("--out", default="runs/bench_swift_hydra_ablation.jsonl", help="one JSON line per (data set, seed)")
+    args = p.parse_args()
+    quiet()
+    torch.set_num_threads(1)
+    init_ray(num_cpus=args.num_cpus)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    results = {}
+    started = time.time()
+    with open(args.out, "w") as log:
+        for name in args.datasets:
+            for seed in args.seeds:
+                r = one_split(args, name, seed)
+                if not r:
+                    print(f"{name} seed {seed}: no labelled anomaly at la=0.1, skipped")
+                    continue
+                results[name, seed] = r
+                log.write(json.dumps({"dataset": name, "seed": seed, **r}) + "\n")
+                log.flush()
+                print(f"{name:18s} seed {seed}: " + "  ".join(f"{m} {v['auc_roc']:.3f}/{v['auc_pr']:.3f}" for m, v in r.items())
+                      + f"  [{time.time() - started:.0f}s]", flush=True)
+    summarize(results)
+
+
+if __name__ == "__main__":
+    main()
