@@ -22,10 +22,23 @@ from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.torch_utils import seeded
 
 
-class PyODDetector(BaseDetector):
+class PickledModel(BaseDetector):
+    """Persistence of a fitted third-party model (``model_``) as pickle bytes."""
+
+    state_key: ClassVar[str] = "pickle"
+
+    def _get_state(self) -> dict[str, Any]:
+        return {self.state_key: pickle.dumps(self.model_)}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.model_ = pickle.loads(state[self.state_key])
+
+
+class PyODDetector(PickledModel):
     """A PyOD model built as ``pyod_model(contamination=..., **asdict(config))``."""
 
     pyod_model: ClassVar[str]  # "module:Class"
+    state_key = "pyod_pickle"
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
         module, name = self.pyod_model.split(":")
@@ -38,12 +51,6 @@ class PyODDetector(BaseDetector):
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self.model_.decision_function(X), dtype=np.float64)
-
-    def _get_state(self) -> dict[str, Any]:
-        return {"pyod_pickle": pickle.dumps(self.model_)}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self.model_ = pickle.loads(state["pyod_pickle"])
 
 
 @dataclass

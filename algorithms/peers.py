@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import pickle
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from rlad.algorithms.base import BaseDetector
+from rlad.algorithms.baselines import PickledModel
 from rlad.algorithms.torch_utils import seeded
 
 
@@ -32,16 +31,6 @@ def _semi_labels(y: np.ndarray | None, kind: str) -> np.ndarray:
     if y is None or not (y == 1).any():
         raise ValueError(f"{kind} is (semi-)supervised: fit(X, y) needs y with at least one labelled anomaly (1)")
     return y
-
-
-class PickledModel(BaseDetector):
-    """Shared persistence of the peers: the fitted model as pickle bytes."""
-
-    def _get_state(self) -> dict[str, Any]:
-        return {"pickle": pickle.dumps(self.model_)}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self.model_ = pickle.loads(state["pickle"])
 
 
 @dataclass
