@@ -7,7 +7,9 @@ import torch
 
 from conftest import small_split
 from rlad.algorithms.mamba import Mamba
-from rlad.algorithms.mamba_moe import MambaMoE, MambaMoEConfig, MambaMoEDetector, experts_from_complexity
+import rlad.algorithms.selective_scan as scan_module
+from rlad.algorithms.mamba import causal_depthwise_conv
+from rlad.algorithms.mamba_moe import MambaMoE, MambaMoEConfig, MambaMoEDetector, experts_from_complexity, validation_split
 from rlad.algorithms.selective_scan import cuda_kernel_available, selective_scan, selective_scan_torch
 from rlad.platform.core.checkpoint import CheckpointError
 from rlad.platform.core.metrics import auc_scores
@@ -57,6 +59,31 @@ def test_cpu_scan_gradients_match_autograd_of_reference():
     (torch.stack(ys, -1) * torch.nn.functional.silu(ref["z"])).pow(2).sum().backward()
     for k in x:
         torch.testing.assert_close(grads[k].float(), ref[k].grad.float(), rtol=1e-3, atol=1e-4)
+
+
+def test_streamed_scan_matches_materialised_scan(monkeypatch):
+    """Without gradients, large inputs stream position by position: same result as the bulk path."""
+    x = random_scan_inputs(b=5, d=6, L=13, n=4, seed=1)
+    with torch.no_grad():
+        bulk = selective_scan_torch(**x, delta_softplus=True)
+        monkeypatch.setattr(scan_module, "MATERIALISE_LIMIT", 0)
+        streamed = selective_scan_torch(**x, delta_softplus=True)
+    torch.testing.assert_close(streamed, bulk, rtol=1e-5, atol=1e-6)
+
+
+def test_causal_depthwise_conv_matches_conv1d():
+    m = Mamba(16, d_state=4)
+    x = torch.randn(3, m.d_inner, 9)
+    torch.testing.assert_close(causal_depthwise_conv(x, m.conv1d.weight, m.conv1d.bias), m.conv1d(x)[..., :9])
+
+
+def test_validation_split_uses_only_known_labels():
+    y = np.r_[np.ones(10), np.zeros(90)].astype(int)
+    train, val = validation_split(y, MambaMoEConfig(val_fraction=0.2))
+    assert y[val].sum() == 2 and (y[val] == 0).sum() == 18  # a share of labelled AND of unlabelled rows
+    assert np.intersect1d(train, val).size == 0 and np.union1d(train, val).size == 100
+    assert validation_split(y, MambaMoEConfig(val_fraction=0.0)) is None
+    assert validation_split(np.r_[np.ones(5), np.zeros(95)].astype(int), MambaMoEConfig(val_fraction=0.2)) is None  # 1 anomaly
 
 
 def test_mamba_parameter_names_match_mamba_ssm():
