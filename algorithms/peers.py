@@ -27,9 +27,9 @@ def _import(module: str, extra: str = "peers") -> Any:
         raise ImportError(f"{module} is not installed: pip install -e \".[{extra}]\" ({exc})") from exc
 
 
-def _semi_labels(y: np.ndarray | None, kind: str) -> np.ndarray:
-    if y is None or not (y == 1).any():
-        raise ValueError(f"{kind} is (semi-)supervised: fit(X, y) needs y with at least one labelled anomaly (1)")
+def _semi_labels(y: np.ndarray | None, kind: str, at_least: int = 1) -> np.ndarray:
+    if y is None or (y == 1).sum() < at_least:
+        raise ValueError(f"{kind} is (semi-)supervised: fit(X, y) needs y with at least {at_least} labelled anomaly(ies) (1)")
     return y
 
 
@@ -46,9 +46,10 @@ class DeepODDetector(PickledModel):
 
     Config = DeepODConfig
     deepod_model: ClassVar[str]
+    min_labelled: ClassVar[int] = 1
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
-        y = _semi_labels(y, self.kind)
+        y = _semi_labels(y, self.kind, self.min_labelled)
         cls = getattr(_import("deepod.models.tabular"), self.deepod_model)
         self.model_ = cls(device="cpu", verbose=0, **asdict(self.config))
         with contextlib.redirect_stdout(io.StringIO()), seeded(self.config.random_state):
@@ -77,6 +78,7 @@ class PReNetDetector(DeepODDetector):
 
     kind = "prenet"
     deepod_model = "PReNet"
+    min_labelled = 2  # it trains on pairs of labelled anomalies
 
 
 class RoSASDetector(DeepODDetector):

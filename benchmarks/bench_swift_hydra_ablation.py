@@ -86,7 +86,11 @@ def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[
         if label not in args.peers or importlib.util.find_spec(module) is None:
             continue
         start = time.perf_counter()
-        det = make_detector(label, **options).fit(split.X_train, split.y_train_semi)
+        try:
+            det = make_detector(label, **options).fit(split.X_train, split.y_train_semi)
+        except ValueError as exc:  # e.g. PReNet with a single labelled anomaly
+            print(f"{name} seed {seed}: {label} skipped ({exc})")
+            continue
         out[label] = {**auc_scores(split.y_test, det.decision_function(split.X_test)), "fit_s": time.perf_counter() - start}
     if args.speed and not getattr(args, "speed_done", False):
         speed(large, full.inference_, split.X_test)
