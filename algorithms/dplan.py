@@ -132,7 +132,15 @@ class DPLANCallback(RLlibCallback):
 
     def on_episode_start(self, *, env: Any, env_index: int, rl_module: Any, **kwargs: Any) -> None:
         weights = rl_module.get_state(inference_only=True)
-        env.envs[env_index].unwrapped.set_hidden_layer(weights[RLLIB_KEYS["hidden.weight"]], weights[RLLIB_KEYS["hidden.bias"]])
+        W, b = np.asarray(weights[RLLIB_KEYS["hidden.weight"]]), np.asarray(weights[RLLIB_KEYS["hidden.bias"]])
+        sub = env.envs[env_index].unwrapped
+        # Sub-envs step in lockstep, so their episodes start together: the first one embeds the rows
+        # and fits the iForest, the others adopt that embedding (one refit per runner, not per sub-env).
+        for other in (e.unwrapped for e in env.envs):
+            if other is not sub and other.has_hidden_layer(W, b):
+                sub.adopt_hidden_layer(other)
+                return
+        sub.set_hidden_layer(W, b)
 
 
 class DPLANLearner(DQNTorchLearner):
@@ -282,10 +290,13 @@ def iteration_summary(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 def env_config(cfg: DPLANConfig, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """The env's config: the data goes to the object store once, runners receive references."""
+    """The env's config: the data goes to the object store once, runners receive references.
+    A sub-env's episode is ``steps_per_episode / num_envs_per_env_runner`` steps, so that each
+    runner refreshes the hidden layer every ``steps_per_episode`` of its env steps, as the paper."""
     return {
         "X": ray.put(X), "y": ray.put(y), "p": cfg.p, "n_candidates": cfg.n_candidates,
-        "steps_per_episode": cfg.steps_per_episode, "iforest_estimators": cfg.iforest_estimators,
+        "steps_per_episode": max(cfg.steps_per_episode // cfg.num_envs_per_env_runner, 1),
+        "iforest_estimators": cfg.iforest_estimators,
         "intrinsic_weight": cfg.intrinsic_weight,
     }
 

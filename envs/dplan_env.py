@@ -63,6 +63,7 @@ class DPLANEnv(gym.Env):
 
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.X.shape[1],), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(2)
+        self.layer: tuple[np.ndarray, np.ndarray] | None = None  # (W, b) of the current embedding
         self.hidden: np.ndarray | None = None  # rows embedded by the current hidden layer
         self.intrinsic: np.ndarray | None = None  # iForest score per row, in [0, 1]
         self.num_refreshes = 0
@@ -71,12 +72,22 @@ class DPLANEnv(gym.Env):
 
     def set_hidden_layer(self, weight: np.ndarray, bias: np.ndarray) -> None:
         """Embed all rows with ``relu(X W^T + b)`` and refit the iForest there (intrinsic reward)."""
-        self.hidden = np.maximum(self.X @ np.asarray(weight, np.float32).T + np.asarray(bias, np.float32), 0.0)
+        self.layer = (np.array(weight, np.float32), np.array(bias, np.float32))
+        self.hidden = np.maximum(self.X @ self.layer[0].T + self.layer[1], 0.0)
         seed = int(self.np_random.integers(2**31 - 1))
         forest = IsolationForest(n_estimators=self.iforest_estimators, random_state=seed).fit(self.hidden)
         score = -forest.score_samples(self.hidden)  # higher = more anomalous
         span = score.max() - score.min()
         self.intrinsic = ((score - score.min()) / span if span > 0 else np.zeros_like(score)).astype(np.float32)
+        self.num_refreshes += 1
+
+    def has_hidden_layer(self, weight: np.ndarray, bias: np.ndarray) -> bool:
+        """Whether the current embedding comes from exactly this layer."""
+        return self.layer is not None and np.array_equal(self.layer[0], weight) and np.array_equal(self.layer[1], bias)
+
+    def adopt_hidden_layer(self, other: "DPLANEnv") -> None:
+        """Share another env's embedding and intrinsic rewards (same rows, same layer): no refit."""
+        self.layer, self.hidden, self.intrinsic = other.layer, other.hidden, other.intrinsic
         self.num_refreshes += 1
 
     def g_a(self) -> int:

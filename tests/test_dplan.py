@@ -127,6 +127,16 @@ def test_hidden_layer_refresh_changes_with_weights(split):
     assert env.num_refreshes == 2
 
 
+def test_sub_env_adopts_a_sibling_embedding_of_the_same_layer(split):
+    first, second = make_env(split), make_env(split)
+    W, b = random_layer(split.n_features, 1)
+    first.set_hidden_layer(W, b)
+    assert first.has_hidden_layer(W, b) and not second.has_hidden_layer(W, b)
+    assert not first.has_hidden_layer(*random_layer(split.n_features, 2))
+    second.adopt_hidden_layer(first)
+    assert second.hidden is first.hidden and second.intrinsic is first.intrinsic and second.num_refreshes == 1
+
+
 def test_env_maps_object_store_data_without_copy(ray_cluster, split):
     env = DPLANEnv({"X": ray.put(split.X_train), "y": ray.put(split.y_train_semi)})
     np.testing.assert_array_equal(env.X, split.X_train)
