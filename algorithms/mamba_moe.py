@@ -127,12 +127,15 @@ def positive_weight(y: np.ndarray, cfg: MambaMoEConfig) -> float:
     return min((len(y) - n_pos) / max(n_pos, 1.0), cfg.max_pos_weight)
 
 
-def validation_split(y: np.ndarray, cfg: MambaMoEConfig) -> tuple[np.ndarray, np.ndarray] | None:
+def validation_split(y: np.ndarray, cfg: MambaMoEConfig, real: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Training and validation row indices: ``val_fraction`` of the labelled anomalies and of the
-    unlabelled rows held out (only what a user knows: never the true labels of unlabelled rows).
-    None when early stopping is off or fewer than 2 labelled anomalies would be held out."""
+    unlabelled rows held out (only what a user knows: never the true labels of unlabelled rows),
+    drawn among the ``real`` rows only (synthetic anomalies never validate). None when early
+    stopping is off or fewer than 2 labelled anomalies would be held out."""
     rng = np.random.default_rng(cfg.seed)
-    held = [rng.permutation(np.flatnonzero(y == c))[: int(round(cfg.val_fraction * (y == c).sum()))] for c in (1, 0)]
+    real = np.ones(len(y), dtype=bool) if real is None else real
+    held = [rng.permutation(np.flatnonzero((y == c) & real))[: int(round(cfg.val_fraction * ((y == c) & real).sum()))]
+            for c in (1, 0)]
     if cfg.val_fraction <= 0 or len(held[0]) < 2 or len(held[1]) < 2:
         return None
     val = np.concatenate(held)
@@ -140,22 +143,26 @@ def validation_split(y: np.ndarray, cfg: MambaMoEConfig) -> tuple[np.ndarray, np
 
 
 def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, device: torch.device,
-                    pos_weight: float, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+                    pos_weight: float, on_epoch: Callable[[int, float], None] | None = None,
+                    sample_weight: np.ndarray | None = None) -> list[float]:
     """Class-weighted BCE + load balancing with AdamW over shuffled mini-batches of ``(X, y)``;
     returns each epoch's mean loss. ``net`` may be wrapped (DDP) as long as it returns
-    ``(logits, balance)``; ``on_epoch(epoch, loss)`` is called after every epoch.
+    ``(logits, balance)``; ``on_epoch(epoch, loss)`` is called after every epoch. Rows with a
+    ``sample_weight`` other than 1 (Swift Hydra's synthetic anomalies) weigh that much in the loss
+    and are never held out for validation.
 
     Early stopping (unwrapped nets only: DDP workers would stop at different epochs): with
     :func:`validation_split`, after each epoch the AUC of held-out labelled anomalies against
     held-out unlabelled rows; training stops after ``patience`` epochs without a better one and
     the best epoch's weights are kept."""
-    split = None if isinstance(net, nn.parallel.DistributedDataParallel) else validation_split(y, cfg)
+    weight = np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
+    split = None if isinstance(net, nn.parallel.DistributedDataParallel) else validation_split(y, cfg, real=weight == 1)
     val = None
     if split is not None:
         val = torch.from_numpy(X[split[1]]).to(device), y[split[1]]
-        X, y = X[split[0]], y[split[0]]
+        X, y, weight = X[split[0]], y[split[0]], weight[split[0]]
     gen = torch.Generator().manual_seed(cfg.seed)
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.float32))
+    Xt, yt, wt = torch.from_numpy(X), torch.from_numpy(y.astype(np.float32)), torch.from_numpy(weight)
     pw = torch.tensor(pos_weight, device=device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses: list[float] = []
@@ -164,14 +171,15 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
         net.train()
         total = 0.0
         for batch in torch.randperm(len(Xt), generator=gen).split(cfg.batch_size):
-            xb, yb = Xt[batch].to(device), yt[batch].to(device)
+            xb, yb, wb = Xt[batch].to(device), yt[batch].to(device), wt[batch].to(device)
             logits, balance = net(xb)
-            loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pw) + cfg.balance_coef * balance
+            loss = F.binary_cross_entropy_with_logits(logits, yb, weight=wb, pos_weight=pw) + cfg.balance_coef * balance
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(batch)
         losses.append(total / len(Xt))
+        progress.update("epoch", epoch + 1, cfg.epochs, loss=losses[-1])
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
         if val is not None:
@@ -202,13 +210,21 @@ class MambaMoEDetector(BaseDetector):
         self.net = MambaMoE(n_features, n_experts, self.config)
         self.device = resolve_device(self.config.device)
 
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "MambaMoEDetector":
+        """``sample_weight`` (per row, default 1) scales each row's loss (synthetic anomalies)."""
+        self._sample_weight = None if sample_weight is None else np.asarray(sample_weight, np.float32).ravel()
+        if self._sample_weight is not None and len(self._sample_weight) != len(X):
+            raise ValueError(f"sample_weight has {len(self._sample_weight)} values for {len(X)} rows")
+        return super().fit(X, y)
+
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
         if y is None or y.sum() == 0:
             raise ValueError("MambaMoEDetector is supervised: y must mark at least one anomaly with 1")
         n_experts = self.config.n_experts or experts_from_complexity(X, self.config.max_experts)
         self._build(X.shape[1], n_experts)
         self.net.to(self.device)
-        self.train_losses_ = train_mamba_moe(self.net, X, y, self.config, self.device, positive_weight(y, self.config))
+        self.train_losses_ = train_mamba_moe(self.net, X, y, self.config, self.device, positive_weight(y, self.config),
+                                             sample_weight=getattr(self, "_sample_weight", None))
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         self.net.to(self.device).eval()

@@ -91,6 +91,7 @@ class SwiftHydraConfig:
     synthesis: str = "rl"  # "rl" (PPO moves the latents) or "random"
     retrain_generator: bool = True  # retrain the C-VAE each round on the combined data set
     inference_module: bool = True  # fit the Inference Module on the final combined data set; it scores
+    synthetic_weight: float = 0.5  # loss weight of a synthetic anomaly (real rows weigh 1)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     detector: MambaMoEConfig = field(default_factory=large_detector_config)
     inference: MambaMoEConfig = field(default_factory=inference_module_config)
@@ -129,14 +130,16 @@ class InProcessScoring:
 
 
 class Retrainer(Protocol):
-    """Fits a fresh detector on the rows of a round's Parquet file."""
+    """Fits a fresh detector on the rows of a round's Parquet file (``sample_weight`` per row)."""
 
-    def __call__(self, parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int) -> MambaMoEDetector: ...
+    def __call__(self, parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int,
+                 sample_weight: np.ndarray | None = None) -> MambaMoEDetector: ...
 
 
-def retrain_in_process(parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int) -> MambaMoEDetector:
+def retrain_in_process(parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int,
+                       sample_weight: np.ndarray | None = None) -> MambaMoEDetector:
     ds = load_dataset(parquet)
-    return MambaMoEDetector(cfg).fit(ds.X, ds.y)
+    return MambaMoEDetector(cfg).fit(ds.X, ds.y, sample_weight=sample_weight)
 
 
 # -- RLlib pieces -----------------------------------------------------------------------------------
@@ -276,7 +279,7 @@ class SwiftHydra:
             self.rollout_nodes_ = set(algo.env_runner_group.foreach_env_runner(
                 lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.rollout.num_env_runners == 0))
             self.log(f"[swift-hydra] {max(cfg.rollout.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
-        X_aug, y_aug = X, y
+        X_aug, y_aug, w_aug = X, y, np.ones(len(y), np.float32)
         top_l = min(cfg.top_l, max(1, int(cfg.max_synthetic_fraction * len(X))))
         walkers = max(len(anchors), top_l)  # enough candidates even with few labelled anomalies
         try:
@@ -298,12 +301,13 @@ class SwiftHydra:
                     new = select_evasive(samples, proba, top_l)
                     X_aug = np.concatenate([X_aug, new]).astype(np.float32)
                     y_aug = np.concatenate([y_aug, np.ones(len(new), dtype=y.dtype)])
+                    w_aug = np.concatenate([w_aug, np.full(len(new), cfg.synthetic_weight, np.float32)])
                     self.synthetic_ = X_aug[len(X):]
                     if cfg.retrain_generator:  # the self-reinforcing part: the generator learns from the combined data
                         vae = self._train_generator(X_aug, y_aug)
                         anchors = vae.anomaly_anchors(X[y == 1])
                     parquet = write_parquet(self.workdir / f"round_{rnd}" / "train.parquet", X_aug, y_aug)
-                    detector = self.retrain(parquet, cfg.detector, self.workdir, rnd)
+                    detector = self.retrain(parquet, cfg.detector, self.workdir, rnd, sample_weight=w_aug)
                     checkpoint = detector.save(self.workdir / f"round_{rnd}" / "detector.pt")
                     if algo is not None:
                         scorer = self.scoring.publish(detector, checkpoint, rnd)
@@ -316,7 +320,7 @@ class SwiftHydra:
                 algo.stop()
         if cfg.inference_module:
             start = time.time()
-            self.inference_ = MambaMoEDetector(cfg.inference).fit(X_aug, y_aug)
+            self.inference_ = MambaMoEDetector(cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug)
             self.inference_record_ = {"fit_s": time.time() - start, "n_experts": self.inference_.n_experts_}
             if X_eval is not None:
                 self.inference_record_.update(auc_scores(y_eval, self.inference_.decision_function(X_eval)))

@@ -198,3 +198,22 @@ def test_registry_detector_fits_saves_and_loads(ray_cluster, split, tmp_path):
     assert isinstance(loaded, SwiftHydraDetector) and loaded.config.rounds == 1
     np.testing.assert_array_equal(loaded.decision_function(split.X_test), scores)
     np.testing.assert_allclose(loaded.anomaly_probability(split.X_test), 1 / (1 + np.exp(-scores)), rtol=1e-6)
+
+
+def test_synthetic_rows_weigh_less_and_never_validate(split):
+    """``sample_weight`` scales a row's loss; rows weighted other than 1 are never held out."""
+    from rlad.algorithms.mamba_moe import validation_split
+
+    y = split.y_train_semi.copy()
+    synthetic = np.zeros(len(y), bool)
+    synthetic[np.flatnonzero(y == 0)[:50]] = True
+    y[synthetic] = 1
+    _, val = validation_split(y, MambaMoEConfig(val_fraction=0.5), real=~synthetic)
+    assert not synthetic[val].any() and (y[val] == 1).sum() >= 2
+    weights = np.where(synthetic, 0.0, 1.0)
+    a = MambaMoEDetector(epochs=2, val_fraction=0.0).fit(split.X_train, y, sample_weight=weights)
+    c = MambaMoEDetector(epochs=2, val_fraction=0.0).fit(split.X_train, y)
+    assert not np.allclose(a.decision_function(split.X_test), c.decision_function(split.X_test))
+    assert SwiftHydraConfig().synthetic_weight == 0.5
+    with pytest.raises(ValueError, match="sample_weight has"):
+        MambaMoEDetector(epochs=1).fit(split.X_train, y, sample_weight=np.ones(3))

@@ -50,6 +50,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     per_rank = len(ds.y) // world
     rows = np.random.default_rng(cfg.seed).permutation(len(ds.y))[rank * per_rank : (rank + 1) * per_rank]
     X, y = ds.X[rows], ds.y[rows]
+    weight = None if config["sample_weight"] is None else np.asarray(config["sample_weight"])[rows]
     torch.manual_seed(cfg.seed)
     # Sparse routing leaves unrouted experts without gradients in a step.
     net = ray.train.torch.prepare_model(MambaMoE(ds.n_features, config["n_experts"], cfg),
@@ -67,12 +68,14 @@ def _train_loop(config: dict[str, Any]) -> None:
             save_checkpoint(Path(tmp) / STATE_FILE, MambaMoEDetector.kind, {"model": config["model"]}, state)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    train_mamba_moe(net, X, y, cfg, device, config["pos_weight"], on_epoch=report)
+    losses = train_mamba_moe(net, X, y, cfg, device, config["pos_weight"], on_epoch=report, sample_weight=weight)
+    report(len(losses), losses[-1])  # early stopping restored the best epoch: the last checkpoint holds it
 
 
 def retrain_with_ray_train(parquet: str | Path, cfg: MambaMoEConfig, options: RayTrainOptions = RayTrainOptions(),
-                           name: str = "retrain") -> MambaMoEDetector:
-    """Train a fresh detector on ``parquet`` with TorchTrainer and return it fitted."""
+                           name: str = "retrain", sample_weight: np.ndarray | None = None) -> MambaMoEDetector:
+    """Train a fresh detector on ``parquet`` (rows weighted by ``sample_weight``) with TorchTrainer
+    and return it fitted."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -83,7 +86,8 @@ def retrain_with_ray_train(parquet: str | Path, cfg: MambaMoEConfig, options: Ra
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config={"parquet": str(Path(parquet).resolve()), "model": dataclasses.asdict(cfg),
-                           "n_experts": n_experts, "pos_weight": positive_weight(ds.y, cfg)},
+                           "n_experts": n_experts, "pos_weight": positive_weight(ds.y, cfg),
+                           "sample_weight": None if sample_weight is None else np.asarray(sample_weight, np.float32)},
         scaling_config=ScalingConfig(num_workers=options.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": options.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(storage_path=str(Path(storage).resolve()), name=name),
@@ -106,6 +110,7 @@ class RayTrainRetrainer:
     cpus_per_worker: float = 0.5
     use_gpu: bool | None = None
 
-    def __call__(self, parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int) -> MambaMoEDetector:
+    def __call__(self, parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int,
+                 sample_weight: np.ndarray | None = None) -> MambaMoEDetector:
         options = RayTrainOptions(self.num_workers, self.cpus_per_worker, self.use_gpu, storage_path=str(workdir / "ray_train"))
-        return retrain_with_ray_train(parquet, cfg, options, name=f"round_{rnd}")
+        return retrain_with_ray_train(parquet, cfg, options, name=f"round_{rnd}", sample_weight=sample_weight)
