@@ -146,7 +146,7 @@ class DetectorServer:
         detector = load_detector(config["checkpoint"])  # build first: a failure keeps the old model
         self.detector, self.version = detector, int(config["version"])
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
     async def _score_batch(self, batches: list[np.ndarray]) -> list[dict[str, Any]]:
         detector, version = self.detector, self.version  # one model for the whole batch, even mid-swap
         return [
