@@ -1,6 +1,7 @@
 """How loud a command is. Commands are quiet by default: the user sees rlad's own progress and
-results, not Ray's INFO lines, deprecation warnings or worker log prefixes; ``--verbose`` (or
-``quiet(False)``) brings them back. Library users who never call :func:`quiet` keep Ray's defaults."""
+results (printed), not Ray's INFO lines, deprecation warnings or worker log prefixes; ``--verbose``
+(or ``quiet(False)``) brings them back. Library users who never call :func:`quiet` keep the
+defaults of Ray and Python."""
 from __future__ import annotations
 
 import logging
@@ -10,14 +11,16 @@ _quiet = False
 
 
 def quiet(enabled: bool = True) -> None:
-    """Silence (or not) Ray, RLlib, Tune, Serve and Python warnings in this process; Ray workers
-    started afterwards by ``init_ray`` keep their logs to themselves."""
+    """Silence (or not) every log record below ERROR and every Python warning in this process;
+    Ray workers started afterwards by ``init_ray`` keep their logs to themselves. A process-wide
+    switch, since Ray, RLlib and Serve reset their own loggers' levels when they start."""
     global _quiet
     _quiet = enabled
+    logging.disable(logging.WARNING if enabled else logging.NOTSET)
     if enabled:
         warnings.filterwarnings("ignore")
-        for name in ("ray", "ray.rllib", "ray.tune", "ray.train", "ray.serve", "ray.data"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    else:
+        warnings.resetwarnings()
 
 
 def is_quiet() -> bool:
