@@ -111,11 +111,15 @@ class MambaMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.tokens(x)
         idx, weights, probs = self.route(tok)
-        mixed = tok.new_zeros(x.shape[0], tok.shape[-1])
-        for e, expert in enumerate(self.experts):
-            rows, slot = (idx == e).nonzero(as_tuple=True)
-            if rows.numel():
-                mixed.index_add_(0, rows, weights[rows, slot, None] * expert(tok[rows]))
+        if self.top_k == 1 and x.shape[0] == 1:  # one row, one expert: no dispatch (single-row scoring)
+            mixed = weights[:, 0, None] * self.experts[int(idx[0, 0])](tok)
+        else:
+            mixed = tok.new_zeros(x.shape[0], tok.shape[-1])
+            for e in idx.unique().tolist():  # only the experts some row is routed to
+                rows, slot = (idx == e).nonzero(as_tuple=True)
+                mixed.index_add_(0, rows, weights[rows, slot, None] * self.experts[e](tok[rows]))
+        if not self.training:  # the load-balancing loss only matters for training
+            return self.head(mixed).squeeze(-1), mixed.new_zeros(())
         load = F.one_hot(idx, self.n_experts).float().sum(1).mean(0) / self.top_k
         balance = self.n_experts * (load * probs.mean(0)).sum()
         return self.head(mixed).squeeze(-1), balance
@@ -227,7 +231,8 @@ class MambaMoEDetector(BaseDetector):
                                              sample_weight=getattr(self, "_sample_weight", None))
 
     def logits(self, X: np.ndarray) -> np.ndarray:
-        self.net.to(self.device).eval()
+        """The anomaly logit per row (the net is on its device in eval mode after fit and load:
+        moving it on every call cost half of a single-row score)."""
         return apply_batched(lambda xb: self.net(xb)[0], X, self.device)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
@@ -243,4 +248,4 @@ class MambaMoEDetector(BaseDetector):
     def _set_state(self, state: dict[str, Any]) -> None:
         self._build(self.n_features_in_, int(state["n_experts"]))
         self.net.load_state_dict(state["net"])
-        self.net.eval()
+        self.net.to(self.device).eval()

@@ -71,7 +71,7 @@ def large_detector_config() -> MambaMoEConfig:
 
 def inference_module_config() -> MambaMoEConfig:
     """The Inference Module: lightweight Mamba experts, their number set by data complexity."""
-    return MambaMoEConfig(top_k=1, d_model=16)
+    return MambaMoEConfig(top_k=1, d_model=32)
 
 
 SYNTHESIS = ("rl", "random")

@@ -150,7 +150,7 @@ def test_ablation_switches_change_what_runs(ray_cluster, split, tmp_path):
                       workdir=tmp_path / "b", log=lambda _: None)
     full.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
     assert "ppo_return" in full.history[1] and len(full.generator_rows_) == 2
-    assert full.inference_ is not None and full.inference_.config.d_model == 16 and "auc_roc" in full.inference_record_
+    assert full.inference_ is not None and full.inference_.config.d_model == 32 and "auc_roc" in full.inference_record_
 
     with pytest.raises(ValueError, match="synthesis must be one of"):
         SwiftHydraConfig(synthesis="gan")
