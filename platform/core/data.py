@@ -91,9 +91,7 @@ def _read_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
         names = table.column_names  # decodes them: a CSV header need not be UTF-8
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not a readable {path.suffix} table ({exc})") from exc
-    repeated = sorted({c for c in names if names.count(c) > 1})
-    if repeated:
-        raise DatasetError(f"{path}: column name(s) {repeated} appear more than once")
+    check_unique_columns(path, names)
     label = next((c for c in LABEL_COLUMNS if c in names), None)
     if label is None:
         raise DatasetError(f"{path}: no label column; expected one of {LABEL_COLUMNS}, found {names}")
@@ -105,6 +103,13 @@ def _read_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"{path}: no feature columns")
     X = np.column_stack([table[c].to_numpy(zero_copy_only=False) for c in features])
     return X, table[label].to_numpy(zero_copy_only=False)
+
+
+def check_unique_columns(path: Path, names: list[str]) -> None:
+    """A table's column names must be unique (pyarrow keeps repeats; a lookup by name would fail)."""
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise DatasetError(f"{path}: column name(s) {repeated} appear more than once")
 
 
 def validate(X: np.ndarray, y: np.ndarray, source: str) -> TabularDataset:

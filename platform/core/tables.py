@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from rlad.platform.core.data import LABEL_COLUMNS, DatasetError
+from rlad.platform.core.data import LABEL_COLUMNS, DatasetError, check_unique_columns
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -78,9 +78,7 @@ def infer_schema(path: str | os.PathLike, features: Sequence[str] | None = None,
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     columns = table_columns(path)
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
-    if repeated:
-        raise DatasetError(f"{path}: column name(s) {repeated} appear more than once")
+    check_unique_columns(path, columns)
     if label_column is None and features is None:
         label_column = next((c for c in LABEL_COLUMNS if c in columns), None)
     for what, name in (("id", id_column), ("label", label_column)):
@@ -96,7 +94,7 @@ def infer_schema(path: str | os.PathLike, features: Sequence[str] | None = None,
     return TableSchema(tuple(features), id_column, label_column)
 
 
-def _csv_batches(path: Path, schema: TableSchema, batch_rows: int, skipped: list[int]) -> Iterator[pa.RecordBatch]:
+def _csv_batches(path: Path, batch_rows: int, skipped: list[int]) -> Iterator[pa.RecordBatch]:
     """Every column as text (types are checked per row later); rows with the wrong number of
     fields are skipped by pyarrow and their line numbers appended to ``skipped``."""
     names = table_columns(path)
@@ -152,7 +150,7 @@ def read_batches(path: str | os.PathLike, schema: TableSchema, batch_rows: int =
     path = Path(path)
     skipped: list[int] = []
     if path.suffix == ".csv":
-        source = _csv_batches(path, schema, batch_rows, skipped)
+        source = _csv_batches(path, batch_rows, skipped)
     else:
         wanted = list(dict.fromkeys([*schema.features, *(c for c in (schema.id_column, schema.label_column) if c)]))
         source = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=wanted)
@@ -183,14 +181,19 @@ def read_batches(path: str | os.PathLike, schema: TableSchema, batch_rows: int =
                     bad=[BadRow(line, "wrong number of fields") for line in skipped[reported:]])
 
 
+def describe_bad_rows(path: str | os.PathLike, bad: Sequence[BadRow], limit: int = 20) -> str:
+    """One message naming the first ``limit`` bad rows and their reasons."""
+    listed = "; ".join(f"row {b.row}: {b.reason}" for b in bad[:limit])
+    more = f" (and {len(bad) - limit} more)" if len(bad) > limit else ""
+    return f"{path}: {len(bad)} bad row(s): {listed}{more}"
+
+
 def read_table(path: str | os.PathLike, schema: TableSchema, max_bad: int = 20) -> Batch:
     """The whole table in memory (for training); any bad row is an error naming the first ``max_bad``."""
     batches = list(read_batches(path, schema))
     bad = [b for batch in batches for b in batch.bad]
     if bad:
-        listed = "; ".join(f"row {b.row}: {b.reason}" for b in bad[:max_bad])
-        more = f" (and {len(bad) - max_bad} more)" if len(bad) > max_bad else ""
-        raise DatasetError(f"{path}: {len(bad)} bad row(s): {listed}{more}")
+        raise DatasetError(describe_bad_rows(path, bad, max_bad))
     if not batches or sum(len(b.rows) for b in batches) == 0:
         raise DatasetError(f"{path}: no rows")
     cat = lambda xs: None if xs[0] is None else np.concatenate(xs)  # noqa: E731

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.registry import load_detector
 from rlad.platform.core.data import DatasetError
-from rlad.platform.core.tables import TABLE_SUFFIXES, BadRow, TableSchema, infer_schema, read_batches
+from rlad.platform.core.tables import TABLE_SUFFIXES, BadRow, TableSchema, describe_bad_rows, infer_schema, read_batches
 
 
 class BadRowsError(DatasetError):
@@ -52,12 +52,6 @@ def schema_for(detector: BaseDetector, path: Path, id_column: str | None) -> Tab
         raise DatasetError(f"{path}: {len(schema.features)} feature columns {list(schema.features)}, "
                            f"the model expects {detector.n_features_in_}")
     return schema
-
-
-def _describe(path: Path, bad: list[BadRow], limit: int) -> str:
-    listed = "; ".join(f"row {b.row}: {b.reason}" for b in bad[:limit])
-    more = f" (and {len(bad) - limit} more)" if len(bad) > limit else ""
-    return f"{path}: {len(bad)} bad row(s): {listed}{more}"
 
 
 def validate_file(detector: BaseDetector, path: Path, options: ScoreOptions) -> list[BadRow]:
@@ -93,7 +87,7 @@ def score_file(detector: BaseDetector, path: Path, out: Path, options: ScoreOpti
             writer.write_table(table)
             n += int(keep.sum())
         if bad and not options.skip_bad_rows:
-            raise BadRowsError(_describe(path, sorted(bad, key=lambda b: b.row), options.max_listed))
+            raise BadRowsError(describe_bad_rows(path, sorted(bad, key=lambda b: b.row), options.max_listed))
         if writer is None:  # no good row at all: an empty table with the right columns
             empty = {"row": pa.array([], pa.int64()), "score": pa.array([], pa.float64()),
                      "proba": pa.array([], pa.float64()), "label": pa.array([], pa.int8())}
@@ -151,7 +145,7 @@ def score_tables(model: str | os.PathLike, data: str | os.PathLike, out: str | o
         if not options.skip_bad_rows:
             bad = validate_file(detector, data, options)
             if bad:
-                raise BadRowsError(_describe(data, bad, options.max_listed))
+                raise BadRowsError(describe_bad_rows(data, bad, options.max_listed))
         return [score_file(detector, data, out, options)]
     import ray
 
@@ -159,7 +153,7 @@ def score_tables(model: str | os.PathLike, data: str | os.PathLike, out: str | o
     if not options.skip_bad_rows:
         validate = ray.remote(_validate_task)
         found = ray.get([validate.remote(model, f, options) for f in files])
-        errors = [_describe(f, bad, options.max_listed) for f, bad in zip(files, found) if bad]
+        errors = [describe_bad_rows(f, bad, options.max_listed) for f, bad in zip(files, found) if bad]
         if errors:
             raise BadRowsError("\n".join(errors))
     score = ray.remote(_score_task)
