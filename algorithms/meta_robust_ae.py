@@ -7,9 +7,14 @@ no gradient step, to an unseen *target* task of which only unlabelled, contamina
 A task is an unlabelled, contaminated support set ``S`` and a clean labelled query set, disjoint
 from ``S``. The model adapts to ``S`` in closed form:
 
-* per-task scaling: each feature min-max scaled by the support set's own range (all a target has
-  at adaptation time; it is ADBench's MinMax when ``S`` is the training rows), values clipped to
-  ``[-1, 2]`` as ADBench clips test rows;
+* per-task scaling by the support set's own statistics (all a target has at adaptation time):
+  ``scaling="standard"`` (default) centres each feature on its support mean and divides by its
+  support standard deviation, floored at the mean standard deviation over features (a pixel that
+  is rarely on must not dominate the squared residual), values clipped to ``[-10, 10]``;
+  ``"minmax"`` maps the support's range to ``[0, 1]`` (ADBench's MinMax when ``S`` is the
+  training rows), clipped to ``[-1, 2]``. Standardising won leave-one-category-out on the MVTec
+  family (``bench_meta_rae.py``): the range of a 50-row meta-training support and of a 300-row
+  target differ, their mean and spread much less;
 * task representation ``r = rho(mean_n phi(s_n))`` (deep sets over the support set);
 * encoder ``h(x, r)`` (an MLP, plus a constant bias feature) and a task-specific LINEAR decoder
   ``W``, so the reconstruction is ``h(x, r) W``;
@@ -26,6 +31,14 @@ adapted decoder. :meth:`MetaRobustAEDetector.explain` returns a row's anomalous 
 
 Meta-training maximises a smoothed AUC on the query sets (mean over (anomaly, normal) pairs of
 ``sigmoid(score_anomaly - score_normal)``) with the model adapted to each task's support set.
+Task augmentation (ours, not the paper's): a share ``feature_permutation`` (default: all) of the
+training tasks drawn from sources have their features in a random order, the same for support
+and query. Without it the networks memorise which features mark the sources' anomalies: on
+digits (sources 0-4, validation 5-6) the training AUC reached 0.999 while the validation AUC fell
+from 0.83 to 0.55; with every task permuted it rose to 0.83-0.85 and stayed there. On MVTec
+(leave-one-category-out, seed 0) the mean AUC-ROC went from 0.72 to 0.74-0.75 with a share of 0.5
+or 1. What is learned is then an adaptation that works whatever the feature order; per-task mode
+(one data set, no sources) never permutes.
 Each step draws fresh tasks from one random source; every ``eval_every`` steps the hard AUC on
 fixed tasks of held-out *validation* sources is checked, the best parameters are kept and training
 stops after ``patience`` checks without improvement.
@@ -72,6 +85,8 @@ from rlad.platform.core.data import SUFFIXES, load_dataset, resolve_data
 
 #: ``(K, J, I)``: support rows, normal query rows, anomalous query rows per task.
 TASK_SIZES: dict[str, tuple[int, int, int]] = {"full": (100, 50, 25), "reduced": (50, 20, 10)}
+#: Per-task scaling: how scaled values are clipped (test rows far outside the support stay finite).
+SCALINGS: dict[str, tuple[float, float]] = {"standard": (-10.0, 10.0), "minmax": (-1.0, 2.0)}
 
 
 @dataclass
@@ -88,6 +103,8 @@ class MetaRAEConfig:
     eval_every: int = 50  # steps between validation checks
     patience: int = 6  # validation checks without improvement before stopping
     task_sizes: str = "full"  # a key of TASK_SIZES
+    scaling: str = "standard"  # per-task feature scaling by the support: a key of SCALINGS
+    feature_permutation: float = 1.0  # share of meta-training tasks (from sources) with features in a random order
     min_contamination: float = 0.1  # support anomaly share drawn from U(min, max)
     max_contamination: float = 0.5
     n_val_tasks: int = 16  # fixed validation tasks per validation source
@@ -98,6 +115,10 @@ class MetaRAEConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {sorted(SCALINGS)}, got {self.scaling!r}")
+        if not 0.0 <= self.feature_permutation <= 1.0:
+            raise ValueError(f"feature_permutation is a probability, got {self.feature_permutation}")
         if self.task_sizes not in TASK_SIZES:
             raise ValueError(f"task_sizes must be one of {sorted(TASK_SIZES)}, got {self.task_sizes!r}")
         if not 0.0 <= self.min_contamination <= self.max_contamination < 1.0:
@@ -231,6 +252,16 @@ def pairwise_auc(scores: torch.Tensor, y: torch.Tensor, smooth: bool = True) -> 
     return (wins * pairs).sum() / pairs.sum()
 
 
+def permute_features(S: torch.Tensor, Q: torch.Tensor, share: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each task of ``(S, Q)`` (support and query alike) has its features in a random order with
+    probability ``share``: task augmentation against memorising the sources' features."""
+    out_S, out_Q = S.clone(), Q.clone()
+    for t in np.flatnonzero(rng.random(len(S)) < share):
+        order = torch.from_numpy(rng.permutation(S.shape[-1])).to(S.device)
+        out_S[t], out_Q[t] = S[t][:, order], Q[t][:, order]
+    return out_S, out_Q
+
+
 def _inv_softplus(x: float) -> float:
     return math.log(math.expm1(x))
 
@@ -260,6 +291,7 @@ class MetaRAE(nn.Module):
         self.raw_ridge = nn.Parameter(torch.tensor(_inv_softplus(cfg.init_ridge)))
         self.raw_threshold = nn.Parameter(torch.tensor(_inv_softplus(cfg.init_threshold)))
         self.n_alt_iters = cfg.n_alt_iters
+        self.scaling = cfg.scaling
 
     @property
     def threshold(self) -> torch.Tensor:
@@ -275,8 +307,12 @@ class MetaRAE(nn.Module):
 
     def adapt(self, S: torch.Tensor) -> Adapted:
         """Closed-form robust fit to raw support sets ``S``."""
-        low = S.amin(dim=-2, keepdim=True)
-        span = S.amax(dim=-2, keepdim=True) - low
+        if self.scaling == "standard":
+            low, span = S.mean(dim=-2, keepdim=True), S.std(dim=-2, keepdim=True)
+            span = span.clamp_min(span.mean(dim=-1, keepdim=True))  # a rarely-active feature cannot dominate
+        else:
+            low = S.amin(dim=-2, keepdim=True)
+            span = S.amax(dim=-2, keepdim=True) - low
         span = torch.where(span > 0, span, torch.ones_like(span))
         S = (S - low) / span
         r = self.rho(self.phi(S).mean(dim=-2))
@@ -293,7 +329,7 @@ class MetaRAE(nn.Module):
 
     def residual(self, X: torch.Tensor, a: Adapted) -> torch.Tensor:
         """Reconstruction residual of raw rows ``X`` in the support's scaled units."""
-        X = ((X - a.low) / a.span).clamp(-1.0, 2.0)
+        X = ((X - a.low) / a.span).clamp(*SCALINGS[self.scaling])
         return X - self.features(X, a.r) @ a.W
 
 
@@ -358,7 +394,7 @@ class MetaRobustAEDetector(BaseDetector):
         return self
 
     def _meta_train(self, pools: Sequence[Pool], val_pools: Sequence[Pool], rng: np.random.Generator,
-                    log: Callable[[str], None] | None) -> None:
+                    log: Callable[[str], None] | None, permute: bool = True) -> None:
         cfg, spec = self.config, TaskSpec.of(self.config)
         val = [self._tensors(sample_tasks(p, spec, cfg.n_val_tasks, rng)) for p in val_pools]
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
@@ -378,6 +414,8 @@ class MetaRobustAEDetector(BaseDetector):
                 if stale >= cfg.patience or step == cfg.max_steps:
                     break
             S, Q, Y = self._tensors(sample_tasks(pools[rng.integers(len(pools))], spec, cfg.tasks_per_step, rng))
+            if permute:
+                S, Q = permute_features(S, Q, cfg.feature_permutation, rng)
             loss = -pairwise_auc(self._task_scores(S, Q), Y)
             opt.zero_grad()
             loss.backward()
@@ -412,7 +450,7 @@ class MetaRobustAEDetector(BaseDetector):
             with seeded(cfg.seed) as rng:
                 self._build()
                 pools, val_pools = self._own_pools(X, y, unlabelled, rng)
-                self._meta_train(pools, val_pools, rng, None)
+                self._meta_train(pools, val_pools, rng, None, permute=False)  # one task: its features are the target's
         rng = np.random.default_rng(cfg.seed)
         support = unlabelled if len(unlabelled) <= cfg.max_support else unlabelled[rng.choice(len(unlabelled), cfg.max_support, replace=False)]
         self._adapt(support)
@@ -448,7 +486,7 @@ class MetaRobustAEDetector(BaseDetector):
 
     def explain(self, X: Any) -> np.ndarray:
         """Anomalous attributes ``(n, d)`` of rows under the adapted decoder (in the support's
-        min-max units): large entries mark the features that make a row anomalous."""
+        scaled units): large entries mark the features that make a row anomalous."""
         self._check_fitted()
         X = check_array(X, self.n_features_in_)
         return apply_batched(lambda x: soft_threshold(self._residual(x), self.net.threshold), X, self.device)

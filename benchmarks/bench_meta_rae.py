@@ -14,6 +14,7 @@ detector fits on the same contaminated, unlabelled training rows and scores the 
 
     python benchmarks/bench_meta_rae.py                          # reduced task sizes, seed 0
     python benchmarks/bench_meta_rae.py --sizes full --seeds 0 1 2
+    python benchmarks/bench_meta_rae.py --scaling minmax         # the per-task scaling before
 
 Prints AUC-ROC per category (mean over seeds), ``meta s`` (seconds of meta-training and scoring),
 the mean, and the wins of ``meta`` over each other detector. torch runs on one thread.
@@ -36,11 +37,12 @@ from rlad.platform.core.metrics import auc_scores
 DETECTORS = ("meta", "per_task", "ae", "iforest", "knn")
 
 
-def scores_of(name: str, X: np.ndarray, X_test: np.ndarray, folder: Path, sizes: str, seed: int) -> np.ndarray:
+def scores_of(name: str, X: np.ndarray, X_test: np.ndarray, folder: Path, args: argparse.Namespace, seed: int) -> np.ndarray:
+    options = {"task_sizes": args.sizes, "scaling": args.scaling, "seed": seed}
     if name == "meta":
-        return MetaRobustAEDetector(sources=(str(folder),), task_sizes=sizes, seed=seed).fit(X).decision_function(X_test)
+        return MetaRobustAEDetector(sources=(str(folder),), **options).fit(X).decision_function(X_test)
     if name == "per_task":
-        return MetaRobustAEDetector(task_sizes=sizes, seed=seed).fit(X).decision_function(X_test)
+        return MetaRobustAEDetector(**options).fit(X).decision_function(X_test)
     if name == "ae":
         ae = AutoEncoder(epoch_num=30, hidden_neuron_list=[64, 16], random_state=seed, verbose=0)
         return ae.fit(X).decision_function(X_test)
@@ -51,12 +53,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(adbench_dir().parent / "adbench_mvtec"), help="folder of the task family (one feature width)")
     p.add_argument("--sizes", choices=["full", "reduced"], default="reduced", help="meta-training task sizes (default: reduced)")
+    p.add_argument("--scaling", choices=["standard", "minmax"], default="standard", help="per-task feature scaling (default: standard)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="split and training seeds (default: 0)")
     args = p.parse_args()
     torch.set_num_threads(1)
     folder = Path(args.data)
     files = source_files([folder])
-    print(f"leave-one-out over {len(files)} data sets in {folder}; task sizes {args.sizes}; seeds {args.seeds}")
+    print(f"leave-one-out over {len(files)} data sets in {folder}; task sizes {args.sizes}; scaling {args.scaling}; seeds {args.seeds}")
     print(f"{'target':<24}" + "".join(f"{d:>10}" for d in DETECTORS) + f"{'meta s':>9}")
     table = []
     for f in files:
@@ -67,7 +70,7 @@ def main() -> None:
             split = adbench_split(ds, SplitConfig(la=0.0, seed=seed))
             for d in DETECTORS:
                 started = time.perf_counter()
-                aucs[d].append(auc_scores(split.y_test, scores_of(d, split.X_train, split.X_test, folder, args.sizes, seed))["auc_roc"])
+                aucs[d].append(auc_scores(split.y_test, scores_of(d, split.X_train, split.X_test, folder, args, seed))["auc_roc"])
                 meta_s += (time.perf_counter() - started) if d == "meta" else 0.0
         row = [float(np.mean(aucs[d])) for d in DETECTORS]
         table.append(row)
