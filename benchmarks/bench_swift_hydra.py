@@ -3,7 +3,9 @@
 1. Test AUC-ROC / AUC-PR of the Mamba-MoE detector before augmentation (round 0) vs after the
    last round, per dataset, same seed and split.
 2. Synthesis-env steps/s (walker steps) with Serve-backed vs in-process scoring, and with one
-   walker per scorer call vs a batched vector env, measured side by side in one run.
+   walker per scorer call vs a batched vector env, measured side by side in one run. ``serve``
+   is the default ``ServeScorer`` (requests and results over the replica's gRPC channel),
+   ``serve-refs`` the same through Ray object references.
 
     python benchmarks/bench_swift_hydra.py --datasets thyroid cardio breastw --rounds 2
 """
@@ -18,7 +20,7 @@ import torch
 
 from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
-from rlad.algorithms.swift_hydra import LocalScorer, SwiftHydra, SwiftHydraConfig
+from rlad.algorithms.swift_hydra import LocalScorer, RolloutConfig, SwiftHydra, SwiftHydraConfig
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv
 from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
 from rlad.platform.core.ray_init import init_ray
@@ -52,10 +54,11 @@ def env_throughput(args) -> None:
     anchors = vae.anomaly_anchors(split.X_train[split.y_train_semi == 1])
     path = det.save("runs/bench_swift_hydra/env_detector.pt")
     deploy_detector(str(path), ServeOptions(app_name="bench-detector", num_cpus=0.5, http_port=free_port()))
-    scorers = {"in-process": LocalScorer(det), "serve": ServeScorer("bench-detector")}
+    scorers = {"in-process": LocalScorer(det), "serve": ServeScorer("bench-detector"),
+               "serve-refs": ServeScorer("bench-detector", by_reference=True)}
     print(f"\n{'scorer':<12}{'walkers/call':>13}{'walker steps/s':>16}")
     rates = {}
-    for num_envs in (1, args.num_envs):
+    for num_envs in args.walkers:
         for label, scorer in scorers.items():
             env = LatentSynthesisVecEnv(num_envs, vae, anchors, split.X_train, scorer, seed=0)
             env.reset()
@@ -65,9 +68,11 @@ def env_throughput(args) -> None:
                 env.step(a)
             rates[label, num_envs] = args.env_steps * num_envs / (time.perf_counter() - t)
             print(f"{label:<12}{num_envs:>13}{rates[label, num_envs]:>16.0f}", flush=True)
-    for n in (1, args.num_envs):
-        print(f"serve / in-process at {n} walkers/call: {rates['serve', n] / rates['in-process', n]:.2f}")
-    print(f"serve batched ({args.num_envs}) / serve single: {rates['serve', args.num_envs] / rates['serve', 1]:.1f}x")
+    for n in args.walkers:
+        print(f"serve / in-process at {n} walkers/call: {rates['serve', n] / rates['in-process', n]:.2f} "
+              f"(object references instead of gRPC: {rates['serve-refs', n] / rates['in-process', n]:.2f})")
+    most = max(args.walkers)
+    print(f"serve batched ({most}) / serve single: {rates['serve', most] / rates['serve', min(args.walkers)]:.1f}x")
 
 
 def main() -> None:
@@ -78,7 +83,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--la", type=float, default=0.1)
     p.add_argument("--max-rows", type=int, default=3000)
-    p.add_argument("--num-envs", type=int, default=32)
+    p.add_argument("--walkers", type=int, nargs="+", default=[1, RolloutConfig.num_envs_per_runner, 32],
+                   help="walkers per scorer call (default: 1, the rollout default, 32)")
     p.add_argument("--env-steps", type=int, default=200)
     p.add_argument("--num-cpus", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

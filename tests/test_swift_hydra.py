@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -104,7 +105,10 @@ def test_serve_scores_match_local_batches_and_hot_swaps(ray_cluster, split, dete
     path = detector.save(tmp_path / "v1.pt")
     handle = deploy_detector(str(path), ServeOptions(app_name="test-detector", num_cpus=0.5), version=1)
     X = split.X_test[:64]
-    np.testing.assert_allclose(ServeScorer("test-detector")(X), LocalScorer(detector)(X), rtol=1e-5)
+    for by_reference in (False, True):  # over the replica's gRPC channel (default) or object references
+        scorer = pickle.loads(pickle.dumps(ServeScorer("test-detector", by_reference=by_reference)))  # as env runners get it
+        np.testing.assert_allclose(scorer(X), LocalScorer(detector)(X), rtol=1e-5)
+        assert scorer._handle.handle_options._by_reference is by_reference
     with ThreadPoolExecutor(16) as pool:  # concurrent single-row requests get merged
         out = list(pool.map(lambda i: handle.remote(X[i : i + 1]).result(), range(64)))
     assert max(r["batched_requests"] for r in out) > 1
@@ -119,6 +123,9 @@ def test_serve_scores_match_local_batches_and_hot_swaps(ray_cluster, split, dete
     assert after["version"] == 2 and after["pid"] == before["pid"]  # swapped in place
     assert set(versions) <= {1, 2}
     np.testing.assert_allclose(handle.remote(X).result()["proba"], other.anomaly_probability(X), rtol=1e-5)
+    assert not serve.status().proxies  # deployed for handles only: no HTTP proxy was started
+    with pytest.raises(RuntimeError, match="without an HTTP proxy"):  # HTTP would silently not come up
+        deploy_detector(str(path), ServeOptions(app_name="test-http", num_cpus=0.5, route_prefix="/test"))
     serve.delete("test-detector")
 
 
