@@ -111,8 +111,8 @@ class MambaMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.tokens(x)
         idx, weights, probs = self.route(tok)
-        if self.top_k == 1 and x.shape[0] == 1:  # one row, one expert: no dispatch (single-row scoring)
-            mixed = weights[:, 0, None] * self.experts[int(idx[0, 0])](tok)
+        if x.shape[0] == 1:  # one row (single-row scoring): its experts in turn, no dispatch
+            mixed = sum(weights[:, j, None] * self.experts[e](tok) for j, e in enumerate(idx[0].tolist()))
         else:
             mixed = tok.new_zeros(x.shape[0], tok.shape[-1])
             for e in idx.unique().tolist():  # only the experts some row is routed to

@@ -134,6 +134,17 @@ def test_routing_is_sparse_and_balance_loss_penalises_collapse():
     assert collapsed > balance and collapsed.item() == pytest.approx(4.0, rel=0.01)
 
 
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_single_row_path_matches_batched_dispatch(top_k):
+    torch.manual_seed(0)
+    net = MambaMoE(10, n_experts=4, cfg=MambaMoEConfig(top_k=top_k, d_model=8, d_state=4)).eval()
+    x = torch.rand(32, 10)
+    with torch.no_grad():
+        batched = net(x)[0]
+        single = torch.cat([net(x[i : i + 1])[0] for i in range(len(x))])
+    torch.testing.assert_close(single, batched, rtol=1e-5, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def cardio():
     return small_split("cardio", la=0.3)
