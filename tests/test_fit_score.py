@@ -4,6 +4,7 @@ and Ctrl-C leaving finished results on disk."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from rlad.algorithms.registry import load_detector
 from rlad.algorithms.scaled import ScaledDetector
 from rlad.platform.cli.main import main
+from rlad.platform.core.verbosity import quiet
 from rlad.platform.core import progress
 from rlad.platform.core.data import DatasetError, adbench_file, load_dataset
 from rlad.platform.core.metrics import auc_scores
@@ -171,3 +173,17 @@ def test_quiet_by_default_and_ctrl_c_keeps_finished_runs(tmp_path):
     assert [json.loads(line)["row"]["detector"] for line in (out / "runs.jsonl").read_text().splitlines()] == ["iforest"]
     noise = [line for line in output.splitlines() if " INFO " in line or " WARNING " in line or line.startswith("(")]
     assert noise == [], noise[:5]
+
+
+def test_quiet_switches_tune_to_its_silent_console_output(monkeypatch):
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    try:
+        quiet(True)
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+        quiet(False)
+        assert "RAY_AIR_NEW_OUTPUT" not in os.environ
+        monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "1")
+        quiet(True)
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "1"  # the user's own setting wins
+    finally:
+        quiet(False)

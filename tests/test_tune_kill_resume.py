@@ -53,6 +53,7 @@ def test_killed_tune_run_resumes_from_checkpoints(tmp_path):
     assert second.returncode == 0, out[-3000:]
     summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     assert summary["errors"] == 0 and summary["trials"] == 1
+    assert "View detailed results" not in out and "Configuration for experiment" not in out  # quiet: no Tune boxes
     episodes = pd.read_csv(progress)["episode"].tolist()
     assert episodes[-1] == EPISODES  # completed
     assert episodes[: len(killed_at)] == killed_at and len(episodes) < len(killed_at) + EPISODES  # continued, not restarted

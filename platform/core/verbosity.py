@@ -5,22 +5,34 @@ defaults of Ray and Python."""
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 _quiet = False
+# Tune's default ("new") console output prints its configuration box, "View detailed results" and a
+# TensorBoard hint with print(), whatever RunConfig.verbose says; its legacy output at verbose=0
+# prints nothing (the env var is read when Tuner.fit starts).
+_TUNE_OUTPUT = "RAY_AIR_NEW_OUTPUT"
+_set_tune_output = False
 
 
 def quiet(enabled: bool = True) -> None:
-    """Silence (or not) every log record below ERROR and every Python warning in this process;
-    Ray workers started afterwards by ``init_ray`` keep their logs to themselves. A process-wide
+    """Silence (or not) every log record below ERROR, every Python warning and Tune's console
+    boxes in this process; Ray workers started afterwards by ``init_ray`` keep their logs to
+    themselves. A process-wide
     switch, since Ray, RLlib and Serve reset their own loggers' levels when they start."""
-    global _quiet
+    global _quiet, _set_tune_output
     _quiet = enabled
     logging.disable(logging.WARNING if enabled else logging.NOTSET)
     if enabled:
         warnings.filterwarnings("ignore")
+        if _TUNE_OUTPUT not in os.environ:
+            os.environ[_TUNE_OUTPUT], _set_tune_output = "0", True
     else:
         warnings.resetwarnings()
+        if _set_tune_output:
+            os.environ.pop(_TUNE_OUTPUT, None)
+            _set_tune_output = False
 
 
 def is_quiet() -> bool:
