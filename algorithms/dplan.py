@@ -24,10 +24,12 @@ on RLlib's new API stack (RLModule / Learner / EnvRunner).
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -54,6 +56,9 @@ from rlad.algorithms.base import BaseDetector
 from rlad.envs.dplan_env import DPLANEnv
 from rlad.platform.core import progress
 from rlad.platform.core.ray_init import init_ray
+
+#: The transition replay beside RLlib's own files in a :class:`DPLANTraining` checkpoint.
+REPLAY_FILE = "replay.npz"
 
 # Keys of the Q-network layers in the state dict of RLlib's DefaultDQNTorchRLModule built with
 # fcnet_hiddens=[hidden], head_fcnet_hiddens=[] (encoder = hidden layer, af = Q head).
@@ -184,6 +189,25 @@ class TransitionReplay:
         self.pos = int(idx[-1] + 1) % len(self.obs)
         self.size = min(self.size + len(obs), len(self.obs))
 
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminateds")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the filled part of the buffer, its write position and the sampling RNG state."""
+        n = self.size
+        np.savez(path, capacity=len(self.obs), pos=self.pos, rng=json.dumps(self.rng.bit_generator.state),
+                 **{f: getattr(self, f)[:n] for f in self.FIELDS})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TransitionReplay":
+        with np.load(path) as z:
+            replay = cls(int(z["capacity"]), z["obs"].shape[1], seed=0)
+            n = len(z["obs"])
+            for f in cls.FIELDS:
+                getattr(replay, f)[:n] = z[f]
+            replay.size, replay.pos = n, int(z["pos"])
+            replay.rng.bit_generator.state = json.loads(str(z["rng"]))
+        return replay
+
     def sample(self, n: int) -> MultiAgentBatch:
         """``n`` transitions drawn uniformly with replacement, as a 1-step DQN train batch."""
         i = self.rng.integers(self.size, size=n)
@@ -305,8 +329,9 @@ class DPLANTraining:
     """One DPLAN training run on RLlib, episode by episode: ``DPLANDetector.fit``, the CLI and the
     Tune trainable all drive :meth:`episodes`. Use as a context manager (stops the algorithm).
 
-    ``save``/``restore`` move the RLlib algorithm state (not the replay buffer: RLlib does not
-    checkpoint it), so a restored run continues from its last finished episode."""
+    ``save``/``restore`` move the RLlib algorithm state and the transition replay (which RLlib
+    does not checkpoint), so a restored run continues from its last finished episode with the
+    transitions it had gathered."""
 
     def __init__(self, cfg: DPLANConfig, X: np.ndarray, y: np.ndarray) -> None:
         if not (y == 1).any() or not (y == 0).any():
@@ -336,9 +361,13 @@ class DPLANTraining:
 
     def save(self, path: str | os.PathLike) -> None:
         self.algo.save_to_path(str(path))
+        if hasattr(self.algo, "replay"):
+            self.algo.replay.save(Path(path) / REPLAY_FILE)
 
     def restore(self, path: str | os.PathLike, episode: int) -> None:
         self.algo.restore_from_path(str(path))
+        if (Path(path) / REPLAY_FILE).exists():
+            self.algo.replay = TransitionReplay.load(Path(path) / REPLAY_FILE)
         self.episode = episode
 
     def close(self) -> None:
