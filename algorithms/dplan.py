@@ -165,6 +165,8 @@ class TransitionReplay:
     its learner connectors rebuild a batch from them: profiled on cardio, that took ~70% of a
     DPLAN training step, the gradient updates ~10%. Here a sample is a fancy index."""
 
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminateds")
+
     def __init__(self, capacity: int, obs_dim: int, seed: int) -> None:
         self.obs = np.zeros((capacity, obs_dim), np.float32)
         self.next_obs = np.zeros((capacity, obs_dim), np.float32)
@@ -182,14 +184,13 @@ class TransitionReplay:
             terminated[-1] = ep.is_terminated
             self._put(obs[:-1], obs[1:], np.asarray(ep.get_actions()), np.asarray(ep.get_rewards()), terminated)
 
-    def _put(self, obs, next_obs, actions, rewards, terminateds) -> None:
-        idx = (self.pos + np.arange(len(obs))) % len(self.obs)
-        self.obs[idx], self.next_obs[idx], self.actions[idx] = obs, next_obs, actions
-        self.rewards[idx], self.terminateds[idx] = rewards, terminateds
+    def _put(self, *values: np.ndarray) -> None:
+        """One array per field of :attr:`FIELDS`, in that order, written at the ring's position."""
+        idx = (self.pos + np.arange(len(values[0]))) % len(self.obs)
+        for field, value in zip(self.FIELDS, values, strict=True):
+            getattr(self, field)[idx] = value
         self.pos = int(idx[-1] + 1) % len(self.obs)
-        self.size = min(self.size + len(obs), len(self.obs))
-
-    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminateds")
+        self.size = min(self.size + len(idx), len(self.obs))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the filled part of the buffer, its write position and the sampling RNG state."""

@@ -228,7 +228,7 @@ class MambaMoEDetector(BaseDetector):
         self._build(X.shape[1], n_experts)
         self.net.to(self.device)
         self.train_losses_ = train_mamba_moe(self.net, X, y, self.config, self.device, positive_weight(y, self.config),
-                                             sample_weight=getattr(self, "_sample_weight", None))
+                                             sample_weight=self._sample_weight)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """The anomaly logit per row (the net is on its device in eval mode after fit and load:

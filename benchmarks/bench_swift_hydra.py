@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import time
 
 import numpy as np
@@ -40,20 +39,13 @@ def auc_table(args) -> None:
               f"{b['auc_pr']:>15.4f}{a['auc_pr']:>8.4f}{a['n_synthetic']:>10}", flush=True)
 
 
-def free_port() -> int:
-    """A free local TCP port for Serve's HTTP proxy (8000 may belong to another Serve on the machine)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def env_throughput(args) -> None:
     split = adbench_split(load_dataset(adbench_file("cardio")), SplitConfig(la=0.3, seed=args.seed))
     det = MambaMoEDetector(epochs=2).fit(split.X_train, split.y_train_semi)
     vae = train_beta_vae(split.X_train, split.y_train_semi, BetaVAEConfig(epochs=5))
     anchors = vae.anomaly_anchors(split.X_train[split.y_train_semi == 1])
     path = det.save("runs/bench_swift_hydra/env_detector.pt")
-    deploy_detector(str(path), ServeOptions(app_name="bench-detector", num_cpus=0.5, http_port=free_port()))
+    deploy_detector(str(path), ServeOptions(app_name="bench-detector", num_cpus=0.5))
     scorers = {"in-process": LocalScorer(det), "serve": ServeScorer("bench-detector"),
                "serve-refs": ServeScorer("bench-detector", by_reference=True)}
     print(f"\n{'scorer':<12}{'walkers/call':>13}{'walker steps/s':>16}")

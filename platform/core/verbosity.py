@@ -19,8 +19,8 @@ _set_tune_output = False
 def quiet(enabled: bool = True) -> None:
     """Silence (or not) every log record below ERROR, every Python warning and Tune's console
     boxes in this process; Ray workers started afterwards by ``init_ray`` keep their logs to
-    themselves. A process-wide
-    switch, since Ray, RLlib and Serve reset their own loggers' levels when they start."""
+    themselves. A process-wide switch, since Ray, RLlib and Serve reset their own loggers'
+    levels when they start."""
     global _quiet, _set_tune_output
     _quiet = enabled
     logging.disable(logging.WARNING if enabled else logging.NOTSET)
