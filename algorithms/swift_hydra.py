@@ -75,6 +75,7 @@ def inference_module_config() -> MambaMoEConfig:
 
 
 SYNTHESIS = ("rl", "random")
+SELECTION = ("reward", "evasion")
 
 
 @dataclass
@@ -89,6 +90,7 @@ class SwiftHydraConfig:
     top_l: int = 64
     max_synthetic_fraction: float = 0.03  # and at most this share of the training rows per round
     synthesis: str = "rl"  # "rl" (PPO moves the latents) or "random"
+    selection: str = "reward"  # rank candidates by the env's reward (evasion + round's diversity) or "evasion" alone
     retrain_generator: bool = True  # retrain the C-VAE each round on the combined data set
     inference_module: bool = True  # fit the Inference Module on the final combined data set; it scores
     synthetic_weight: float = 0.5  # loss weight of a synthetic anomaly (real rows weigh 1)
@@ -103,6 +105,8 @@ class SwiftHydraConfig:
     def __post_init__(self) -> None:
         if self.synthesis not in SYNTHESIS:
             raise ValueError(f"synthesis must be one of {SYNTHESIS}, got {self.synthesis!r}")
+        if self.selection not in SELECTION:
+            raise ValueError(f"selection must be one of {SELECTION}, got {self.selection!r}")
 
 
 # -- injected deployment: how env runners score, how the detector is retrained ---------------------
@@ -225,10 +229,10 @@ def random_actions(env: LatentSynthesisVecEnv, seed: int) -> Callable[[np.ndarra
     return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), *env.single_action_space.shape)).astype(np.float32)
 
 
-def select_evasive(samples: np.ndarray, proba: np.ndarray, top_l: int) -> np.ndarray:
-    """The ``top_l`` distinct samples with the lowest anomaly probability."""
+def select_top(samples: np.ndarray, score: np.ndarray, top_l: int) -> np.ndarray:
+    """The ``top_l`` distinct samples with the highest ``score``."""
     _, first = np.unique(np.round(samples, 5), axis=0, return_index=True)
-    order = first[np.argsort(proba[first], kind="stable")]
+    order = first[np.argsort(-score[first], kind="stable")]
     return samples[order[:top_l]]
 
 
@@ -298,7 +302,8 @@ class SwiftHydra:
                         samples, proba = rollout(local, policy_actions(algo.get_module()))
                     else:
                         samples, proba = rollout(local, random_actions(local, cfg.seed + rnd))
-                    new = select_evasive(samples, proba, top_l)
+                    score = local.reward(samples, proba) if cfg.selection == "reward" else -proba
+                    new = select_top(samples, score, top_l)
                     X_aug = np.concatenate([X_aug, new]).astype(np.float32)
                     y_aug = np.concatenate([y_aug, np.ones(len(new), dtype=y.dtype)])
                     w_aug = np.concatenate([w_aug, np.full(len(new), cfg.synthetic_weight, np.float32)])

@@ -137,6 +137,13 @@ class LatentSynthesisVecEnv(gym.vector.VectorEnv):
         nn_dist = torch.cdist(torch.from_numpy(x), self.reference).min(1).values
         return np.log1p(nn_dist.numpy() / self.nn_scale)
 
+    def reward(self, x: np.ndarray, proba: np.ndarray) -> np.ndarray:
+        """Evasion plus the weighted diversity of decoded samples ``x`` the detector gave ``proba``."""
+        rewards = self.cfg.w_evade * -np.log(np.asarray(proba, np.float64) + self.cfg.eps)
+        if self.w_div:
+            rewards = rewards + self.w_div * self.diversity(x)
+        return rewards
+
     def step(self, actions: np.ndarray):
         restarting = self.done.copy()
         moving = ~restarting
@@ -147,10 +154,7 @@ class LatentSynthesisVecEnv(gym.vector.VectorEnv):
         if restarting.any():
             self._restart(restarting)
         x, proba = self._decode_and_score()
-
-        rewards = self.cfg.w_evade * -np.log(proba + self.cfg.eps)
-        if self.w_div:
-            rewards = rewards + self.w_div * self.diversity(x)
+        rewards = self.reward(x, proba)
         rewards[restarting] = 0.0
         truncated = moving & (self.t >= self.cfg.episode_len)
         self.done = truncated

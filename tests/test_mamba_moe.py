@@ -78,12 +78,29 @@ def test_causal_depthwise_conv_matches_conv1d():
 
 
 def test_validation_split_uses_only_known_labels():
-    y = np.r_[np.ones(10), np.zeros(90)].astype(int)
+    y = np.r_[np.ones(20), np.zeros(80)].astype(int)
     train, val = validation_split(y, MambaMoEConfig(val_fraction=0.2))
-    assert y[val].sum() == 2 and (y[val] == 0).sum() == 18  # a share of labelled AND of unlabelled rows
+    assert y[val].sum() == 4 and (y[val] == 0).sum() == 16  # a share of labelled AND of unlabelled rows
     assert np.intersect1d(train, val).size == 0 and np.union1d(train, val).size == 100
     assert validation_split(y, MambaMoEConfig(val_fraction=0.0)) is None
-    assert validation_split(np.r_[np.ones(5), np.zeros(95)].astype(int), MambaMoEConfig(val_fraction=0.2)) is None  # 1 anomaly
+    # too few held-out anomalies for a meaningful AUC: no early stopping
+    assert validation_split(np.r_[np.ones(15), np.zeros(85)].astype(int), MambaMoEConfig(val_fraction=0.2)) is None  # 3
+    assert validation_split(np.r_[np.ones(15), np.zeros(85)].astype(int), MambaMoEConfig(val_fraction=0.2, min_val_anomalies=3)) is not None
+
+
+def test_small_data_sets_get_min_batches_updates_per_epoch(monkeypatch):
+    import rlad.algorithms.mamba_moe as mm
+
+    sizes = []
+    real_bce = mm.F.binary_cross_entropy_with_logits
+    monkeypatch.setattr(mm.F, "binary_cross_entropy_with_logits", lambda logits, *a, **k: sizes.append(len(logits)) or real_bce(logits, *a, **k))
+    X = np.random.default_rng(0).random((170, 4)).astype(np.float32)
+    y = np.r_[np.ones(10), np.zeros(160)].astype(int)
+    MambaMoEDetector(epochs=2, val_fraction=0.0, min_batches=8).fit(X, y)
+    assert len(sizes) == 2 * 8 and max(sizes) == 22  # ceil(170 / 8) rows each, not one 256-row batch per epoch
+    sizes.clear()
+    MambaMoEDetector(epochs=1, val_fraction=0.0, min_batches=1).fit(X, y)
+    assert sizes == [170]
 
 
 def test_mamba_parameter_names_match_mamba_ssm():

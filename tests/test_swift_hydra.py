@@ -16,7 +16,7 @@ from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.algorithms.registry import load_detector, make_detector
 from rlad.algorithms.swift_hydra import (
     LocalScorer, PPOSettings, RolloutConfig, SwiftHydra, SwiftHydraConfig, SwiftHydraDetector, inference_module_config,
-    large_detector_config, select_evasive,
+    large_detector_config, select_top,
 )
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, SynthesisEnvConfig
 from rlad.platform.cli.main import main as cli_main
@@ -95,10 +95,10 @@ def test_latents_stay_in_the_prior_support(split, vae):
     assert env.z.abs().max() <= 3.0
 
 
-def test_select_evasive_dedupes_and_orders():
+def test_select_top_dedupes_and_orders():
     samples = np.array([[0.0], [1.0], [1.0], [2.0]], np.float32)
     proba = np.array([0.9, 0.1, 0.1, 0.5])
-    np.testing.assert_array_equal(select_evasive(samples, proba, 2), [[1.0], [2.0]])
+    np.testing.assert_array_equal(select_top(samples, -proba, 2), [[1.0], [2.0]])
 
 
 def test_serve_scores_match_local_batches_and_hot_swaps(ray_cluster, split, detector, tmp_path):
@@ -215,7 +215,7 @@ def test_synthetic_rows_weigh_less_and_never_validate(split):
     synthetic = np.zeros(len(y), bool)
     synthetic[np.flatnonzero(y == 0)[:50]] = True
     y[synthetic] = 1
-    _, val = validation_split(y, MambaMoEConfig(val_fraction=0.5), real=~synthetic)
+    _, val = validation_split(y, MambaMoEConfig(val_fraction=0.5, min_val_anomalies=2), real=~synthetic)
     assert not synthetic[val].any() and (y[val] == 1).sum() >= 2
     weights = np.where(synthetic, 0.0, 1.0)
     a = MambaMoEDetector(epochs=2, val_fraction=0.0).fit(split.X_train, y, sample_weight=weights)
