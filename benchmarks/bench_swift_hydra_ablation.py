@@ -9,16 +9,21 @@ the same split:
   (``synthesis="random"``, no RL);
 - ``rl_no_div``: RL without the diversity term (``env.w_div=0``);
 - ``swift_hydra``: the full loop, its final large detector;
-- ``inference``: the Inference Module (lightweight experts) fitted on the same final combined data;
+- ``inference``: the Inference Module (lightweight experts) distilled from ``swift_hydra`` on the
+  same final combined data (``distill``); ``inference_labels``: the same module fitted on the
+  labels alone; ``inference_no_synth``: distilled from ``mamba_moe``, no synthetic anomalies
+  (``rounds=0``), which separates what distillation does from what synthesis does;
 - peers, when the ``[peers]`` extra is installed: DeepSAD, PReNet, RoSAS (DeepOD) and CatBoost
   on the labelled rows.
 
 Printed: mean AUC-ROC and AUC-PR per method and wins/ties/losses against ``mamba_moe`` (ties:
 |difference| < 0.001), then the Inference Module's scoring speed against the large detector's
-(one row and 4,096-row batches, one thread).
+(one row and 4,096-row batches, one thread). Every (data set, seed) is one JSON line in ``--out``;
+``--summarize`` prints the table of JSONL files written by runs side by side (e.g. one per core).
 
     python benchmarks/bench_swift_hydra_ablation.py                      # 12 data sets x 3 seeds
     python benchmarks/bench_swift_hydra_ablation.py --datasets thyroid cardio --seeds 0
+    python benchmarks/bench_swift_hydra_ablation.py --summarize runs/a.jsonl runs/b.jsonl
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlad.algorithms.mamba_moe import MambaMoEDetector
 from rlad.algorithms.registry import make_detector
 from rlad.algorithms.swift_hydra import RolloutConfig, SwiftHydra, SwiftHydraConfig
 from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
@@ -42,8 +48,10 @@ from rlad.platform.core.verbosity import quiet
 
 DATASETS = ["thyroid", "cardio", "breastw", "Stamps", "WBC", "Ionosphere", "vertebral", "Waveform",
             "annthyroid", "Cardiotocography", "satimage-2", "pendigits"]
-ABLATIONS = {"random_latent": {"synthesis": "random", "inference_module": False},
-             "rl_no_div": {"env": {"w_div": 0.0}, "inference_module": False}}
+# label -> (config changes, which detector is measured: the final large one or the Inference Module)
+ABLATIONS = {"random_latent": ({"synthesis": "random", "inference_module": False}, "large"),
+             "rl_no_div": ({"env": {"w_div": 0.0}, "inference_module": False}, "large"),
+             "inference_no_synth": ({"synthesis": "random", "rounds": 0}, "inference")}
 PEERS = {"deepsad": ("deepod", {"epochs": 20}), "prenet": ("deepod", {"epochs": 20}),
          "rosas": ("deepod", {"epochs": 20}), "catboost": ("catboost", {})}
 
@@ -78,10 +86,16 @@ def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[
     out["mamba_moe"] = {k: full.history[0][k] for k in keys}
     out["swift_hydra"] = {**{k: full.history[-1][k] for k in keys}, "fit_s": wall}
     out["inference"] = {k: full.inference_record_[k] for k in keys}
-    for label, changes in ABLATIONS.items():
+    X_aug = np.concatenate([split.X_train, full.synthetic_])
+    y_aug = np.r_[split.y_train_semi, np.ones(len(full.synthetic_), split.y_train_semi.dtype)]
+    w_aug = np.r_[np.ones(len(split.X_train)), np.full(len(full.synthetic_), full.cfg.synthetic_weight)]
+    labels_only = MambaMoEDetector(full.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug)
+    out["inference_labels"] = auc_scores(split.y_test, labels_only.decision_function(split.X_test))
+    for label, (changes, measured) in ABLATIONS.items():
         start = time.perf_counter()
         loop, _ = run_loop(loop_config(args, seed, **changes), split)
-        out[label] = {**{k: loop.history[-1][k] for k in keys}, "fit_s": time.perf_counter() - start}
+        record = loop.history[-1] if measured == "large" else loop.inference_record_
+        out[label] = {**{k: record[k] for k in keys}, "fit_s": time.perf_counter() - start}
     for label, (module, options) in PEERS.items():
         if label not in args.peers or importlib.util.find_spec(module) is None:
             continue
@@ -118,9 +132,19 @@ def speed(large, small, X: np.ndarray) -> dict[str, float]:
     return rows
 
 
+def load_results(paths: list[str]) -> dict[tuple[str, int], dict[str, dict[str, float]]]:
+    """Results of earlier runs, one JSON line per (data set, seed)."""
+    results = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line)
+            results[row.pop("dataset"), row.pop("seed")] = row
+    return results
+
+
 def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]]) -> None:
     methods = list(dict.fromkeys(m for r in results.values() for m in r))
-    print(f"\n{'method':14s} {'runs':>4s} {'AUC-ROC':>8s} {'AUC-PR':>7s} | {'W/T/L vs mamba_moe ROC':>22s} {'PR':>9s} | {'fit s':>6s}")
+    print(f"\n{'method':18s} {'runs':>4s} {'AUC-ROC':>8s} {'AUC-PR':>7s} | {'W/T/L vs mamba_moe ROC':>22s} {'PR':>9s} | {'fit s':>6s}")
     for m in methods:
         rows = [(r[m], r["mamba_moe"]) for r in results.values() if m in r]
         roc = np.array([a["auc_roc"] for a, _ in rows])
@@ -130,7 +154,7 @@ def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]]) -> No
             d = np.array([a[metric] - b[metric] for a, b in rows])
             wtl.append(f"{(d > 1e-3).sum()}/{(abs(d) <= 1e-3).sum()}/{(d < -1e-3).sum()}")
         fit = np.mean([a.get("fit_s", np.nan) for a, _ in rows])
-        print(f"{m:14s} {len(rows):4d} {roc.mean():8.4f} {pr.mean():7.4f} | {wtl[0]:>22s} {wtl[1]:>9s} | {fit:6.1f}")
+        print(f"{m:18s} {len(rows):4d} {roc.mean():8.4f} {pr.mean():7.4f} | {wtl[0]:>22s} {wtl[1]:>9s} | {fit:6.1f}")
 
 
 def main() -> None:
@@ -145,7 +169,11 @@ def main() -> None:
     p.add_argument("--no-speed", dest="speed", action="store_false", help="skip the scoring-speed comparison")
     p.add_argument("--num-cpus", type=int, default=2)
     p.add_argument("--out", default="runs/bench_swift_hydra_ablation.jsonl", help="one JSON line per (data set, seed)")
+    p.add_argument("--summarize", nargs="+", metavar="JSONL", help="print the table of earlier runs' --out files and exit")
     args = p.parse_args()
+    if args.summarize:
+        summarize(load_results(args.summarize))
+        return
     quiet()
     torch.set_num_threads(1)
     init_ray(num_cpus=args.num_cpus)

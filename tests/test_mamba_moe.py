@@ -103,6 +103,27 @@ def test_small_data_sets_get_min_batches_updates_per_epoch(monkeypatch):
     assert sizes == [170]
 
 
+def test_soft_targets_replace_labels_in_the_loss():
+    X = np.random.default_rng(0).random((200, 5)).astype(np.float32)
+    y = np.r_[np.ones(20), np.zeros(180)].astype(int)
+    hard = MambaMoEDetector(epochs=2, val_fraction=0.0).fit(X, y)
+    same = MambaMoEDetector(epochs=2, val_fraction=0.0).fit(X, y, target=y.astype(np.float32))
+    soft = MambaMoEDetector(epochs=2, val_fraction=0.0).fit(X, y, target=np.where(y == 1, 0.6, 0.2))
+    np.testing.assert_allclose(hard.decision_function(X), same.decision_function(X), rtol=1e-5)
+    assert not np.allclose(hard.decision_function(X), soft.decision_function(X))
+    with pytest.raises(ValueError, match="target has 3 values"):
+        MambaMoEDetector(epochs=1).fit(X, y, target=np.ones(3))
+
+
+def test_deeper_experts_keep_one_layer_names():
+    one = set(MambaMoE(8, 2, MambaMoEConfig(n_layers=1)).state_dict())
+    two = set(MambaMoE(8, 2, MambaMoEConfig(n_layers=2)).state_dict())
+    assert one < two and all(".deeper.0." in k for k in two - one)
+    assert "experts.0.mamba.A_log" in one  # the first block's names, as one-layer checkpoints hold them
+    with pytest.raises(ValueError, match="n_layers=0"):
+        MambaMoE(8, 2, MambaMoEConfig(n_layers=0))
+
+
 def test_mamba_parameter_names_match_mamba_ssm():
     names = {n for n, _ in Mamba(16, d_state=8).named_parameters()}
     assert names == {"in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight",

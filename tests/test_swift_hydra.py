@@ -101,6 +101,18 @@ def test_select_top_dedupes_and_orders():
     np.testing.assert_array_equal(select_top(samples, -proba, 2), [[1.0], [2.0]])
 
 
+def test_reward_selection_prefers_novel_candidates(split, vae):
+    """Ranked by the env's reward, a copy of a training row loses to an equally evasive novel
+    sample; ranked by evasion alone, the copy (slightly more evasive) wins."""
+    env = make_env(split, vae, CountingScorer(), w_div=1.0)
+    copy, novel = split.X_train[:1], np.full((1, split.n_features), 1.5, np.float32)
+    samples, proba = np.concatenate([copy, novel]), np.array([0.10, 0.11])
+    np.testing.assert_array_equal(select_top(samples, env.reward(samples, proba), 1), novel)
+    np.testing.assert_array_equal(select_top(samples, -proba, 1), copy)
+    with pytest.raises(ValueError, match="selection must be one of"):
+        SwiftHydraConfig(selection="best")
+
+
 def test_serve_scores_match_local_batches_and_hot_swaps(ray_cluster, split, detector, tmp_path):
     path = detector.save(tmp_path / "v1.pt")
     handle = deploy_detector(str(path), ServeOptions(app_name="test-detector", num_cpus=0.5), version=1)
@@ -143,6 +155,29 @@ def test_generator_is_retrained_each_round_on_a_growing_combined_dataset(split, 
     assert loop.generator_rows_ == [n, n + loop.history[1]["n_synthetic"], n + loop.history[2]["n_synthetic"]]
     assert loop.generator_rows_[0] < loop.generator_rows_[1] < loop.generator_rows_[2]
     assert [round(h["w_div"], 6) for h in loop.history[1:]] == [1.0, 0.7]  # per Swift Hydra round, not per walker episode
+
+
+def test_inference_module_distills_the_large_detector(split, tmp_path):
+    """It fits ``(1 - distill) * y + distill * P_large(anomaly)`` with the final large detector;
+    ``distill=0`` fits the labels alone."""
+    def run(distill: float, name: str) -> tuple[SwiftHydra, MambaMoEDetector]:
+        loop = SwiftHydra(tiny(synthesis="random", rounds=1, distill=distill), workdir=tmp_path / name, log=lambda _: None)
+        return loop, loop.run(split.X_train, split.y_train_semi)
+
+    loop, large = run(0.5, "a")
+    X_aug = np.concatenate([split.X_train, loop.synthetic_])
+    y_aug = np.r_[split.y_train_semi, np.ones(len(loop.synthetic_), int)]
+    w_aug = np.r_[np.ones(len(split.X_train)), np.full(len(loop.synthetic_), 0.5)]
+    target = 0.5 * y_aug + 0.5 * large.anomaly_probability(X_aug)
+    student = MambaMoEDetector(loop.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug, target=target)
+    scores = loop.inference_.decision_function(split.X_test)
+    np.testing.assert_allclose(scores, student.decision_function(split.X_test), rtol=1e-5)
+    plain, _ = run(0.0, "b")
+    labels_only = MambaMoEDetector(loop.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug)
+    np.testing.assert_allclose(plain.inference_.decision_function(split.X_test), labels_only.decision_function(split.X_test), rtol=1e-5)
+    assert not np.allclose(scores, labels_only.decision_function(split.X_test))
+    with pytest.raises(ValueError, match="distill must be in"):
+        SwiftHydraConfig(distill=1.5)
 
 
 def test_ablation_switches_change_what_runs(ray_cluster, split, tmp_path):

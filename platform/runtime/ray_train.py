@@ -86,7 +86,7 @@ def retrain_with_ray_train(parquet: str | Path, cfg: MambaMoEConfig, options: Ra
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config={"parquet": str(Path(parquet).resolve()), "model": dataclasses.asdict(cfg),
-                           "n_experts": n_experts, "pos_weight": positive_weight(ds.y, cfg, sample_weight),
+                           "n_experts": n_experts, "pos_weight": positive_weight(ds.y, cfg),
                            "sample_weight": None if sample_weight is None else np.asarray(sample_weight, np.float32)},
         scaling_config=ScalingConfig(num_workers=options.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": options.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
