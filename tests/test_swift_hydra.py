@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 from ray import serve
 
 from conftest import small_split
@@ -85,6 +86,16 @@ def test_diversity_is_novelty_against_train_and_accepted_samples(split, vae):
     env.set_diversity_weight(0.25)
     _, r3, *_ = env.step(zeros)
     np.testing.assert_allclose(r3, 0.25 * r1, rtol=1e-5)
+
+
+def test_generator_latents_carry_information(split, vae):
+    """No posterior collapse: the labelled anomalies' latent means move away from the prior's and
+    decoded samples spread over a good part of the data's spread (collapsed: ~0.003 and ~0.2)."""
+    X, y = split.X_train, split.y_train_semi
+    assert np.abs(vae.anomaly_anchors(X[y == 1])).mean() > 0.03
+    with torch.no_grad():
+        decoded = vae.decode(torch.randn(500, vae.latent_dim), torch.ones(500)).numpy()
+    assert decoded.std(0).sum() > 0.25 * X.std(0).sum()
 
 
 def test_latents_stay_in_the_prior_support(split, vae):
