@@ -142,19 +142,31 @@ def load_results(paths: list[str]) -> dict[tuple[str, int], dict[str, dict[str, 
     return results
 
 
+def wins(results: dict, method: str, baseline: str) -> list[str]:
+    """``wins/ties/losses`` of ``method`` against ``baseline`` on AUC-ROC and on AUC-PR (ties: |d| <= 0.001)."""
+    rows = [(r[method], r[baseline]) for r in results.values() if method in r and baseline in r]
+    out = []
+    for metric in ("auc_roc", "auc_pr"):
+        d = np.array([a[metric] - b[metric] for a, b in rows])
+        out.append(f"{(d > 1e-3).sum()}/{(abs(d) <= 1e-3).sum()}/{(d < -1e-3).sum()}")
+    return out
+
+
 def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]]) -> None:
     methods = list(dict.fromkeys(m for r in results.values() for m in r))
     print(f"\n{'method':18s} {'runs':>4s} {'AUC-ROC':>8s} {'AUC-PR':>7s} | {'W/T/L vs mamba_moe ROC':>22s} {'PR':>9s} | {'fit s':>6s}")
     for m in methods:
-        rows = [(r[m], r["mamba_moe"]) for r in results.values() if m in r]
-        roc = np.array([a["auc_roc"] for a, _ in rows])
-        pr = np.array([a["auc_pr"] for a, _ in rows])
-        wtl = []
-        for metric in ("auc_roc", "auc_pr"):
-            d = np.array([a[metric] - b[metric] for a, b in rows])
-            wtl.append(f"{(d > 1e-3).sum()}/{(abs(d) <= 1e-3).sum()}/{(d < -1e-3).sum()}")
-        fit = np.mean([a.get("fit_s", np.nan) for a, _ in rows])
-        print(f"{m:18s} {len(rows):4d} {roc.mean():8.4f} {pr.mean():7.4f} | {wtl[0]:>22s} {wtl[1]:>9s} | {fit:6.1f}")
+        rows = [r[m] for r in results.values() if m in r]
+        roc, pr = (np.mean([a[k] for a in rows]) for k in ("auc_roc", "auc_pr"))
+        wtl = wins(results, m, "mamba_moe")
+        fit = np.mean([a.get("fit_s", np.nan) for a in rows])
+        print(f"{m:18s} {len(rows):4d} {roc:8.4f} {pr:7.4f} | {wtl[0]:>22s} {wtl[1]:>9s} | {fit:6.1f}")
+    if "random_latent" in methods:
+        roc, pr = wins(results, "swift_hydra", "random_latent")
+        print(f"swift_hydra vs random_latent W/T/L: AUC-ROC {roc}, AUC-PR {pr}")
+    gap = [r["inference"]["auc_roc"] - r["swift_hydra"]["auc_roc"] for r in results.values()]
+    print(f"Inference Module - large detector, AUC-ROC: mean {np.mean(gap):+.4f}, "
+          f"within 0.01 on {sum(abs(g) <= 0.01 for g in gap)}/{len(gap)} runs")
 
 
 def main() -> None:
