@@ -250,7 +250,10 @@ class MambaMoEDetector(BaseDetector):
         for name, v in (("sample_weight", self._sample_weight), ("target", self._target)):
             if v is not None and len(v) != len(X):
                 raise ValueError(f"{name} has {len(v)} values for {len(X)} rows")
-        return super().fit(X, y)
+        try:
+            return super().fit(X, y)
+        finally:  # per-row arrays of one fit: not kept in the fitted detector (nor in its pickles)
+            self._sample_weight = self._target = None
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
         if y is None or y.sum() == 0:

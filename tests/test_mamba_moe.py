@@ -111,6 +111,7 @@ def test_soft_targets_replace_labels_in_the_loss():
     soft = MambaMoEDetector(epochs=2, val_fraction=0.0).fit(X, y, target=np.where(y == 1, 0.6, 0.2))
     np.testing.assert_allclose(hard.decision_function(X), same.decision_function(X), rtol=1e-5)
     assert not np.allclose(hard.decision_function(X), soft.decision_function(X))
+    assert soft._target is None and soft._sample_weight is None  # one fit's per-row arrays are not kept
     with pytest.raises(ValueError, match="target has 3 values"):
         MambaMoEDetector(epochs=1).fit(X, y, target=np.ones(3))
 
