@@ -158,16 +158,30 @@ def test_quiet_by_default_and_ctrl_c_keeps_finished_runs(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "rlad.platform.cli", "bench", "--detectors", "iforest", "dplan", "--data", "cardio",
            "--out", str(out), "--num-cpus", "2", "--no-report", "--no-progress", "--detector-config", "dplan.episodes=200"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while not (out / "runs.jsonl").exists() or not (out / "runs.jsonl").read_text().strip():
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else "slow"
-        time.sleep(0.5)
-    time.sleep(8)  # DPLAN is training in the driver now
-    proc.send_signal(signal.SIGINT)
-    start = time.time()
-    output, _ = proc.communicate(timeout=60)
-    assert time.time() - start < 20 and proc.returncode == 130, output[-2000:]
+    # Ctrl-C as from a terminal: under a non-interactive shell's `cmd &` SIGINT is ignored (POSIX),
+    # and an ignored signal stays ignored in children; a handler here gives the child the default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        deadline = time.time() + 240
+        while not (out / "runs.jsonl").exists() or not (out / "runs.jsonl").read_text().strip():
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else "slow"
+            time.sleep(0.5)
+        time.sleep(8)  # DPLAN is training in the driver now
+        proc.send_signal(signal.SIGINT)
+        start = time.time()
+        try:
+            output, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("rlad bench kept running 60 s after Ctrl-C")
+        assert time.time() - start < 20 and proc.returncode == 130, output[-2000:]
+    finally:  # a failed run must not leave the bench training beside the rest of the suite
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     results = pd.read_csv(out / "results.csv")
     assert results["detector"].tolist() == ["iforest"]  # the finished run is on disk
     assert [json.loads(line)["row"]["detector"] for line in (out / "runs.jsonl").read_text().splitlines()] == ["iforest"]
