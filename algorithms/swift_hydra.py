@@ -286,7 +286,8 @@ class SwiftHydra:
             self.rollout_nodes_ = set(algo.env_runner_group.foreach_env_runner(
                 lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.rollout.num_env_runners == 0))
             self.log(f"[swift-hydra] {max(cfg.rollout.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
-        X_aug, y_aug, w_aug = X, y, np.ones(len(y), np.float32)
+        self.synthetic_ = np.empty((0, X.shape[1]), np.float32)
+        X_aug, y_aug, w_aug = self.combined(X, y)
         top_l = min(cfg.top_l, max(1, int(cfg.max_synthetic_fraction * len(X))))
         walkers = max(len(anchors), top_l)  # enough candidates even with few labelled anomalies
         try:
@@ -307,10 +308,8 @@ class SwiftHydra:
                         samples, proba = rollout(local, random_actions(local, cfg.seed + rnd))
                     score = local.reward(samples, proba) if cfg.selection == "reward" else -proba
                     new = select_top(samples, score, top_l)
-                    X_aug = np.concatenate([X_aug, new]).astype(np.float32)
-                    y_aug = np.concatenate([y_aug, np.ones(len(new), dtype=y.dtype)])
-                    w_aug = np.concatenate([w_aug, np.full(len(new), cfg.synthetic_weight, np.float32)])
-                    self.synthetic_ = X_aug[len(X):]
+                    self.synthetic_ = np.concatenate([self.synthetic_, new]).astype(np.float32)
+                    X_aug, y_aug, w_aug = self.combined(X, y)
                     if cfg.retrain_generator:  # the self-reinforcing part: the generator learns from the combined data
                         vae = self._train_generator(X_aug, y_aug)
                         anchors = vae.anomaly_anchors(X[y == 1])
@@ -334,6 +333,13 @@ class SwiftHydra:
             if X_eval is not None:
                 self.inference_record_.update(auc_scores(y_eval, self.inference_.decision_function(X_eval)))
             self.log("[swift-hydra] inference module " + " ".join(f"{k}={v:.4g}" for k, v in self.inference_record_.items()))
+
+    def combined(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The combined data set: training rows ``(X, y)`` then the synthetic anomalies accepted so
+        far (label 1), with each row's loss weight (1, ``synthetic_weight`` for synthetic rows)."""
+        n = len(self.synthetic_)
+        return (np.concatenate([X, self.synthetic_]).astype(np.float32), np.concatenate([y, np.ones(n, dtype=y.dtype)]),
+                np.concatenate([np.ones(len(y), np.float32), np.full(n, self.cfg.synthetic_weight, np.float32)]))
 
     def _distilled(self, y: np.ndarray, teacher: MambaMoEDetector, X: np.ndarray) -> np.ndarray | None:
         """The Inference Module's targets, ``(1 - distill) * y + distill * P_large(anomaly | x)``

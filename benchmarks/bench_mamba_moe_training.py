@@ -19,14 +19,13 @@ import time
 import numpy as np
 import torch
 
+from bench_swift_hydra_ablation import DATASETS  # the same development sets (this script's folder is on sys.path)
 from rlad.algorithms.mamba_moe import MambaMoEDetector
 from rlad.algorithms.registry import make_detector
 from rlad.algorithms.swift_hydra import large_detector_config
 from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
 from rlad.platform.core.metrics import auc_scores
 
-DATASETS = ["thyroid", "cardio", "breastw", "Stamps", "WBC", "Ionosphere", "vertebral", "Waveform",
-            "annthyroid", "Cardiotocography", "satimage-2", "pendigits"]
 BEFORE = dict(min_batches=1, min_val_anomalies=2)
 
 

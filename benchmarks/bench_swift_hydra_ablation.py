@@ -86,9 +86,7 @@ def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[
     out["mamba_moe"] = {k: full.history[0][k] for k in keys}
     out["swift_hydra"] = {**{k: full.history[-1][k] for k in keys}, "fit_s": wall}
     out["inference"] = {k: full.inference_record_[k] for k in keys}
-    X_aug = np.concatenate([split.X_train, full.synthetic_])
-    y_aug = np.r_[split.y_train_semi, np.ones(len(full.synthetic_), split.y_train_semi.dtype)]
-    w_aug = np.r_[np.ones(len(split.X_train)), np.full(len(full.synthetic_), full.cfg.synthetic_weight)]
+    X_aug, y_aug, w_aug = full.combined(split.X_train, split.y_train_semi)
     labels_only = MambaMoEDetector(full.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug)
     out["inference_labels"] = auc_scores(split.y_test, labels_only.decision_function(split.X_test))
     for label, (changes, measured) in ABLATIONS.items():
