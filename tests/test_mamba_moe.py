@@ -1,6 +1,8 @@
 """Selective scan against a naive reference, Mamba parameter names, the MoE detector."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -182,6 +184,24 @@ def test_single_row_path_matches_batched_dispatch(top_k):
         batched = net(x)[0]
         single = torch.cat([net(x[i : i + 1])[0] for i in range(len(x))])
     torch.testing.assert_close(single, batched, rtol=1e-5, atol=1e-6)
+
+
+def test_single_row_traces_follow_loaded_weights_and_pickle():
+    cfg = MambaMoEConfig(top_k=2, d_model=8, d_state=4)
+    torch.manual_seed(0)
+    net, other = MambaMoE(10, 2, cfg).eval(), MambaMoE(10, 2, cfg).eval()
+    x = torch.rand(1, 10)
+    with torch.no_grad():
+        net(x)
+        assert len(net._traced) == 2  # both experts of the row, traced on first use
+        net.load_state_dict(other.state_dict())
+        traced = net(x)[0]
+    eager = other(x)[0]  # with gradients: the experts themselves run
+    torch.testing.assert_close(traced, eager.detach())
+    clone = pickle.loads(pickle.dumps(net))
+    assert clone._traced == {}
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x)[0], traced)
 
 
 @pytest.fixture(scope="module")
