@@ -7,10 +7,10 @@ Each round:
 2. PPO (RLlib) trains a policy that moves beta-VAE latents of known anomalies so that decoded
    samples evade the detector while staying diverse (see ``rlad.envs.latent_synthesis_env``);
 3. the trained policy rolls out deterministically from the anchors (at least ``l`` walkers,
-   started near randomly drawn anchors); the ``l`` most evasive decoded samples (lowest detector
-   P(anomaly)) join the training data as anomalies, with ``l = min(top_l,
-   max_synthetic_fraction * n_train)`` so that synthetic rows never swamp a small data set, and the
-   augmented data is written to Parquet;
+   started near randomly drawn anchors); the ``l`` decoded samples with the highest reward
+   (``selection``) join the training data as anomalies, with ``l = min(top_l,
+   max_synthetic_fraction * n_train, max_synthetic_per_anomaly * n_labelled_anomalies)`` so that
+   synthetic rows never swamp the labelled ones, and the augmented data is written to Parquet;
 4. the injected :class:`Retrainer` fits a fresh detector on that Parquet file (in this process by
    default; ``rlad.platform.runtime.ray_train.RayTrainRetrainer`` uses Ray Train).
 
@@ -89,6 +89,11 @@ class SwiftHydraConfig:
     ppo_iterations: int = 4
     top_l: int = 64
     max_synthetic_fraction: float = 0.03  # and at most this share of the training rows per round
+    # ...and at most this many per labelled anomaly per round (None: no such cap). Without it, synthetic
+    # rows outnumbered labelled anomalies 25 to 1 on thyroid by round 2; trial on 10 development sets x
+    # seeds 0 1 (mean AUC-ROC / AUC-PR of the final large detector): 0.853 / 0.600 uncapped, 0.886 / 0.652
+    # at 1 (alone 0.877 / 0.645), lower at 0.5 and 2.
+    max_synthetic_per_anomaly: float | None = 1.0
     synthesis: str = "rl"  # "rl" (PPO moves the latents) or "random"
     selection: str = "reward"  # rank candidates by the env's reward (evasion + round's diversity) or "evasion" alone
     retrain_generator: bool = True  # retrain the C-VAE each round on the combined data set
@@ -289,6 +294,8 @@ class SwiftHydra:
         self.synthetic_ = np.empty((0, X.shape[1]), np.float32)
         X_aug, y_aug, w_aug = self.combined(X, y)
         top_l = min(cfg.top_l, max(1, int(cfg.max_synthetic_fraction * len(X))))
+        if cfg.max_synthetic_per_anomaly is not None:
+            top_l = min(top_l, max(1, int(cfg.max_synthetic_per_anomaly * y.sum())))
         walkers = max(len(anchors), top_l)  # enough candidates even with few labelled anomalies
         try:
             with TBLogger(self.workdir / "tensorboard") as tb:

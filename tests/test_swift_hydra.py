@@ -165,6 +165,8 @@ def test_generator_is_retrained_each_round_on_a_growing_combined_dataset(split, 
     n = len(split.X_train)
     assert loop.generator_rows_ == [n, n + loop.history[1]["n_synthetic"], n + loop.history[2]["n_synthetic"]]
     assert loop.generator_rows_[0] < loop.generator_rows_[1] < loop.generator_rows_[2]
+    per_round = min(16, int(0.03 * n), int(split.y_train_semi.sum()))  # top_l, share of rows, one per labelled anomaly
+    assert [h["n_synthetic"] for h in loop.history[1:]] == [per_round, 2 * per_round]
     assert [round(h["w_div"], 6) for h in loop.history[1:]] == [1.0, 0.7]  # per Swift Hydra round, not per walker episode
 
 
