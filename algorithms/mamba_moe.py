@@ -129,7 +129,7 @@ class MambaMoE(nn.Module):
     def single_row_expert(self, e: int, tok: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """Expert ``e`` for one row (``tok``: (1, L, d)). On CPU without gradients it is traced by
         TorchScript on first use (sharing the expert's parameters, so loaded weights apply): its ~100
-        small ATen ops then run without Python between them, 1.5x single-row scoring on cardio
+        small ATen ops then run without Python between them, 1.4x single-row scoring on cardio
         (``benchmarks/bench_mamba_moe.py``), for a one-off ~50 ms per expert."""
         if torch.is_grad_enabled() or tok.device.type != "cpu":
             return self.experts[e]

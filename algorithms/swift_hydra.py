@@ -92,7 +92,8 @@ class SwiftHydraConfig:
     # ...and at most this many per labelled anomaly per round (None: no such cap). Without it, synthetic
     # rows outnumbered labelled anomalies 25 to 1 on thyroid by round 2. Trial, 12 development sets x seeds
     # 0 1 (23 runs), final large detector's mean AUC-ROC / AUC-PR: 0.872 / 0.627 uncapped, 0.896 / 0.657
-    # at 1 (Mamba-MoE alone 0.890 / 0.672); 0.5 and 2 were lower on the runs they shared with 1.
+    # at 1 (Mamba-MoE alone 0.890 / 0.672); on the runs they shared with 1, 0.5 gave 0.900 / 0.695 against
+    # 0.903 / 0.705 (13 runs) and 2 gave 0.890 / 0.658 against 0.908 / 0.717 (14 runs).
     max_synthetic_per_anomaly: float | None = 1.0
     synthesis: str = "rl"  # "rl" (PPO moves the latents) or "random"
     selection: str = "reward"  # rank candidates by the env's reward (evasion + round's diversity) or "evasion" alone
@@ -113,6 +114,8 @@ class SwiftHydraConfig:
             raise ValueError(f"synthesis must be one of {SYNTHESIS}, got {self.synthesis!r}")
         if not 0.0 <= self.distill <= 1.0:
             raise ValueError(f"distill must be in [0, 1], got {self.distill}")
+        if self.max_synthetic_per_anomaly is not None and self.max_synthetic_per_anomaly <= 0:
+            raise ValueError(f"max_synthetic_per_anomaly must be positive or None, got {self.max_synthetic_per_anomaly}")
         if self.selection not in SELECTION:
             raise ValueError(f"selection must be one of {SELECTION}, got {self.selection!r}")
 

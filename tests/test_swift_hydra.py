@@ -209,6 +209,8 @@ def test_ablation_switches_change_what_runs(ray_cluster, split, tmp_path):
 
     with pytest.raises(ValueError, match="synthesis must be one of"):
         SwiftHydraConfig(synthesis="gan")
+    with pytest.raises(ValueError, match="max_synthetic_per_anomaly must be positive"):
+        SwiftHydraConfig(max_synthetic_per_anomaly=0)
 
 
 @pytest.mark.slow
