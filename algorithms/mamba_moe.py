@@ -298,9 +298,9 @@ class MambaMoEDetector(BaseDetector):
         """The anomaly logit per row (the net is on its device in eval mode after fit and load:
         moving it on every call cost half of a single-row score). On CPU in chunks whose scan
         states stay in cache: about ``CACHED_STATES`` values per expert (rows routed to it x
-        ``2 d_model`` channels x ``d_state``)."""
-        cfg = self.config
-        rows = CACHED_STATES * self.n_experts_ // (cfg.top_k * 2 * cfg.d_model * cfg.d_state)
+        the Mamba block's inner channels x ``d_state``)."""
+        mamba = self.net.experts[0].mamba
+        rows = CACHED_STATES * self.n_experts_ // (self.config.top_k * mamba.d_inner * mamba.d_state)
         chunk = int(np.clip(rows, 256, 4096)) if self.device.type == "cpu" else 4096
         return apply_batched(lambda xb: self.net(xb)[0], X, self.device, batch_size=chunk)
 
