@@ -1,7 +1,8 @@
 """Mamba Mixture-of-Experts anomaly detector for tabular rows.
 
-A row becomes a token sequence (features grouped into patches of ``ceil(n_features / max_tokens)``,
-each with its own linear embedding). A router reads the mean token and sends each
+A row becomes a token sequence: its features, then (``rank_features``) each feature's rank among the
+training rows, grouped into patches of ``ceil(width / max_tokens)``, each with its own linear
+embedding. A router reads the mean token and sends each
 row to its ``top_k`` experts (sparse: an expert runs only on the rows routed to it); each expert is
 ``n_layers`` pre-norm residual Mamba blocks (SiLU-gated selective SSM) followed by mean pooling. The weighted
 expert outputs feed a linear head that gives the anomaly logit. Training minimises class-weighted
@@ -15,6 +16,13 @@ Cost grows linearly with the number of tokens (every token runs the scan over a
 (64) it trained 14-29x faster than one token per feature with all 20 epochs, at a higher test AUC
 (``benchmarks/bench_mamba_moe.py``).
 
+Rank features: a min-max scaled feature whose values crowd near 0 (a long tail) gives the network
+one tiny input range for most rows; its rank spreads them over [0, 1], as trees see them. Appending
+the ranks (not replacing the values, which keep the extremes: ranks saturate beyond the training
+range) raised the large detector's mean AUC-ROC / AUC-PR on 12 development sets x 3 seeds (la =
+0.1, 10 epochs) from 0.898 / 0.684 to 0.909 / 0.711 (wins/ties/losses 19/4/13, 23/3/10); ranks
+instead of the values gave 0.883 / 0.602.
+
 Number of experts (when ``n_experts`` is None), from data complexity: with ``k90`` the number of
 principal components explaining 90% of the training variance,
 ``n_experts = clip(1 + round(log2(1 + k90)), 2, max_experts)``: one more expert for every doubling
@@ -22,6 +30,7 @@ of the intrinsic dimension.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -39,6 +48,9 @@ from rlad.algorithms.torch_utils import apply_batched, module_state, resolve_dev
 from rlad.platform.core import progress
 
 
+RANK_KNOTS = 256  # training quantiles kept per feature for rank features
+
+
 @dataclass
 class MambaMoEConfig:
     n_experts: int | None = None
@@ -48,7 +60,9 @@ class MambaMoEConfig:
     d_state: int = 8
     n_layers: int = 1  # residual Mamba blocks per expert
     max_tokens: int = 16  # features are grouped into at most this many tokens (cost grows with it)
+    rank_features: bool = True  # append each feature's rank among the training rows (module docstring)
     epochs: int = 20  # at most: training stops early when the validation AUC stops improving
+    unvalidated_epochs: int = 5  # at most, without a validation split (too few labelled anomalies to hold out)
     batch_size: int = 256
     min_batches: int = 8  # an epoch has at least this many mini-batches: small data sets get smaller ones
     lr: float = 3e-3
@@ -108,9 +122,12 @@ class MambaMoE(nn.Module):
             raise ValueError(f"n_layers={cfg.n_layers} must be at least 1")
         if not 1 <= cfg.top_k <= n_experts:
             raise ValueError(f"top_k={cfg.top_k} must be in [1, n_experts={n_experts}]")
-        self.n_experts, self.top_k = n_experts, cfg.top_k
-        self.patch = math.ceil(n_features / cfg.max_tokens)
-        self.n_tokens = math.ceil(n_features / self.patch)
+        self.n_experts, self.top_k, self.rank_features = n_experts, cfg.top_k, cfg.rank_features
+        width = 2 * n_features if cfg.rank_features else n_features  # values per row: features, then their ranks
+        self.patch = math.ceil(width / cfg.max_tokens)
+        self.n_tokens = math.ceil(width / self.patch)
+        if cfg.rank_features:  # set by fit_ranks; a buffer, so checkpoints and DDP replicas carry it
+            self.register_buffer("rank_knots", torch.zeros(n_features, RANK_KNOTS))
         # A separate linear embedding per token (feature group), as in FT-Transformer.
         self.embed_weight = nn.Parameter(torch.randn(self.n_tokens, self.patch, cfg.d_model) / math.sqrt(self.patch))
         self.embed_bias = nn.Parameter(0.02 * torch.randn(self.n_tokens, cfg.d_model))
@@ -140,9 +157,27 @@ class MambaMoE(nn.Module):
                 self._traced[key] = torch.jit.trace(self.experts[e], tok, check_trace=False)
         return self._traced[key]
 
+    def fit_ranks(self, X: np.ndarray) -> None:
+        """Keep ``RANK_KNOTS`` quantiles of each feature of the training rows ``X``."""
+        knots = np.quantile(np.asarray(X, np.float64), np.linspace(0.0, 1.0, RANK_KNOTS), axis=0).T
+        self.rank_knots.copy_(torch.from_numpy(np.ascontiguousarray(knots)))
+
+    def ranks(self, x: torch.Tensor) -> torch.Tensor:
+        """Each value's mid-rank among its feature's training quantiles: (b, n_features) in [0, 1]
+        (ties, e.g. a binary feature's many zeros, share their middle rank)."""
+        values = x.T.contiguous()
+        below = torch.searchsorted(self.rank_knots, values, side="left")
+        upto = torch.searchsorted(self.rank_knots, values, side="right")
+        return ((below + upto).to(x.dtype) / (2 * self.rank_knots.shape[1])).T
+
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        pad = self.n_tokens * self.patch - x.shape[1]
-        x = F.pad(x, (0, pad)).view(x.shape[0], self.n_tokens, self.patch)
+        """(b, n_features) -> (b, n_tokens, d_model): the features, then (``rank_features``) their
+        ranks, in groups of ``patch`` values. Ranks interleaved with their features (half the tokens
+        for narrow tables) scored 0.909 / 0.692 in the trial of the module docstring, at 5 epochs
+        against 0.914 / 0.713 for this order."""
+        if self.rank_features:
+            x = torch.cat([x, self.ranks(x)], dim=1)
+        x = F.pad(x, (0, self.n_tokens * self.patch - x.shape[1])).view(x.shape[0], self.n_tokens, self.patch)
         return torch.einsum("btp,tpd->btd", x, self.embed_weight) + self.embed_bias
 
     def route(self, tok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -193,6 +228,15 @@ def validation_split(y: np.ndarray, cfg: MambaMoEConfig, real: np.ndarray | None
     return np.setdiff1d(np.arange(len(y)), val), val
 
 
+def epoch_budget(y: np.ndarray, cfg: MambaMoEConfig, real: np.ndarray | None = None) -> int:
+    """``epochs`` when :func:`validation_split` can stop training early, else at most
+    ``unvalidated_epochs``: with a few labelled anomalies and nothing to stop on, longer training
+    fits them ever more tightly. Large detector, 12 development sets x 3 seeds at la = 0.1 (a
+    split on one set only), mean AUC-ROC / AUC-PR: without rank features 0.894 / 0.666 (5 epochs),
+    0.898 / 0.684 (10), 0.881 / 0.659 (20); with them 0.914 / 0.713 (5), 0.909 / 0.711 (10)."""
+    return cfg.epochs if validation_split(y, cfg, real) is not None else min(cfg.epochs, cfg.unvalidated_epochs)
+
+
 def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, device: torch.device,
                     pos_weight: float, on_epoch: Callable[[int, float], None] | None = None,
                     sample_weight: np.ndarray | None = None, target: np.ndarray | None = None) -> list[float]:
@@ -208,10 +252,13 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
     Early stopping (unwrapped nets only: DDP workers would stop at different epochs): with
     :func:`validation_split`, after each epoch the AUC of held-out labelled anomalies against
     held-out unlabelled rows; training stops after ``patience`` epochs without a better one and
-    the best epoch's weights are kept."""
+    the best epoch's weights are kept. Without a split, :func:`epoch_budget` caps the epochs (DDP
+    workers see a shard: their caller sets ``cfg.epochs`` from the whole data set)."""
     weight = np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
     target = np.asarray(y if target is None else target, np.float32)
-    split = None if isinstance(net, nn.parallel.DistributedDataParallel) else validation_split(y, cfg, real=weight == 1)
+    ddp = isinstance(net, nn.parallel.DistributedDataParallel)
+    split = None if ddp else validation_split(y, cfg, real=weight == 1)
+    epochs = cfg.epochs if ddp or split is not None else epoch_budget(y, cfg, real=weight == 1)
     val = None
     if split is not None:
         val = torch.from_numpy(X[split[1]]).to(device), y[split[1]]
@@ -223,7 +270,7 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses: list[float] = []
     best_auc, best_state, stale = -1.0, None, 0
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         net.train()
         total = 0.0
         for batch in torch.randperm(len(Xt), generator=gen).split(batch_size):
@@ -235,7 +282,7 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
             opt.step()
             total += loss.item() * len(batch)
         losses.append(total / len(Xt))
-        progress.update("epoch", epoch + 1, cfg.epochs, loss=losses[-1])
+        progress.update("epoch", epoch + 1, epochs, loss=losses[-1])
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
         if val is not None:
@@ -289,6 +336,8 @@ class MambaMoEDetector(BaseDetector):
             raise ValueError("MambaMoEDetector is supervised: y must mark at least one anomaly with 1")
         n_experts = self.config.n_experts or experts_from_complexity(X, self.config.max_experts)
         self._build(X.shape[1], n_experts)
+        if self.config.rank_features:
+            self.net.fit_ranks(X)
         self.net.to(self.device)
         self.train_losses_ = train_mamba_moe(self.net, X, y, self.config, self.device,
                                              positive_weight(y, self.config),
@@ -315,6 +364,8 @@ class MambaMoEDetector(BaseDetector):
         return {"n_experts": self.n_experts_, "net": module_state(self.net)}
 
     def _set_state(self, state: dict[str, Any]) -> None:
+        if self.config.rank_features and "rank_knots" not in state["net"]:  # saved before rank features existed
+            self.config = dataclasses.replace(self.config, rank_features=False)
         self._build(self.n_features_in_, int(state["n_experts"]))
         self.net.load_state_dict(state["net"])
         self.net.to(self.device).eval()

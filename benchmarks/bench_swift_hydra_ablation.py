@@ -59,8 +59,9 @@ PEERS = {"deepsad": ("deepod", {"epochs": 20}), "prenet": ("deepod", {"epochs": 
 def loop_config(args: argparse.Namespace, seed: int, **changes) -> SwiftHydraConfig:
     base = SwiftHydraConfig(rounds=args.rounds, ppo_iterations=args.ppo_iterations, seed=seed,
                             rollout=RolloutConfig(num_env_runners=0, num_envs_per_runner=8))
-    base = dataclasses.replace(base, detector=dataclasses.replace(base.detector, epochs=args.epochs, seed=seed),
-                               inference=dataclasses.replace(base.inference, epochs=args.epochs, seed=seed))
+    epochs = {} if args.epochs is None else {"epochs": args.epochs}
+    base = dataclasses.replace(base, detector=dataclasses.replace(base.detector, seed=seed, **epochs),
+                               inference=dataclasses.replace(base.inference, seed=seed, **epochs))
     if "env" in changes:
         changes["env"] = dataclasses.replace(base.env, **changes["env"])
     return dataclasses.replace(base, **changes)
@@ -175,7 +176,8 @@ def main() -> None:
     p.add_argument("--max-rows", type=int, default=3000, help="cap on rows before the 70/30 split")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--ppo-iterations", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=10, help="detector epochs (large detector and Inference Module)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="detector epochs at most (large detector and Inference Module; default: the configs' own)")
     p.add_argument("--peers", nargs="*", default=list(PEERS), help="peers to include (installed ones only)")
     p.add_argument("--no-speed", dest="speed", action="store_false", help="skip the scoring-speed comparison")
     p.add_argument("--num-cpus", type=int, default=2)

@@ -11,7 +11,8 @@ from conftest import small_split
 from rlad.algorithms.mamba import Mamba
 import rlad.algorithms.selective_scan as scan_module
 from rlad.algorithms.mamba import causal_depthwise_conv
-from rlad.algorithms.mamba_moe import MambaMoE, MambaMoEConfig, MambaMoEDetector, experts_from_complexity, validation_split
+from rlad.algorithms.mamba_moe import (MambaMoE, MambaMoEConfig, MambaMoEDetector, epoch_budget, experts_from_complexity,
+                                      validation_split)
 from rlad.algorithms.selective_scan import cuda_kernel_available, selective_scan, selective_scan_torch
 from rlad.platform.core.checkpoint import CheckpointError
 from rlad.platform.core.metrics import auc_scores
@@ -103,6 +104,16 @@ def test_small_data_sets_get_min_batches_updates_per_epoch(monkeypatch):
     sizes.clear()
     MambaMoEDetector(epochs=1, val_fraction=0.0, min_batches=1).fit(X, y)
     assert sizes == [170]
+
+
+def test_without_a_validation_split_training_is_short():
+    X = np.random.default_rng(0).random((200, 4)).astype(np.float32)
+    few, many = (np.r_[np.ones(n), np.zeros(200 - n)].astype(int) for n in (10, 40))  # 2 or 8 held out
+    cfg = dict(epochs=6, unvalidated_epochs=2, patience=10)
+    assert epoch_budget(few, MambaMoEConfig(**cfg)) == 2 and epoch_budget(many, MambaMoEConfig(**cfg)) == 6
+    assert len(MambaMoEDetector(**cfg).fit(X, few).train_losses_) == 2
+    assert len(MambaMoEDetector(**cfg).fit(X, many).train_losses_) == 6  # stops early only on its validation AUC
+    assert epoch_budget(few, MambaMoEConfig(epochs=1, unvalidated_epochs=2)) == 1  # a cap, never more epochs
 
 
 def test_soft_targets_replace_labels_in_the_loss():
@@ -245,3 +256,28 @@ def test_bad_inputs(cardio, fitted):
         MambaMoEDetector().decision_function(cardio.X_test)
     with pytest.raises(ValueError, match="top_k"):
         MambaMoEDetector(n_experts=2, top_k=3).fit(cardio.X_train, cardio.y_train_semi)
+
+
+def test_rank_features_are_training_mid_ranks():
+    net = MambaMoE(2, 2, MambaMoEConfig(d_model=8, d_state=4))
+    X = np.stack([np.arange(1000.0) ** 3, np.r_[np.zeros(900), np.ones(100)]], 1).astype(np.float32)  # long tail; binary
+    net.fit_ranks(X)
+    r = net.ranks(torch.from_numpy(X)).numpy()
+    assert (np.diff(r[:, 0]) >= 0).all() and r[0, 0] < 0.01 and r[-1, 0] > 0.99
+    assert abs(r[500, 0] - 0.5) < 0.01  # a long tail's median sits mid-range, not near 0 as when min-max scaled
+    np.testing.assert_allclose(r[:900, 1], r[0, 1])  # ties share one rank...
+    assert 0.3 < r[0, 1] < 0.6 and r[-1, 1] > 0.9  # ...their middle one
+    beyond = net.ranks(torch.tensor([[-5.0, -1.0], [1e12, 2.0]])).numpy()
+    np.testing.assert_array_equal(beyond, [[0.0, 0.0], [1.0, 1.0]])
+    assert MambaMoE(10, 2, MambaMoEConfig(rank_features=True)).n_tokens == 10  # 20 values, patches of 2
+    plain = MambaMoE(10, 2, MambaMoEConfig(rank_features=False))
+    assert plain.n_tokens == 10 and "rank_knots" not in plain.state_dict()
+
+
+def test_fit_sets_rank_knots_and_older_checkpoints_load(cardio, fitted):
+    ranks = fitted.net.ranks(torch.from_numpy(cardio.X_train)).numpy()
+    np.testing.assert_allclose(ranks.mean(0), 0.5, atol=0.1)  # knots from the training rows, not left at zero
+    older = MambaMoEDetector(n_experts=2, epochs=1, rank_features=False).fit(cardio.X_train, cardio.y_train_semi)
+    loaded = MambaMoEDetector().adopt(cardio.X_train, older._get_state())  # a state saved before rank features
+    assert loaded.config.rank_features is False
+    np.testing.assert_allclose(loaded.decision_function(cardio.X_test), older.decision_function(cardio.X_test), rtol=1e-5)

@@ -39,22 +39,26 @@ def _train_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from rlad.algorithms.mamba_moe import MambaMoE, train_mamba_moe
+    from rlad.algorithms.mamba_moe import MambaMoE, epoch_budget, train_mamba_moe
     from rlad.algorithms.torch_utils import module_state
 
-    cfg = MambaMoEConfig(**config["model"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     ds = load_dataset(config["parquet"])
+    cfg = MambaMoEConfig(**config["model"])
+    real = None if config["sample_weight"] is None else np.asarray(config["sample_weight"]) == 1
+    cfg = dataclasses.replace(cfg, epochs=epoch_budget(ds.y, cfg, real))  # from all rows: every rank runs as many
     # Equal-sized shards of a seeded permutation: every rank runs the same number of steps.
     per_rank = len(ds.y) // world
     rows = np.random.default_rng(cfg.seed).permutation(len(ds.y))[rank * per_rank : (rank + 1) * per_rank]
     X, y = ds.X[rows], ds.y[rows]
     weight = None if config["sample_weight"] is None else np.asarray(config["sample_weight"])[rows]
     torch.manual_seed(cfg.seed)
+    net = MambaMoE(ds.n_features, config["n_experts"], cfg)
+    if cfg.rank_features:  # from all rows, as every rank loads them: the replicas' knots agree
+        net.fit_ranks(ds.X)
     # Sparse routing leaves unrouted experts without gradients in a step.
-    net = ray.train.torch.prepare_model(MambaMoE(ds.n_features, config["n_experts"], cfg),
-                                        parallel_strategy_kwargs={"find_unused_parameters": True})
+    net = ray.train.torch.prepare_model(net, parallel_strategy_kwargs={"find_unused_parameters": True})
     device = ray.train.torch.get_device()
 
     def report(epoch: int, loss: float) -> None:
