@@ -61,6 +61,7 @@ class MambaMoEConfig:
     n_layers: int = 1  # residual Mamba blocks per expert
     max_tokens: int = 16  # features are grouped into at most this many tokens (cost grows with it)
     rank_features: bool = True  # append each feature's rank among the training rows (module docstring)
+    members: int = 1  # networks trained independently (seeds seed, seed + 1, ...); the detector averages their logits
     epochs: int = 20  # at most: training stops early when the validation AUC stops improving
     unvalidated_epochs: int = 5  # at most, without a validation split (too few labelled anomalies to hold out)
     batch_size: int = 256
@@ -314,10 +315,22 @@ class MambaMoEDetector(BaseDetector):
     kind = "mamba_moe"
 
     def _build(self, n_features: int, n_experts: int) -> None:
-        torch.manual_seed(self.config.seed)
+        if self.config.members < 1:
+            raise ValueError(f"members={self.config.members} must be at least 1")
         self.n_experts_ = n_experts
-        self.net = MambaMoE(n_features, n_experts, self.config)
+        self.nets: list[MambaMoE] = []
+        for seed in self._member_seeds():
+            torch.manual_seed(seed)
+            self.nets.append(MambaMoE(n_features, n_experts, self.config))
         self.device = resolve_device(self.config.device)
+
+    def _member_seeds(self) -> range:
+        return range(self.config.seed, self.config.seed + self.config.members)
+
+    @property
+    def net(self) -> MambaMoE:
+        """The first member (the only one unless ``members > 1``)."""
+        return self.nets[0]
 
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None, target: Any = None) -> "MambaMoEDetector":
         """``sample_weight`` (per row, default 1) scales each row's loss (synthetic anomalies);
@@ -336,12 +349,14 @@ class MambaMoEDetector(BaseDetector):
             raise ValueError("MambaMoEDetector is supervised: y must mark at least one anomaly with 1")
         n_experts = self.config.n_experts or experts_from_complexity(X, self.config.max_experts)
         self._build(X.shape[1], n_experts)
-        if self.config.rank_features:
-            self.net.fit_ranks(X)
-        self.net.to(self.device)
-        self.train_losses_ = train_mamba_moe(self.net, X, y, self.config, self.device,
-                                             positive_weight(y, self.config),
-                                             sample_weight=self._sample_weight, target=self._target)
+        losses = []
+        for net, seed in zip(self.nets, self._member_seeds()):  # each member its own validation split and batch order
+            if self.config.rank_features:
+                net.fit_ranks(X)
+            net.to(self.device)
+            losses.append(train_mamba_moe(net, X, y, dataclasses.replace(self.config, seed=seed), self.device,
+                                          positive_weight(y, self.config), sample_weight=self._sample_weight, target=self._target))
+        self.train_losses_ = losses[0]  # the first member's
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """The anomaly logit per row (the net is on its device in eval mode after fit and load:
@@ -351,7 +366,7 @@ class MambaMoEDetector(BaseDetector):
         mamba = self.net.experts[0].mamba
         rows = CACHED_STATES * self.n_experts_ // (self.config.top_k * mamba.d_inner * mamba.d_state)
         chunk = int(np.clip(rows, 256, 4096)) if self.device.type == "cpu" else 4096
-        return apply_batched(lambda xb: self.net(xb)[0], X, self.device, batch_size=chunk)
+        return apply_batched(lambda xb: sum(net(xb)[0] for net in self.nets) / len(self.nets), X, self.device, batch_size=chunk)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self.logits(X)
@@ -361,11 +376,18 @@ class MambaMoEDetector(BaseDetector):
         return 1.0 / (1.0 + np.exp(-scores))
 
     def _get_state(self) -> dict[str, Any]:
-        return {"n_experts": self.n_experts_, "net": module_state(self.net)}
+        """The first member's weights under ``net`` (as before ensembles), the others' under ``members``."""
+        state = {"n_experts": self.n_experts_, "net": module_state(self.net)}
+        if len(self.nets) > 1:
+            state["members"] = [module_state(net) for net in self.nets[1:]]
+        return state
 
     def _set_state(self, state: dict[str, Any]) -> None:
+        nets = [state["net"], *state.get("members", [])]
         if self.config.rank_features and "rank_knots" not in state["net"]:  # saved before rank features existed
             self.config = dataclasses.replace(self.config, rank_features=False)
+        self.config = dataclasses.replace(self.config, members=len(nets))
         self._build(self.n_features_in_, int(state["n_experts"]))
-        self.net.load_state_dict(state["net"])
-        self.net.to(self.device).eval()
+        for net, weights in zip(self.nets, nets):
+            net.load_state_dict(weights)
+            net.to(self.device).eval()

@@ -281,3 +281,20 @@ def test_fit_sets_rank_knots_and_older_checkpoints_load(cardio, fitted):
     loaded = MambaMoEDetector().adopt(cardio.X_train, older._get_state())  # a state saved before rank features
     assert loaded.config.rank_features is False
     np.testing.assert_allclose(loaded.decision_function(cardio.X_test), older.decision_function(cardio.X_test), rtol=1e-5)
+
+
+def test_members_are_independent_networks_averaged(cardio, tmp_path):
+    X, y = cardio.X_train, cardio.y_train_semi
+    one = MambaMoEDetector(n_experts=2, epochs=1).fit(X, y)
+    two = MambaMoEDetector(n_experts=2, epochs=1, members=2).fit(X, y)
+    first = two.net(torch.from_numpy(cardio.X_test))[0].detach().numpy()
+    np.testing.assert_allclose(first, one.decision_function(cardio.X_test), rtol=1e-4, atol=1e-5)  # member 0 = seed 0
+    second = two.nets[1](torch.from_numpy(cardio.X_test))[0].detach().numpy()
+    assert not np.allclose(first, second)  # its own seed: initialisation, validation split, batch order
+    np.testing.assert_allclose(two.decision_function(cardio.X_test), (first + second) / 2, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(two.decision_function(cardio.X_test[:1]), (first[:1] + second[:1]) / 2, rtol=1e-4, atol=1e-5)
+    loaded = MambaMoEDetector.load(two.save(tmp_path / "two.pt"))
+    assert loaded.config.members == 2
+    np.testing.assert_array_equal(loaded.decision_function(cardio.X_test), two.decision_function(cardio.X_test))
+    with pytest.raises(ValueError, match="members=0"):
+        MambaMoEDetector(members=0).fit(X, y)

@@ -53,27 +53,32 @@ def _train_loop(config: dict[str, Any]) -> None:
     rows = np.random.default_rng(cfg.seed).permutation(len(ds.y))[rank * per_rank : (rank + 1) * per_rank]
     X, y = ds.X[rows], ds.y[rows]
     weight = None if config["sample_weight"] is None else np.asarray(config["sample_weight"])[rows]
-    torch.manual_seed(cfg.seed)
-    net = MambaMoE(ds.n_features, config["n_experts"], cfg)
-    if cfg.rank_features:  # from all rows, as every rank loads them: the replicas' knots agree
-        net.fit_ranks(ds.X)
-    # Sparse routing leaves unrouted experts without gradients in a step.
-    net = ray.train.torch.prepare_model(net, parallel_strategy_kwargs={"find_unused_parameters": True})
-    device = ray.train.torch.get_device()
+    trained: list[dict[str, Any]] = []  # the members done so far (``cfg.members`` networks, one after another)
+    for seed in range(cfg.seed, cfg.seed + cfg.members):
+        torch.manual_seed(seed)
+        net = MambaMoE(ds.n_features, config["n_experts"], cfg)
+        if cfg.rank_features:  # from all rows, as every rank loads them: the replicas' knots agree
+            net.fit_ranks(ds.X)
+        # Sparse routing leaves unrouted experts without gradients in a step.
+        net = ray.train.torch.prepare_model(net, parallel_strategy_kwargs={"find_unused_parameters": True})
+        inner = net.module if hasattr(net, "module") else net
 
-    def report(epoch: int, loss: float) -> None:
-        metrics = {"epoch": epoch, "loss": loss}
-        if rank != 0:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            inner = net.module if hasattr(net, "module") else net
-            state = {"n_experts": config["n_experts"], "net": module_state(inner)}
-            save_checkpoint(Path(tmp) / STATE_FILE, MambaMoEDetector.kind, {"model": config["model"]}, state)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        def report(epoch: int, loss: float) -> None:
+            metrics = {"epoch": epoch, "loss": loss}
+            if rank != 0:
+                ray.train.report(metrics)
+                return
+            nets = [*trained, module_state(inner)]
+            state = {"n_experts": config["n_experts"], "net": nets[0], **({"members": nets[1:]} if len(nets) > 1 else {})}
+            with tempfile.TemporaryDirectory() as tmp:
+                save_checkpoint(Path(tmp) / STATE_FILE, MambaMoEDetector.kind, {"model": config["model"]}, state)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    losses = train_mamba_moe(net, X, y, cfg, device, config["pos_weight"], on_epoch=report, sample_weight=weight)
-    report(len(losses), losses[-1])  # early stopping restored the best epoch: the last checkpoint holds it
+        member = dataclasses.replace(cfg, seed=seed)
+        losses = train_mamba_moe(net, X, y, member, ray.train.torch.get_device(), config["pos_weight"], on_epoch=report,
+                                 sample_weight=weight)
+        report(len(losses), losses[-1])  # early stopping restored the best epoch: this checkpoint holds it
+        trained.append(module_state(inner))
 
 
 def retrain_with_ray_train(parquet: str | Path, cfg: MambaMoEConfig, options: RayTrainOptions = RayTrainOptions(),
