@@ -23,6 +23,10 @@ range) raised the large detector's mean AUC-ROC / AUC-PR on 12 development sets 
 0.1, 10 epochs) from 0.898 / 0.684 to 0.909 / 0.711 (wins/ties/losses 19/4/13, 23/3/10); ranks
 instead of the values gave 0.883 / 0.602.
 
+Members: ``members`` networks trained independently (their own seeds: initialisation, validation
+split, batch order) and their logits averaged, for the large detector where accuracy matters more
+than latency (figures in ``rlad.algorithms.swift_hydra.large_detector_config``).
+
 Number of experts (when ``n_experts`` is None), from data complexity: with ``k90`` the number of
 principal components explaining 90% of the training variance,
 ``n_experts = clip(1 + round(log2(1 + k90)), 2, max_experts)``: one more expert for every doubling

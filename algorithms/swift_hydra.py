@@ -65,13 +65,20 @@ class RolloutConfig:
 
 
 def large_detector_config() -> MambaMoEConfig:
-    """The detector inside the generation loop: one wide Mamba expert."""
-    return MambaMoEConfig(n_experts=1, top_k=1, d_model=64)
+    """The detector inside the generation loop: three independently trained networks of one wide
+    Mamba expert each, logits averaged. Alone, on 12 development sets x 3 seeds (la = 0.1), mean
+    AUC-ROC / AUC-PR: one network 0.914 / 0.714, three 0.919 / 0.728 (wins/ties/losses against
+    one 19/9/8, 20/4/12), five 0.921 / 0.732 at 1.7x the fit time of three."""
+    return MambaMoEConfig(n_experts=1, top_k=1, d_model=64, members=3)
 
 
 def inference_module_config() -> MambaMoEConfig:
-    """The Inference Module: lightweight Mamba experts, their number set by data complexity."""
-    return MambaMoEConfig(top_k=1, d_model=32)
+    """The Inference Module: lightweight Mamba experts, their number set by data complexity. It
+    fits soft targets over top-1 routing (each expert sees a share of the rows), so it keeps 10
+    epochs without a validation split: distilled from the large detector alone (12 development
+    sets, seed 0, la = 0.1), mean AUC-ROC / AUC-PR 0.890 / 0.704 at 5 epochs, 0.899 / 0.740 at 10,
+    0.886 / 0.718 at 20 (teacher 0.913 / 0.748)."""
+    return MambaMoEConfig(top_k=1, d_model=32, unvalidated_epochs=10)
 
 
 SYNTHESIS = ("rl", "random")

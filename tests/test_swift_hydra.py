@@ -199,7 +199,7 @@ def test_ablation_switches_change_what_runs(ray_cluster, split, tmp_path):
     det = once.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
     assert once.generator_rows_ == [len(split.X_train)] and once.inference_ is None
     assert "ppo_return" not in once.history[1] and not hasattr(once, "rollout_nodes_")  # no RL
-    assert det.n_experts_ == 1  # the large detector: one wide expert
+    assert det.n_experts_ == 1 and len(det.nets) == 3  # the large detector: three networks of one wide expert
 
     full = SwiftHydra(tiny(rounds=1, rollout=RolloutConfig(num_env_runners=0, num_envs_per_runner=4)),
                       workdir=tmp_path / "b", log=lambda _: None)
