@@ -263,7 +263,7 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
     target = np.asarray(y if target is None else target, np.float32)
     ddp = isinstance(net, nn.parallel.DistributedDataParallel)
     split = None if ddp else validation_split(y, cfg, real=weight == 1)
-    epochs = cfg.epochs if ddp or split is not None else epoch_budget(y, cfg, real=weight == 1)
+    epochs = cfg.epochs if ddp else epoch_budget(y, cfg, real=weight == 1)
     val = None
     if split is not None:
         val = torch.from_numpy(X[split[1]]).to(device), y[split[1]]
