@@ -180,7 +180,7 @@ def test_inference_module_distills_the_large_detector(split, tmp_path):
     loop, large = run(0.5, "a")
     X_aug = np.concatenate([split.X_train, loop.synthetic_])
     y_aug = np.r_[split.y_train_semi, np.ones(len(loop.synthetic_), int)]
-    w_aug = np.r_[np.ones(len(split.X_train)), np.full(len(loop.synthetic_), 0.5)]
+    w_aug = np.r_[np.ones(len(split.X_train)), np.full(len(loop.synthetic_), loop.cfg.synthetic_weight)]
     target = 0.5 * y_aug + 0.5 * large.anomaly_probability(X_aug)
     student = MambaMoEDetector(loop.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug, target=target)
     scores = loop.inference_.decision_function(split.X_test)
@@ -271,6 +271,6 @@ def test_synthetic_rows_weigh_less_and_never_validate(split):
     a = MambaMoEDetector(epochs=2, val_fraction=0.0).fit(split.X_train, y, sample_weight=weights)
     c = MambaMoEDetector(epochs=2, val_fraction=0.0).fit(split.X_train, y)
     assert not np.allclose(a.decision_function(split.X_test), c.decision_function(split.X_test))
-    assert SwiftHydraConfig().synthetic_weight == 0.5
+    assert SwiftHydraConfig().synthetic_weight == 0.1
     with pytest.raises(ValueError, match="sample_weight has"):
         MambaMoEDetector(epochs=1).fit(split.X_train, y, sample_weight=np.ones(3))
