@@ -306,6 +306,17 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
     return losses
 
 
+def member_seeds(cfg: MambaMoEConfig) -> range:
+    """Each member network's seed (its initialisation, validation split and batch order)."""
+    return range(cfg.seed, cfg.seed + cfg.members)
+
+
+def detector_state(n_experts: int, nets: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """A :class:`MambaMoEDetector` state from its members' weights (in seed order): the first under
+    ``net`` (as before members existed), the others under ``members``."""
+    return {"n_experts": n_experts, "net": nets[0], **({"members": nets[1:]} if len(nets) > 1 else {})}
+
+
 # Scan-state values per expert in one CPU scoring chunk. 4,096-row batches (cardio, thyroid): the
 # large detector (one 64-wide expert) ran 1.4-1.6x faster in 512-row chunks, the Inference Module
 # (3-4 32-wide experts, top-1) fastest in 2,048-row chunks; this budget gives 256 and 1,536-2,048.
@@ -323,13 +334,10 @@ class MambaMoEDetector(BaseDetector):
             raise ValueError(f"members={self.config.members} must be at least 1")
         self.n_experts_ = n_experts
         self.nets: list[MambaMoE] = []
-        for seed in self._member_seeds():
+        for seed in member_seeds(self.config):
             torch.manual_seed(seed)
             self.nets.append(MambaMoE(n_features, n_experts, self.config))
         self.device = resolve_device(self.config.device)
-
-    def _member_seeds(self) -> range:
-        return range(self.config.seed, self.config.seed + self.config.members)
 
     @property
     def net(self) -> MambaMoE:
@@ -354,7 +362,7 @@ class MambaMoEDetector(BaseDetector):
         n_experts = self.config.n_experts or experts_from_complexity(X, self.config.max_experts)
         self._build(X.shape[1], n_experts)
         losses = []
-        for net, seed in zip(self.nets, self._member_seeds()):  # each member its own validation split and batch order
+        for net, seed in zip(self.nets, member_seeds(self.config)):  # each member its own validation split and batch order
             if self.config.rank_features:
                 net.fit_ranks(X)
             net.to(self.device)
@@ -380,11 +388,7 @@ class MambaMoEDetector(BaseDetector):
         return 1.0 / (1.0 + np.exp(-scores))
 
     def _get_state(self) -> dict[str, Any]:
-        """The first member's weights under ``net`` (as before ensembles), the others' under ``members``."""
-        state = {"n_experts": self.n_experts_, "net": module_state(self.net)}
-        if len(self.nets) > 1:
-            state["members"] = [module_state(net) for net in self.nets[1:]]
-        return state
+        return detector_state(self.n_experts_, [module_state(net) for net in self.nets])
 
     def _set_state(self, state: dict[str, Any]) -> None:
         nets = [state["net"], *state.get("members", [])]

@@ -39,7 +39,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from rlad.algorithms.mamba_moe import MambaMoE, epoch_budget, train_mamba_moe
+    from rlad.algorithms.mamba_moe import MambaMoE, detector_state, epoch_budget, member_seeds, train_mamba_moe
     from rlad.algorithms.torch_utils import module_state
 
     ctx = ray.train.get_context()
@@ -54,7 +54,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     X, y = ds.X[rows], ds.y[rows]
     weight = None if config["sample_weight"] is None else np.asarray(config["sample_weight"])[rows]
     trained: list[dict[str, Any]] = []  # the members done so far (``cfg.members`` networks, one after another)
-    for seed in range(cfg.seed, cfg.seed + cfg.members):
+    for seed in member_seeds(cfg):
         torch.manual_seed(seed)
         net = MambaMoE(ds.n_features, config["n_experts"], cfg)
         if cfg.rank_features:  # from all rows, as every rank loads them: the replicas' knots agree
@@ -68,8 +68,7 @@ def _train_loop(config: dict[str, Any]) -> None:
             if rank != 0:
                 ray.train.report(metrics)
                 return
-            nets = [*trained, module_state(inner)]
-            state = {"n_experts": config["n_experts"], "net": nets[0], **({"members": nets[1:]} if len(nets) > 1 else {})}
+            state = detector_state(config["n_experts"], [*trained, module_state(inner)])
             with tempfile.TemporaryDirectory() as tmp:
                 save_checkpoint(Path(tmp) / STATE_FILE, MambaMoEDetector.kind, {"model": config["model"]}, state)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
