@@ -12,14 +12,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
 import torch
 
 from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
-from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
-from rlad.algorithms.swift_hydra import LocalScorer, RolloutConfig, SwiftHydra, SwiftHydraConfig
+from rlad.algorithms.mamba_moe import MambaMoEDetector
+from rlad.algorithms.swift_hydra import LocalScorer, RolloutConfig, SwiftHydra, SwiftHydraConfig, large_detector_config
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv
 from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
 from rlad.platform.core.ray_init import init_ray
@@ -30,8 +31,9 @@ def auc_table(args) -> None:
     print(f"{'dataset':<14}{'rows':>6}{'feat':>5}{'auc_roc before':>16}{'after':>8}{'auc_pr before':>15}{'after':>8}{'synthetic':>10}")
     for name in args.datasets:
         split = adbench_split(load_dataset(adbench_file(name)), SplitConfig(max_rows=args.max_rows, la=args.la, seed=args.seed))
-        cfg = SwiftHydraConfig(rounds=args.rounds, ppo_iterations=args.ppo_iterations, seed=args.seed,
-                               detector=MambaMoEConfig(epochs=args.epochs))
+        cfg = SwiftHydraConfig(rounds=args.rounds, ppo_iterations=args.ppo_iterations, seed=args.seed)
+        if args.epochs is not None:
+            cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, epochs=args.epochs))
         loop = SwiftHydra(cfg, workdir=f"runs/bench_swift_hydra/{name}", log=lambda _: None, scoring=ServeScoring())
         loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
         b, a = loop.history[0], loop.history[-1]
@@ -41,7 +43,8 @@ def auc_table(args) -> None:
 
 def env_throughput(args) -> None:
     split = adbench_split(load_dataset(adbench_file("cardio")), SplitConfig(la=0.3, seed=args.seed))
-    det = MambaMoEDetector(epochs=2).fit(split.X_train, split.y_train_semi)
+    # the detector the loop's walkers query: the large one (its size, not its accuracy, matters here)
+    det = MambaMoEDetector(dataclasses.replace(large_detector_config(), epochs=2)).fit(split.X_train, split.y_train_semi)
     vae = train_beta_vae(split.X_train, split.y_train_semi, BetaVAEConfig(epochs=5))
     anchors = vae.anomaly_anchors(split.X_train[split.y_train_semi == 1])
     path = det.save("runs/bench_swift_hydra/env_detector.pt")
@@ -72,7 +75,7 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=["thyroid", "cardio", "breastw", "Stamps"])
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--ppo-iterations", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=None, help="large detector epochs at most (default: its own)")
     p.add_argument("--la", type=float, default=0.1)
     p.add_argument("--max-rows", type=int, default=3000)
     p.add_argument("--walkers", type=int, nargs="+", default=[1, RolloutConfig.num_envs_per_runner, 32],
