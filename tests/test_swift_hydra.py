@@ -13,7 +13,7 @@ from ray import serve
 
 from conftest import small_split
 from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
-from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
+from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector, validation_split
 from rlad.algorithms.registry import load_detector, make_detector
 from rlad.algorithms.swift_hydra import (
     LocalScorer, PPOSettings, RolloutConfig, SwiftHydra, SwiftHydraConfig, SwiftHydraDetector, inference_module_config,
@@ -191,6 +191,17 @@ def test_inference_module_distills_the_large_detector(split, tmp_path):
     assert not np.allclose(scores, labels_only.decision_function(split.X_test))
     with pytest.raises(ValueError, match="distill must be in"):
         SwiftHydraConfig(distill=1.5)
+
+
+def test_inference_module_never_stops_early():
+    """The student trains all its epochs even where the large detector would early-stop on the
+    labels' validation AUC (that stopped it at epochs 3-6 on Cardiotocography)."""
+    X = np.random.default_rng(0).random((200, 4)).astype(np.float32)
+    y = np.r_[np.ones(40), np.zeros(160)].astype(int)  # 8 labelled anomalies would be held out
+    assert validation_split(y, large_detector_config()) is not None
+    cfg = inference_module_config()
+    assert validation_split(y, cfg) is None
+    assert len(MambaMoEDetector(dataclasses.replace(cfg, patience=1)).fit(X, y).train_losses_) == cfg.unvalidated_epochs
 
 
 def test_ablation_switches_change_what_runs(ray_cluster, split, tmp_path):
