@@ -204,6 +204,25 @@ def test_inference_module_never_stops_early():
     assert len(MambaMoEDetector(dataclasses.replace(cfg, patience=1)).fit(X, y).train_losses_) == cfg.unvalidated_epochs
 
 
+def test_later_rounds_distill_the_round_0_detector(split, tmp_path):
+    """Rounds >= 1 fit ``(1 - self_distill) * y + self_distill * P_0(anomaly)`` on the real rows
+    (P_0: the round-0 detector) and 1 on the synthetic rows; ``self_distill=0`` fits the labels."""
+    loop = SwiftHydra(tiny(synthesis="random", rounds=1, inference_module=False), workdir=tmp_path, log=lambda _: None)
+    (_, first), (_, last) = list(loop.rounds(split.X_train, split.y_train_semi))
+    X_aug, y_aug, w_aug = loop.combined(split.X_train, split.y_train_semi)
+    d = loop.cfg.self_distill
+    target = np.r_[(1 - d) * split.y_train_semi + d * first.anomaly_probability(split.X_train), np.ones(len(loop.synthetic_))]
+    again = MambaMoEDetector(loop.cfg.detector).fit(X_aug, y_aug, sample_weight=w_aug, target=target)
+    np.testing.assert_allclose(last.decision_function(split.X_test), again.decision_function(split.X_test), rtol=1e-5)
+    labels = MambaMoEDetector(loop.cfg.detector).fit(X_aug, y_aug, sample_weight=w_aug)
+    assert not np.allclose(last.decision_function(split.X_test), labels.decision_function(split.X_test))
+    plain = SwiftHydra(tiny(synthesis="random", rounds=1, inference_module=False, self_distill=0.0), workdir=tmp_path / "b",
+                       log=lambda _: None).run(split.X_train, split.y_train_semi)
+    np.testing.assert_allclose(plain.decision_function(split.X_test), labels.decision_function(split.X_test), rtol=1e-5)
+    with pytest.raises(ValueError, match="self_distill must be in"):
+        SwiftHydraConfig(self_distill=-0.1)
+
+
 def test_ablation_switches_change_what_runs(ray_cluster, split, tmp_path):
     once = SwiftHydra(tiny(synthesis="random", retrain_generator=False, inference_module=False, rounds=1),
                       workdir=tmp_path / "a", log=lambda _: None)

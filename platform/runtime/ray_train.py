@@ -53,6 +53,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     rows = np.random.default_rng(cfg.seed).permutation(len(ds.y))[rank * per_rank : (rank + 1) * per_rank]
     X, y = ds.X[rows], ds.y[rows]
     weight = None if config["sample_weight"] is None else np.asarray(config["sample_weight"])[rows]
+    target = None if config["target"] is None else np.asarray(config["target"])[rows]
     trained: list[dict[str, Any]] = []  # the members done so far (``cfg.members`` networks, one after another)
     for seed in member_seeds(cfg):
         torch.manual_seed(seed)
@@ -75,15 +76,16 @@ def _train_loop(config: dict[str, Any]) -> None:
 
         member = dataclasses.replace(cfg, seed=seed)
         losses = train_mamba_moe(net, X, y, member, ray.train.torch.get_device(), config["pos_weight"], on_epoch=report,
-                                 sample_weight=weight)
+                                 sample_weight=weight, target=target)
         report(len(losses), losses[-1])  # early stopping restored the best epoch: this checkpoint holds it
         trained.append(module_state(inner))
 
 
 def retrain_with_ray_train(parquet: str | Path, cfg: MambaMoEConfig, options: RayTrainOptions = RayTrainOptions(),
-                           name: str = "retrain", sample_weight: np.ndarray | None = None) -> MambaMoEDetector:
-    """Train a fresh detector on ``parquet`` (rows weighted by ``sample_weight``) with TorchTrainer
-    and return it fitted."""
+                           name: str = "retrain", sample_weight: np.ndarray | None = None,
+                           target: np.ndarray | None = None) -> MambaMoEDetector:
+    """Train a fresh detector on ``parquet`` (rows weighted by ``sample_weight``, fitting ``target``
+    instead of the labels when given) with TorchTrainer and return it fitted."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -95,7 +97,8 @@ def retrain_with_ray_train(parquet: str | Path, cfg: MambaMoEConfig, options: Ra
         _train_loop,
         train_loop_config={"parquet": str(Path(parquet).resolve()), "model": dataclasses.asdict(cfg),
                            "n_experts": n_experts, "pos_weight": positive_weight(ds.y, cfg),
-                           "sample_weight": None if sample_weight is None else np.asarray(sample_weight, np.float32)},
+                           **{k: None if v is None else np.asarray(v, np.float32)
+                              for k, v in (("sample_weight", sample_weight), ("target", target))}},
         scaling_config=ScalingConfig(num_workers=options.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": options.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(storage_path=str(Path(storage).resolve()), name=name),
@@ -119,6 +122,6 @@ class RayTrainRetrainer:
     use_gpu: bool | None = None
 
     def __call__(self, parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int,
-                 sample_weight: np.ndarray | None = None) -> MambaMoEDetector:
+                 sample_weight: np.ndarray | None = None, target: np.ndarray | None = None) -> MambaMoEDetector:
         options = RayTrainOptions(self.num_workers, self.cpus_per_worker, self.use_gpu, storage_path=str(workdir / "ray_train"))
-        return retrain_with_ray_train(parquet, cfg, options, name=f"round_{rnd}", sample_weight=sample_weight)
+        return retrain_with_ray_train(parquet, cfg, options, name=f"round_{rnd}", sample_weight=sample_weight, target=target)
