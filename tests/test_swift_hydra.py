@@ -171,24 +171,28 @@ def test_generator_is_retrained_each_round_on_a_growing_combined_dataset(split, 
 
 
 def test_inference_module_distills_the_large_detector(split, tmp_path):
-    """It fits ``(1 - distill) * y + distill * P_large(anomaly)`` with the final large detector;
-    ``distill=0`` fits the labels alone."""
-    def run(distill: float, name: str) -> tuple[SwiftHydra, MambaMoEDetector]:
-        loop = SwiftHydra(tiny(synthesis="random", rounds=1, distill=distill), workdir=tmp_path / name, log=lambda _: None)
-        return loop, loop.run(split.X_train, split.y_train_semi)
+    """It fits ``(1 - distill) * y + distill * P_teacher(anomaly)``: the teacher is the final large
+    detector, or the round-0 one when the later rounds distilled it (``self_distill``, never a
+    student of a student); ``distill=0`` fits the labels alone."""
+    def run(name: str, **changes) -> tuple[SwiftHydra, MambaMoEDetector, MambaMoEDetector]:
+        loop = SwiftHydra(tiny(synthesis="random", rounds=1, **changes), workdir=tmp_path / name, log=lambda _: None)
+        (_, first), (_, last) = list(loop.rounds(split.X_train, split.y_train_semi))
+        return loop, first, last
 
-    loop, large = run(0.5, "a")
-    X_aug = np.concatenate([split.X_train, loop.synthetic_])
-    y_aug = np.r_[split.y_train_semi, np.ones(len(loop.synthetic_), int)]
-    w_aug = np.r_[np.ones(len(split.X_train)), np.full(len(loop.synthetic_), loop.cfg.synthetic_weight)]
-    target = 0.5 * y_aug + 0.5 * large.anomaly_probability(X_aug)
-    student = MambaMoEDetector(loop.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug, target=target)
-    scores = loop.inference_.decision_function(split.X_test)
-    np.testing.assert_allclose(scores, student.decision_function(split.X_test), rtol=1e-5)
-    plain, _ = run(0.0, "b")
-    labels_only = MambaMoEDetector(loop.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug)
-    np.testing.assert_allclose(plain.inference_.decision_function(split.X_test), labels_only.decision_function(split.X_test), rtol=1e-5)
-    assert not np.allclose(scores, labels_only.decision_function(split.X_test))
+    def student(loop: SwiftHydra, teacher: MambaMoEDetector | None) -> np.ndarray:
+        X_aug, y_aug, w_aug = loop.combined(split.X_train, split.y_train_semi)
+        target = None if teacher is None else 0.5 * y_aug + 0.5 * teacher.anomaly_probability(X_aug)
+        return MambaMoEDetector(loop.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug, target=target).decision_function(split.X_test)
+
+    for name, changes, teacher in (("final", {"self_distill": 0.0}, "last"), ("first", {}, "first")):
+        loop, first, last = run(name, **changes)
+        scores = loop.inference_.decision_function(split.X_test)
+        np.testing.assert_allclose(scores, student(loop, first if teacher == "first" else last), rtol=1e-5)
+        assert not np.allclose(scores, student(loop, last if teacher == "first" else first))
+    plain, _, _ = run("labels", distill=0.0)
+    labels_only = student(plain, None)
+    np.testing.assert_allclose(plain.inference_.decision_function(split.X_test), labels_only, rtol=1e-5)
+    assert not np.allclose(scores, labels_only)
     with pytest.raises(ValueError, match="distill must be in"):
         SwiftHydraConfig(distill=1.5)
 
