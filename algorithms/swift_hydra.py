@@ -271,6 +271,19 @@ def select_top(samples: np.ndarray, score: np.ndarray, top_l: int) -> np.ndarray
     return samples[order[:top_l]]
 
 
+def distilled_target(y: np.ndarray, teacher: MambaMoEDetector, X: np.ndarray, share: float) -> np.ndarray | None:
+    """Labels blended with a teacher, ``(1 - share) * y + share * P_teacher(anomaly | x)`` (None
+    when ``share`` is 0: the labels alone): the later rounds' large detector (``self_distill``) and
+    the Inference Module (``distill``) fit it. The class weight still multiplies the anomaly side of
+    every target, so an unlabelled row the teacher suspects pulls the student towards anomaly: on
+    12 development sets the distilled Inference Module matched the large detector's mean AUC-ROC
+    (seeds 0 and 1: 0.898 vs 0.894), fitted on the labels alone it lost 0.05 (seed 0); the target
+    with anomalies kept at 1 and that weight only on anomalies' rows lost 0.02 (trials)."""
+    if not share:
+        return None
+    return (1.0 - share) * y + share * teacher.anomaly_probability(X)
+
+
 # -- the loop -------------------------------------------------------------------------------------
 class SwiftHydra:
     """The synthesis-retrain loop: :meth:`rounds` yields ``(record, detector)`` per round
@@ -311,7 +324,7 @@ class SwiftHydra:
         yield self._record(0, detector, X_eval, y_eval, n_synthetic=0, t=time.time() - t0), detector
         first = detector
         # the real rows' targets in every later round (None: the labels)
-        real_target = (1.0 - cfg.self_distill) * y + cfg.self_distill * first.anomaly_probability(X) if cfg.self_distill else None
+        real_target = distilled_target(y, first, X, cfg.self_distill)
 
         algo = scorer = None
         if cfg.synthesis == "rl":
@@ -367,7 +380,7 @@ class SwiftHydra:
             start = time.time()
             teacher = first if cfg.self_distill else detector  # never a student of a student (see self_distill)
             self.inference_ = MambaMoEDetector(cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug,
-                                                                  target=self._distilled(y_aug, teacher, X_aug))
+                                                                  target=distilled_target(y_aug, teacher, X_aug, cfg.distill))
             self.inference_record_ = {"fit_s": time.time() - start, "n_experts": self.inference_.n_experts_}
             if X_eval is not None:
                 self.inference_record_.update(auc_scores(y_eval, self.inference_.decision_function(X_eval)))
@@ -379,18 +392,6 @@ class SwiftHydra:
         n = len(self.synthetic_)
         return (np.concatenate([X, self.synthetic_]).astype(np.float32), np.concatenate([y, np.ones(n, dtype=y.dtype)]),
                 np.concatenate([np.ones(len(y), np.float32), np.full(n, self.cfg.synthetic_weight, np.float32)]))
-
-    def _distilled(self, y: np.ndarray, teacher: MambaMoEDetector, X: np.ndarray) -> np.ndarray | None:
-        """The Inference Module's targets, ``(1 - distill) * y + distill * P_teacher(anomaly | x)``
-        (None: labels alone), the teacher being the final large detector, or the round-0 one when the
-        later rounds' detectors were themselves distilled from it (``self_distill``). The class weight still multiplies the anomaly side of every target, so
-        an unlabelled row the large detector suspects pulls the student towards anomaly: on 12
-        development sets the distilled module matched the large detector's mean AUC-ROC (seeds 0
-        and 1: 0.898 vs 0.894), fitted on the labels alone it lost 0.05 (seed 0); the target
-        with anomalies kept at 1 and that weight only on anomalies' rows lost 0.02 (trials)."""
-        if not self.cfg.distill:
-            return None
-        return (1.0 - self.cfg.distill) * y + self.cfg.distill * teacher.anomaly_probability(X)
 
     def _train_generator(self, X: np.ndarray, y: np.ndarray) -> ConditionalBetaVAE:
         self.generator_rows_.append(len(X))

@@ -22,10 +22,9 @@ import dataclasses
 import importlib.util
 import time
 
-import numpy as np
 import torch
 
-from bench_swift_hydra_ablation import DATASETS, wins  # the same development sets (this script's folder is on sys.path)
+from bench_swift_hydra_ablation import DATASETS, method_table  # the same development sets (this script's folder is on sys.path)
 from rlad.algorithms.mamba_moe import MambaMoEDetector
 from rlad.algorithms.registry import make_detector
 from rlad.algorithms.swift_hydra import large_detector_config
@@ -60,12 +59,7 @@ def main() -> None:
                 row["catboost"] = {**auc_scores(split.y_test, det.decision_function(split.X_test)), "fit_s": time.perf_counter() - start}
             results[name, seed] = row
             print(f"{name:18s} seed {seed}: " + "  ".join(f"{m} {r['auc_roc']:.3f}/{r['auc_pr']:.3f}" for m, r in row.items()), flush=True)
-    print(f"\n{'method':10s} {'runs':>4s} {'AUC-ROC':>8s} {'AUC-PR':>7s} | {'W/T/L vs plain ROC':>18s} {'PR':>9s} | {'fit s':>6s}")
-    for label in dict.fromkeys(m for row in results.values() for m in row):
-        rows = [row[label] for row in results.values() if label in row]
-        roc, pr, fit = (np.mean([r[k] for r in rows]) for k in ("auc_roc", "auc_pr", "fit_s"))
-        wtl = wins(results, label, "plain")
-        print(f"{label:10s} {len(rows):4d} {roc:8.4f} {pr:7.4f} | {wtl[0]:>18s} {wtl[1]:>9s} | {fit:6.1f}")
+    method_table(results, "plain")
 
 
 if __name__ == "__main__":

@@ -155,15 +155,23 @@ def wins(results: dict, method: str, baseline: str) -> list[str]:
     return out
 
 
-def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]]) -> None:
+def method_table(results: dict[tuple[str, int], dict[str, dict[str, float]]], baseline: str) -> list[str]:
+    """Print each method's runs, mean AUC-ROC / AUC-PR, W/T/L against ``baseline`` and mean fit
+    seconds; returns the methods in order of appearance."""
     methods = list(dict.fromkeys(m for r in results.values() for m in r))
-    print(f"\n{'method':18s} {'runs':>4s} {'AUC-ROC':>8s} {'AUC-PR':>7s} | {'W/T/L vs mamba_moe ROC':>22s} {'PR':>9s} | {'fit s':>6s}")
+    head = f"W/T/L vs {baseline} ROC"
+    print(f"\n{'method':18s} {'runs':>4s} {'AUC-ROC':>8s} {'AUC-PR':>7s} | {head:>22s} {'PR':>9s} | {'fit s':>6s}")
     for m in methods:
         rows = [r[m] for r in results.values() if m in r]
         roc, pr = (np.mean([a[k] for a in rows]) for k in ("auc_roc", "auc_pr"))
-        wtl = wins(results, m, "mamba_moe")
+        wtl = wins(results, m, baseline)
         fit = np.mean([a.get("fit_s", np.nan) for a in rows])
         print(f"{m:18s} {len(rows):4d} {roc:8.4f} {pr:7.4f} | {wtl[0]:>22s} {wtl[1]:>9s} | {fit:6.1f}")
+    return methods
+
+
+def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]]) -> None:
+    methods = method_table(results, "mamba_moe")
     if "random_latent" in methods:
         roc, pr = wins(results, "swift_hydra", "random_latent")
         print(f"swift_hydra vs random_latent W/T/L: AUC-ROC {roc}, AUC-PR {pr}")
