@@ -85,7 +85,7 @@ def inference_module_config() -> MambaMoEConfig:
 
 
 SYNTHESIS = ("rl", "random")
-SELECTION = ("reward", "evasion")
+SELECTION = ("reward", "evasion", "random")
 
 
 @dataclass
@@ -106,7 +106,9 @@ class SwiftHydraConfig:
     # 0.903 / 0.705 (13 runs) and 2 gave 0.890 / 0.658 against 0.908 / 0.717 (14 runs).
     max_synthetic_per_anomaly: float | None = 1.0
     synthesis: str = "rl"  # "rl" (PPO moves the latents) or "random"
-    selection: str = "reward"  # rank candidates by the env's reward (evasion + round's diversity) or "evasion" alone
+    # rank candidates by the env's reward (evasion + the round's diversity), by "evasion" alone, or pick them at
+    # "random" (ablation: augmentation with random latent moves, nothing ranked)
+    selection: str = "reward"
     retrain_generator: bool = True  # retrain the C-VAE each round on the combined data set
     inference_module: bool = True  # fit the Inference Module on the final combined data set; it scores
     distill: float = 0.5  # the Inference Module fits labels blended with this share of the large detector's P(anomaly)
@@ -264,6 +266,17 @@ def random_actions(env: LatentSynthesisVecEnv, seed: int) -> Callable[[np.ndarra
     return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), *env.single_action_space.shape)).astype(np.float32)
 
 
+def candidate_score(selection: str, env: LatentSynthesisVecEnv, samples: np.ndarray, proba: np.ndarray,
+                    seed: int) -> np.ndarray:
+    """What ranks the candidates for :func:`select_top`: the env's reward, evasion alone, or a
+    random draw (the ablation that adds random candidates, nothing ranked)."""
+    if selection == "reward":
+        return env.reward(samples, proba)
+    if selection == "evasion":
+        return -proba
+    return np.random.default_rng(seed).random(len(proba))
+
+
 def select_top(samples: np.ndarray, score: np.ndarray, top_l: int) -> np.ndarray:
     """The ``top_l`` distinct samples with the highest ``score``."""
     _, first = np.unique(np.round(samples, 5), axis=0, return_index=True)
@@ -356,8 +369,7 @@ class SwiftHydra:
                         samples, proba = rollout(local, policy_actions(algo.get_module()))
                     else:
                         samples, proba = rollout(local, random_actions(local, cfg.seed + rnd))
-                    score = local.reward(samples, proba) if cfg.selection == "reward" else -proba
-                    new = select_top(samples, score, top_l)
+                    new = select_top(samples, candidate_score(cfg.selection, local, samples, proba, cfg.seed + rnd), top_l)
                     self.synthetic_ = np.concatenate([self.synthetic_, new]).astype(np.float32)
                     X_aug, y_aug, w_aug = self.combined(X, y)
                     if cfg.retrain_generator:  # the self-reinforcing part: the generator learns from the combined data

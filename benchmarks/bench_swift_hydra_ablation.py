@@ -6,7 +6,9 @@ the same split:
 
 - ``mamba_moe``: the large Mamba detector alone (the loop's round 0: no synthetic anomalies);
 - ``random_latent``: the same number of synthetic anomalies from uniformly random latent moves
-  (``synthesis="random"``, no RL);
+  (``synthesis="random"``, no RL), ranked by the same reward: random search instead of PPO;
+- ``random_unranked``: random latent moves and random candidates (``selection="random"``):
+  augmentation with random perturbations of the anomalies' latents, nothing optimised;
 - ``rl_no_div``: RL without the diversity term (``env.w_div=0``);
 - ``no_synthesis``: the same rounds without synthetic anomalies (``top_l=0``): what the later
   rounds' distillation from the round-0 detector (``self_distill``) does alone;
@@ -18,8 +20,10 @@ the same split:
 - peers, when the ``[peers]`` extra is installed: DeepSAD, PReNet, RoSAS (DeepOD) and CatBoost
   on the labelled rows.
 
-Printed: mean AUC-ROC and AUC-PR per method and wins/ties/losses against ``mamba_moe`` (ties:
-|difference| < 0.001), then the Inference Module's scoring speed against the large detector's
+Printed: mean AUC-ROC and AUC-PR per method, wins/ties/losses against ``mamba_moe`` (ties:
+|difference| <= 0.001) and the two-sided Wilcoxon signed-rank p-value of the paired differences
+(how likely differences at least this one-sided are if the method and ``mamba_moe`` were
+interchangeable), then the Inference Module's scoring speed against the large detector's
 (one row and 4,096-row batches, one thread). Every (data set, seed) is one JSON line in ``--out``;
 ``--summarize`` prints the table of JSONL files written by runs side by side (e.g. one per core).
 
@@ -39,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import wilcoxon
 
 from rlad.algorithms.mamba_moe import MambaMoEDetector
 from rlad.algorithms.registry import make_detector
@@ -52,6 +57,7 @@ DATASETS = ["thyroid", "cardio", "breastw", "Stamps", "WBC", "Ionosphere", "vert
             "annthyroid", "Cardiotocography", "satimage-2", "pendigits"]
 # label -> (config changes, which detector is measured: the final large one or the Inference Module)
 ABLATIONS = {"random_latent": ({"synthesis": "random", "inference_module": False}, "large"),
+             "random_unranked": ({"synthesis": "random", "selection": "random", "inference_module": False}, "large"),
              "rl_no_div": ({"env": {"w_div": 0.0}, "inference_module": False}, "large"),
              "no_synthesis": ({"synthesis": "random", "top_l": 0, "inference_module": False}, "large"),
              "inference_no_synth": ({"synthesis": "random", "rounds": 0}, "inference")}
@@ -145,36 +151,52 @@ def load_results(paths: list[str]) -> dict[tuple[str, int], dict[str, dict[str, 
     return results
 
 
+def paired(results: dict, method: str, baseline: str, metric: str) -> np.ndarray:
+    """``method - baseline`` on ``metric``, over the runs that have both."""
+    return np.array([r[method][metric] - r[baseline][metric] for r in results.values() if method in r and baseline in r])
+
+
 def wins(results: dict, method: str, baseline: str) -> list[str]:
     """``wins/ties/losses`` of ``method`` against ``baseline`` on AUC-ROC and on AUC-PR (ties: |d| <= 0.001)."""
-    rows = [(r[method], r[baseline]) for r in results.values() if method in r and baseline in r]
     out = []
     for metric in ("auc_roc", "auc_pr"):
-        d = np.array([a[metric] - b[metric] for a, b in rows])
+        d = paired(results, method, baseline, metric)
         out.append(f"{(d > 1e-3).sum()}/{(abs(d) <= 1e-3).sum()}/{(d < -1e-3).sum()}")
     return out
 
 
+def p_values(results: dict, method: str, baseline: str) -> list[float]:
+    """Two-sided Wilcoxon signed-rank p-values of the paired AUC-ROC and AUC-PR differences (NaN
+    when fewer than 6 runs differ: too few for any p-value below 0.05)."""
+    out = []
+    for metric in ("auc_roc", "auc_pr"):
+        d = paired(results, method, baseline, metric)
+        out.append(float(wilcoxon(d).pvalue) if np.count_nonzero(d) >= 6 else float("nan"))
+    return out
+
+
 def method_table(results: dict[tuple[str, int], dict[str, dict[str, float]]], baseline: str) -> list[str]:
-    """Print each method's runs, mean AUC-ROC / AUC-PR, W/T/L against ``baseline`` and mean fit
-    seconds; returns the methods in order of appearance."""
+    """Print each method's runs, mean AUC-ROC / AUC-PR, W/T/L and Wilcoxon p-values against
+    ``baseline`` and mean fit seconds; returns the methods in order of appearance."""
     methods = list(dict.fromkeys(m for r in results.values() for m in r))
     head = f"W/T/L vs {baseline} ROC"
-    print(f"\n{'method':18s} {'runs':>4s} {'AUC-ROC':>8s} {'AUC-PR':>7s} | {head:>22s} {'PR':>9s} | {'fit s':>6s}")
+    print(f"\n{'method':18s} {'runs':>4s} {'AUC-ROC':>8s} {'AUC-PR':>7s} | {head:>22s} {'PR':>9s} | "
+          f"{'p ROC':>6s} {'p PR':>6s} | {'fit s':>6s}")
     for m in methods:
         rows = [r[m] for r in results.values() if m in r]
         roc, pr = (np.mean([a[k] for a in rows]) for k in ("auc_roc", "auc_pr"))
-        wtl = wins(results, m, baseline)
+        wtl, p = wins(results, m, baseline), p_values(results, m, baseline)
         fit = np.mean([a.get("fit_s", np.nan) for a in rows])
-        print(f"{m:18s} {len(rows):4d} {roc:8.4f} {pr:7.4f} | {wtl[0]:>22s} {wtl[1]:>9s} | {fit:6.1f}")
+        print(f"{m:18s} {len(rows):4d} {roc:8.4f} {pr:7.4f} | {wtl[0]:>22s} {wtl[1]:>9s} | {p[0]:6.3f} {p[1]:6.3f} | {fit:6.1f}")
     return methods
 
 
 def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]]) -> None:
     methods = method_table(results, "mamba_moe")
-    if "random_latent" in methods:
-        roc, pr = wins(results, "swift_hydra", "random_latent")
-        print(f"swift_hydra vs random_latent W/T/L: AUC-ROC {roc}, AUC-PR {pr}")
+    for other in ("random_latent", "random_unranked", "catboost"):
+        if other in methods:
+            (roc, pr), (p_roc, p_pr) = wins(results, "swift_hydra", other), p_values(results, "swift_hydra", other)
+            print(f"swift_hydra vs {other}: W/T/L AUC-ROC {roc} (p {p_roc:.3f}), AUC-PR {pr} (p {p_pr:.3f})")
     gap = [r["inference"]["auc_roc"] - r["swift_hydra"]["auc_roc"] for r in results.values()]
     print(f"Inference Module - large detector, AUC-ROC: mean {np.mean(gap):+.4f}, "
           f"within 0.01 on {sum(abs(g) <= 0.01 for g in gap)}/{len(gap)} runs")

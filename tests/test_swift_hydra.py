@@ -17,7 +17,7 @@ from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector, validati
 from rlad.algorithms.registry import load_detector, make_detector
 from rlad.algorithms.swift_hydra import (
     LocalScorer, PPOSettings, RolloutConfig, SwiftHydra, SwiftHydraConfig, SwiftHydraDetector, inference_module_config,
-    large_detector_config, select_top,
+    candidate_score, large_detector_config, select_top,
 )
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, SynthesisEnvConfig
 from rlad.platform.cli.main import main as cli_main
@@ -122,6 +122,19 @@ def test_reward_selection_prefers_novel_candidates(split, vae):
     np.testing.assert_array_equal(select_top(samples, -proba, 1), copy)
     with pytest.raises(ValueError, match="selection must be one of"):
         SwiftHydraConfig(selection="best")
+
+
+def test_random_selection_ignores_the_reward(split, vae):
+    """``selection="random"`` (the unranked ablation) picks candidates regardless of evasion; the
+    reward and evasion rankings take the most evasive."""
+    env = make_env(split, vae, CountingScorer(), w_div=0.0)
+    samples = np.arange(200, dtype=np.float32)[:, None].repeat(split.n_features, 1)
+    proba = np.linspace(0.01, 0.99, 200)
+    for selection in ("reward", "evasion"):
+        picked = select_top(samples, candidate_score(selection, env, samples, proba, seed=0), 20)
+        np.testing.assert_array_equal(picked[:, 0], np.arange(20))
+    picked = select_top(samples, candidate_score("random", env, samples, proba, seed=0), 20)[:, 0]
+    assert len(set(picked)) == 20 and picked.mean() > 50  # spread over all candidates, not the 20 most evasive
 
 
 def test_serve_scores_match_local_batches_and_hot_swaps(ray_cluster, split, detector, tmp_path):
