@@ -16,8 +16,9 @@ on RLlib's new API stack (RLModule / Learner / EnvRunner).
   ``num_envs_per_env_runner`` vectorised sub-envs: still one gradient update per env step, at a
   fraction of RLlib's per-update and per-step overhead (``benchmarks/bench_dplan.py`` measures it
   against a bare-PyTorch DQN).
-* Data: ``fit`` puts ``X`` and ``y`` in the Ray object store once; the env config carries only the
-  two ``ObjectRef`` s, so each EnvRunner receives them once and each env maps them zero-copy.
+* Data: ``fit`` holds ``(X, y)`` in an ``EnvPayload`` (``rlad.platform.core.env_payload``); the
+  env config carries only its name, so no env runner's constructor arguments hold the data (Ray
+  keeps none for restarts) and each env maps the arrays zero-copy from the object store.
 * The env is given to RLlib as a class (no ``register_env``), so workers need no registration.
 * Saving: the state holds the Q-network's four tensors; loading rebuilds a plain torch
   :class:`QNetwork` without starting Ray.
@@ -33,7 +34,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import ray
 import torch
 from ray.rllib.algorithms.dqn import DQN, DQNConfig
 from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
@@ -55,6 +55,7 @@ from torch import nn
 from rlad.algorithms.base import BaseDetector
 from rlad.envs.dplan_env import DPLANEnv
 from rlad.platform.core import progress
+from rlad.platform.core.env_payload import EnvPayload
 from rlad.platform.core.ray_init import init_ray
 
 #: The transition replay beside RLlib's own files in a :class:`DPLANTraining` checkpoint.
@@ -314,12 +315,12 @@ def iteration_summary(result: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def env_config(cfg: DPLANConfig, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """The env's config: the data goes to the object store once, runners receive references.
+def env_config(cfg: DPLANConfig, data: EnvPayload) -> dict[str, Any]:
+    """The env's config: env runners fetch the rows ``(X, y)`` from ``data`` by name.
     A sub-env's episode is ``steps_per_episode / num_envs_per_env_runner`` steps, so that each
     runner refreshes the hidden layer every ``steps_per_episode`` of its env steps, as the paper."""
     return {
-        "X": ray.put(X), "y": ray.put(y), "p": cfg.p, "n_candidates": cfg.n_candidates,
+        "data": data.name, "p": cfg.p, "n_candidates": cfg.n_candidates,
         "steps_per_episode": max(cfg.steps_per_episode // cfg.num_envs_per_env_runner, 1),
         "iforest_estimators": cfg.iforest_estimators,
         "intrinsic_weight": cfg.intrinsic_weight,
@@ -339,7 +340,12 @@ class DPLANTraining:
             raise ValueError("DPLAN needs y with labelled anomalies (1) and unlabelled rows (0)")
         init_ray(num_cpus=cfg.num_cpus)
         self.cfg = cfg
-        self.algo = dqn_config(cfg, env_config(cfg, X, y)).build_algo()
+        self.data = EnvPayload((X, y), prefix="rlad-dplan-data")
+        try:
+            self.algo = dqn_config(cfg, env_config(cfg, self.data)).build_algo()
+        except BaseException:
+            self.data.close()
+            raise
         self.episode = 0
         self.env_steps = 0.0
         self.last_result: Mapping[str, Any] = {}
@@ -373,6 +379,7 @@ class DPLANTraining:
 
     def close(self) -> None:
         self.algo.stop()
+        self.data.close()
 
     def __enter__(self) -> "DPLANTraining":
         return self

@@ -37,6 +37,7 @@ from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, Scorer, SynthesisEnvConfig
 from rlad.platform.core import progress
 from rlad.platform.core.data import load_dataset, write_parquet
+from rlad.platform.core.env_payload import EnvPayload, fetch_payload
 from rlad.platform.core.metrics import auc_scores
 from rlad.platform.core.ray_init import init_ray
 from rlad.platform.core.tensorboard import TBLogger
@@ -184,56 +185,83 @@ def retrain_in_process(parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: i
 
 
 # -- RLlib pieces -----------------------------------------------------------------------------------
+@dataclass
+class SynthesisRound:
+    """What the walkers need in a round: the detector to evade (as a scorer), the generator, the
+    known anomalies' latents under it, the combined data set and the round's diversity weight."""
+
+    scorer: Scorer
+    vae: ConditionalBetaVAE
+    anchors: np.ndarray
+    reference: np.ndarray
+    w_div: float
+
+
 def make_synthesis_env(env_config: dict[str, Any]) -> LatentSynthesisVecEnv:
-    """RLlib env creator (VECTOR_ENTRY_POINT): RLlib adds ``num_envs`` to ``env_config``."""
-    return LatentSynthesisVecEnv(
-        num_envs=env_config["num_envs"], vae=env_config["vae"], anchors=env_config["anchors"],
-        reference=env_config["reference"], scorer=env_config["scorer"], cfg=env_config["env_cfg"],
-        seed=env_config.get("seed"),
-    )
+    """RLlib env creator (VECTOR_ENTRY_POINT): RLlib adds ``num_envs`` to ``env_config``; the
+    current :class:`SynthesisRound` comes from the :class:`EnvPayload` named there."""
+    rnd: SynthesisRound = fetch_payload(env_config["round"])
+    env = LatentSynthesisVecEnv(num_envs=env_config["num_envs"], vae=rnd.vae, anchors=rnd.anchors, reference=rnd.reference,
+                                scorer=rnd.scorer, cfg=env_config["env_cfg"], seed=env_config.get("seed"))
+    env.set_diversity_weight(rnd.w_div)
+    return env
 
 
-def build_ppo(cfg: SwiftHydraConfig, env_config: dict[str, Any]):
-    """PPO on the synthesis env; CPUs reserved: ``rollout.num_env_runners`` (learner in the driver)."""
-    from ray.rllib.algorithms.ppo import PPOConfig
-    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
-    from ray.tune.registry import register_env
+class SynthesisPPO:
+    """PPO on the synthesis env; CPUs reserved: ``rollout.num_env_runners`` (learner in the
+    driver). :meth:`push` starts a round on every env runner, and on any built later (a
+    restarted runner walks the current round, not the first)."""
 
-    register_env(ENV_NAME, make_synthesis_env)
-    config = (
-        PPOConfig()
-        .environment(ENV_NAME, env_config=env_config)
-        .env_runners(
-            num_env_runners=cfg.rollout.num_env_runners,
-            num_envs_per_env_runner=cfg.rollout.num_envs_per_runner,
-            num_cpus_per_env_runner=1,
-            custom_resources_per_env_runner=cfg.rollout.resources,
-            gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
+    def __init__(self, cfg: SwiftHydraConfig, first: SynthesisRound) -> None:
+        from ray.rllib.algorithms.ppo import PPOConfig
+        from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+        from ray.tune.registry import register_env
+
+        self.round = EnvPayload(first, prefix="rlad-synthesis-round")
+        register_env(ENV_NAME, make_synthesis_env)
+        config = (
+            PPOConfig()
+            .environment(ENV_NAME, env_config={"round": self.round.name, "env_cfg": cfg.env, "seed": cfg.seed})
+            .env_runners(
+                num_env_runners=cfg.rollout.num_env_runners,
+                num_envs_per_env_runner=cfg.rollout.num_envs_per_runner,
+                num_cpus_per_env_runner=1,
+                custom_resources_per_env_runner=cfg.rollout.resources,
+                gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
+            )
+            .learners(num_learners=0)
+            .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=cfg.rollout.restart_delay_s)
+            .training(
+                lr=cfg.ppo.lr, gamma=cfg.ppo.gamma, train_batch_size_per_learner=cfg.ppo.train_batch_size,
+                minibatch_size=cfg.ppo.minibatch_size, num_epochs=cfg.ppo.num_epochs,
+            )
+            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=list(cfg.ppo.hidden)))
+            .debugging(seed=cfg.seed)
         )
-        .learners(num_learners=0)
-        .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=cfg.rollout.restart_delay_s)
-        .training(
-            lr=cfg.ppo.lr, gamma=cfg.ppo.gamma, train_batch_size_per_learner=cfg.ppo.train_batch_size,
-            minibatch_size=cfg.ppo.minibatch_size, num_epochs=cfg.ppo.num_epochs,
-        )
-        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=list(cfg.ppo.hidden)))
-        .debugging(seed=cfg.seed)
-    )
-    return config.build_algo()
+        try:
+            self.algo = config.build_algo()
+        except BaseException:
+            self.round.close()
+            raise
 
+    def push(self, rnd: SynthesisRound) -> None:
+        """This round's detector, generator, combined data set and diversity weight: to the
+        payload first (a runner restarted from now on reads it), then to every live runner."""
+        self.round.put(rnd)
 
-def push_round(algo, scorer: Scorer, vae: ConditionalBetaVAE, anchors: np.ndarray, reference: np.ndarray, w_div: float) -> None:
-    """Give every env runner's walkers this round's detector, generator, combined data set and
-    diversity weight."""
-    def configure(runner) -> None:
-        if getattr(runner, "env", None) is not None:
-            env = runner.env.unwrapped
-            env.set_scorer(scorer)
-            env.set_generator(vae, anchors)
-            env.set_reference(reference)
-            env.set_diversity_weight(w_div)
+        def configure(runner) -> None:
+            if getattr(runner, "env", None) is not None:
+                env = runner.env.unwrapped
+                env.set_scorer(rnd.scorer)
+                env.set_generator(rnd.vae, rnd.anchors)
+                env.set_reference(rnd.reference)
+                env.set_diversity_weight(rnd.w_div)
 
-    algo.env_runner_group.foreach_env_runner(configure)
+        self.algo.env_runner_group.foreach_env_runner(configure)
+
+    def stop(self) -> None:
+        self.algo.stop()
+        self.round.close()
 
 
 def rollout(env: LatentSynthesisVecEnv, policy: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -339,12 +367,11 @@ class SwiftHydra:
         # the real rows' targets in every later round (None: the labels)
         real_target = distilled_target(y, first, X, cfg.self_distill)
 
-        algo = scorer = None
+        ppo = scorer = None
         if cfg.synthesis == "rl":
             scorer = self.scoring.publish(detector, detector.save(self.workdir / "round_0" / "detector.pt"), 0)
-            env_config = {"vae": vae, "anchors": anchors, "reference": X, "env_cfg": cfg.env, "seed": cfg.seed, "scorer": scorer}
-            algo = build_ppo(cfg, env_config)
-            self.rollout_nodes_ = set(algo.env_runner_group.foreach_env_runner(
+            ppo = SynthesisPPO(cfg, SynthesisRound(scorer, vae, anchors, X, cfg.env.w_div))
+            self.rollout_nodes_ = set(ppo.algo.env_runner_group.foreach_env_runner(
                 lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.rollout.num_env_runners == 0))
             self.log(f"[swift-hydra] {max(cfg.rollout.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
         self.synthetic_ = np.empty((0, X.shape[1]), np.float32)
@@ -360,13 +387,13 @@ class SwiftHydra:
                     local = LatentSynthesisVecEnv(walkers, vae, anchors, X_aug, LocalScorer(detector), cfg.env, seed=rnd)
                     local.set_diversity_weight(w_div)
                     extra: dict[str, float] = {}
-                    if algo is not None:
-                        push_round(algo, scorer, vae, anchors, X_aug, w_div)
+                    if ppo is not None:
+                        ppo.push(SynthesisRound(scorer, vae, anchors, X_aug, w_div))
                         for it in range(cfg.ppo_iterations):
-                            result = algo.train()
+                            result = ppo.algo.train()
                             tb.log(result, step=(rnd - 1) * cfg.ppo_iterations + it, prefix="ppo/")
                         extra["ppo_return"] = float(result.get("env_runners", {}).get("episode_return_mean", float("nan")))
-                        samples, proba = rollout(local, policy_actions(algo.get_module()))
+                        samples, proba = rollout(local, policy_actions(ppo.algo.get_module()))
                     else:
                         samples, proba = rollout(local, random_actions(local, cfg.seed + rnd))
                     new = select_top(samples, candidate_score(cfg.selection, local, samples, proba, cfg.seed + rnd), top_l)
@@ -379,15 +406,15 @@ class SwiftHydra:
                     target = None if real_target is None else np.r_[real_target, np.ones(len(self.synthetic_))].astype(np.float32)
                     detector = self.retrain(parquet, cfg.detector, self.workdir, rnd, sample_weight=w_aug, target=target)
                     checkpoint = detector.save(self.workdir / f"round_{rnd}" / "detector.pt")
-                    if algo is not None:
+                    if ppo is not None:
                         scorer = self.scoring.publish(detector, checkpoint, rnd)
                     rec = self._record(rnd, detector, X_eval, y_eval, n_synthetic=len(X_aug) - len(X), t=time.time() - t0,
                                        w_div=w_div, evasive_proba=float(np.mean(proba[np.argsort(proba)[:max(top_l, 1)]])), **extra)
                     tb.log(rec, step=rnd, prefix="round/")
                     yield rec, detector
         finally:
-            if algo is not None:
-                algo.stop()
+            if ppo is not None:
+                ppo.stop()
         if cfg.inference_module:
             start = time.time()
             teacher = first if cfg.self_distill else detector  # never a student of a student (see self_distill)

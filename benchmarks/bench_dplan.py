@@ -29,6 +29,7 @@ from rlad.envs.dplan_env import DPLANEnv
 from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
 from rlad.platform.core.metrics import auc_scores
 from rlad.platform.core.ray_init import init_ray
+from rlad.platform.core.verbosity import quiet
 
 QUICK = dict(episodes=5, steps_per_episode=500, warmup_steps=500, epsilon_steps=1000, target_update_freq=500)
 
@@ -122,6 +123,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
+    quiet()  # our figures, not Ray's INFO lines
     init_ray(num_cpus=args.num_cpus)
     cfg = DPLANConfig(num_env_runners=args.num_env_runners, num_cpus=args.num_cpus,
                       rollout_fragment_length=args.rollout_fragment_length,

@@ -16,9 +16,10 @@ import torch
 
 from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEDetector
-from rlad.algorithms.swift_hydra import LocalScorer, RolloutConfig, SwiftHydraConfig, build_ppo
+from rlad.algorithms.swift_hydra import LocalScorer, RolloutConfig, SwiftHydraConfig, SynthesisPPO, SynthesisRound
 from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
 from rlad.platform.core.ray_init import init_ray
+from rlad.platform.core.verbosity import quiet
 from rlad.platform.runtime.serving import ServeOptions, ServeScorer, deploy_detector
 
 
@@ -32,6 +33,7 @@ def main() -> None:
     p.add_argument("--address", default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
+    quiet()  # our figures, not Ray's INFO lines
     init_ray(num_cpus=args.num_cpus, address=args.address)
 
     split = adbench_split(load_dataset(adbench_file("cardio")), SplitConfig(la=0.3))
@@ -48,7 +50,8 @@ def main() -> None:
     base = None
     for n in args.runners:
         cfg = SwiftHydraConfig(rollout=RolloutConfig(num_env_runners=n, num_envs_per_runner=args.envs_per_runner))
-        algo = build_ppo(cfg, {"vae": vae, "anchors": anchors, "reference": split.X_train, "env_cfg": cfg.env, "scorer": scorer})
+        ppo = SynthesisPPO(cfg, SynthesisRound(scorer, vae, anchors, split.X_train, cfg.env.w_div))
+        algo = ppo.algo
         steps = args.steps
         algo.env_runner_group.foreach_env_runner(lambda r: r.sample(num_timesteps=200), local_env_runner=False)  # warm-up
         t = time.perf_counter()
@@ -56,7 +59,7 @@ def main() -> None:
         rate = n * steps / (time.perf_counter() - t)
         base = base or rate
         print(f"{n:>11}{rate:>13.0f}{rate / base:>13.2f}", flush=True)
-        algo.stop()
+        ppo.stop()
 
 
 if __name__ == "__main__":

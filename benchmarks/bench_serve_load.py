@@ -145,6 +145,7 @@ def main() -> int:
     from rlad.algorithms.mamba_moe import MambaMoEDetector
     from rlad.platform.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
     from rlad.platform.core.ray_init import init_ray
+    from rlad.platform.core.verbosity import quiet
     from rlad.platform.runtime.serving import ServeOptions, deploy_detector
 
     torch.set_num_threads(1)
@@ -153,6 +154,7 @@ def main() -> int:
     path = str(det.save(ROOT / "runs/bench_serve_load/detector.pt"))
     rng = np.random.default_rng(0)
     bodies = [json.dumps({"rows": split.X_test[rng.integers(len(split.X_test), size=args.rows)].tolist()}) for _ in range(64)]
+    quiet()  # our figures, not Ray's INFO lines
     init_ray(num_cpus=args.num_cpus)
     url = f"http://127.0.0.1:{args.port}/detector/score"
     print(f"[bench] Mamba-MoE on {split.name} ({split.n_features} features), {args.rows} rows/request, "

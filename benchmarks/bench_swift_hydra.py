@@ -24,6 +24,7 @@ from rlad.algorithms.swift_hydra import LocalScorer, RolloutConfig, SwiftHydra, 
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv
 from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
 from rlad.platform.core.ray_init import init_ray
+from rlad.platform.core.verbosity import quiet
 from rlad.platform.runtime.serving import ServeOptions, ServeScorer, ServeScoring, deploy_detector
 
 
@@ -86,6 +87,7 @@ def main() -> None:
     p.add_argument("--skip-auc", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
+    quiet()  # our figures, not Ray's INFO lines
     init_ray(num_cpus=args.num_cpus)
     env_throughput(args)
     if not args.skip_auc:

@@ -12,8 +12,8 @@ no network: :meth:`DPLANEnv.set_hidden_layer` hands it the layer's weights ``(W,
 then embeds every row once (``relu(X W^T + b)``) and refits the iForest on that embedding. In
 training, ``rlad.algorithms.dplan.DPLANCallback`` calls it at every episode start.
 
-``X`` and ``y`` in the env config may be Ray ``ObjectRef`` s: each env resolves them once, at
-construction, to zero-copy read-only views of the object store (no copy of the data per step).
+Under RLlib the env config names an ``EnvPayload`` holding ``(X, y)``: each env fetches it once,
+at construction, as zero-copy read-only views of the object store (no copy of the data per step).
 """
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from typing import Any, Mapping
 
 import gymnasium as gym
 import numpy as np
-import ray
 from sklearn.ensemble import IsolationForest
+
+from rlad.platform.core.env_payload import fetch_payload
 
 NORMAL, ANOMALY = 0, 1
 
@@ -36,20 +37,16 @@ def extrinsic_reward(action: int, labelled_anomaly: bool) -> float:
     return -1.0
 
 
-def _resolve(value: Any) -> np.ndarray:
-    """An array, or the array behind a Ray ``ObjectRef``."""
-    return np.asarray(ray.get(value) if isinstance(value, ray.ObjectRef) else value)
-
-
 class DPLANEnv(gym.Env):
-    """Env config keys: ``X`` (rows), ``y`` (1 = labelled anomaly, 0 = unlabelled), ``p``
+    """Env config keys: ``X`` (rows) and ``y`` (1 = labelled anomaly, 0 = unlabelled), or ``data``:
+    the name of an ``EnvPayload`` holding ``(X, y)`` (what RLlib's env runners get), ``p``
     (probability of ``g_a``, default 0.5), ``n_candidates`` (``g_u`` subsample, default 1000),
     ``steps_per_episode`` (default 2000), ``iforest_estimators`` (default 100),
     ``intrinsic_weight`` (scale of the intrinsic reward, default 1.0)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.X = _resolve(config["X"]).astype(np.float32, copy=False)
-        y = _resolve(config["y"])
+        X, y = fetch_payload(config["data"]) if "data" in config else (config["X"], config["y"])
+        self.X, y = np.asarray(X, np.float32), np.asarray(y)
         self.anomalies = np.flatnonzero(y == 1)
         self.unlabelled = np.flatnonzero(y == 0)
         if self.anomalies.size == 0 or self.unlabelled.size == 0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import ray
 import torch
 
 from rlad.algorithms.dplan import (
@@ -14,6 +13,7 @@ from rlad.algorithms.registry import load_detector
 from rlad.envs.dplan_env import ANOMALY, NORMAL, DPLANEnv, extrinsic_reward
 from rlad.platform.cli.main import build_parser
 from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.platform.core.env_payload import EnvPayload
 from rlad.platform.core.metrics import auc_scores
 
 # 3,000 env steps (500 warm-up + 5 x 500): about a minute on two cores.
@@ -139,10 +139,17 @@ def test_sub_env_adopts_a_sibling_embedding_of_the_same_layer(split):
     assert second.hidden is first.hidden and second.intrinsic is first.intrinsic and second.num_refreshes == 1
 
 
-def test_env_maps_object_store_data_without_copy(ray_cluster, split):
-    env = DPLANEnv({"X": ray.put(split.X_train), "y": ray.put(split.y_train_semi)})
-    np.testing.assert_array_equal(env.X, split.X_train)
-    assert not env.X.flags.writeable  # a view of the shared object store, not a private copy
+def test_env_maps_payload_data_without_copy(ray_cluster, split):
+    """Env runners read the rows from an ``EnvPayload`` by name; arrays over 100 KB come as views
+    of the shared object store, not as a private copy per runner."""
+    X, y = np.tile(split.X_train, (4, 1)), np.tile(split.y_train_semi, 4)
+    data = EnvPayload((X, y))
+    try:
+        env = DPLANEnv({"data": data.name})
+        np.testing.assert_array_equal(env.X, X)
+        assert not env.X.flags.writeable
+    finally:
+        data.close()
 
 
 # -- the refresh mechanism inside RLlib --------------------------------------------------------
@@ -151,8 +158,8 @@ def test_callback_refreshes_env_from_learner_synced_module(ray_cluster, split):
     syncs from the learner after every training step."""
     cfg = DPLANConfig(episodes=1, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200, n_candidates=200,
                       num_envs_per_env_runner=1)  # one sub-env: its episodes end every 100 steps
-    env_config = {"X": ray.put(split.X_train), "y": ray.put(split.y_train_semi), "steps_per_episode": 100, "n_candidates": 200}
-    algo = dqn_config(cfg, env_config).build_algo()
+    data = EnvPayload((split.X_train, split.y_train_semi))
+    algo = dqn_config(cfg, {"data": data.name, "steps_per_episode": 100, "n_candidates": 200}).build_algo()
     try:
         optimizers = algo.learner_group.foreach_learner(lambda learner: type(learner.get_optimizer()).__name__)
         assert [r.get() for r in optimizers] == ["RMSprop"]
@@ -175,6 +182,7 @@ def test_callback_refreshes_env_from_learner_synced_module(ray_cluster, split):
         assert not np.allclose(env.hidden, h0, atol=1e-3)
     finally:
         algo.stop()
+        data.close()
 
 
 # -- training, scoring, persistence -----------------------------------------------------------
