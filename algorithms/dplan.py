@@ -16,9 +16,9 @@ on RLlib's new API stack (RLModule / Learner / EnvRunner).
   ``num_envs_per_env_runner`` vectorised sub-envs: still one gradient update per env step, at a
   fraction of RLlib's per-update and per-step overhead (``benchmarks/bench_dplan.py`` measures it
   against a bare-PyTorch DQN).
-* Data: ``fit`` holds ``(X, y)`` in an ``EnvPayload`` (``rlad.platform.core.env_payload``); the
-  env config carries only its name, so no env runner's constructor arguments hold the data (Ray
-  keeps none for restarts) and each env maps the arrays zero-copy from the object store.
+* Data: ``fit`` holds ``(X, y)`` in an ``EnvPayload`` (``rlad.platform.core.env_payload``), as
+  Swift Hydra holds its rounds; the env config carries only its name, and each env maps the arrays
+  zero-copy from the object store.
 * The env is given to RLlib as a class (no ``register_env``), so workers need no registration.
 * Saving: the state holds the Q-network's four tensors; loading rebuilds a plain torch
   :class:`QNetwork` without starting Ray.

@@ -26,8 +26,7 @@ def test_killed_env_runner_is_restarted_and_training_finishes(ray_cluster):
                            ppo=PPOSettings(train_batch_size=160, minibatch_size=80, num_epochs=1))
     ppo = SynthesisPPO(cfg, SynthesisRound(LocalScorer(det), vae, anchors, split.X_train, w_div=1.0))
     algo = ppo.algo
-    # the round's payload (detector, generator, data) stays out of the env runners' constructor
-    # arguments: Ray sends arguments over 100 KB through the object store and keeps none for restarts
+    # the round's payload (detector, generator, data) stays out of the config every runner is built from
     assert len(pickle.dumps(algo.config)) < 100_000
     try:
         algo.train()

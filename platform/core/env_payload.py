@@ -1,12 +1,13 @@
-"""What RLlib env runners build their envs from, held by a small named actor instead of passed in
-``env_config``.
+"""What RLlib env runners build their envs from, held by a small named actor instead of copied
+into ``env_config``.
 
-RLlib passes ``env_config`` to every env runner's constructor. Ray sends constructor arguments over
-100 KB (or holding object references) through the object store and does not keep them for actor
-restarts (ray-project/ray#53727; the driver logs a ``core_worker`` ERROR line about it). An
+RLlib builds an env runner's env from the ``env_config`` it was created with, also when it
+restarts a crashed runner. Data that changes during training (Swift Hydra's detector, generator
+and combined data set, round by round) would reach a restarted runner as it was at the start. An
 :class:`EnvPayload` holds the data instead: ``env_config`` carries its name, an env runner built
-at start or after a restart calls :func:`fetch_payload`, and the owner can replace the payload
-(Swift Hydra's rounds), so a restarted runner gets the current one, not the first.
+at start or after a restart calls :func:`fetch_payload` and gets the current value, and the owner
+replaces it with :meth:`EnvPayload.put`. Large arrays come back as zero-copy views of the object
+store, one copy per node.
 """
 from __future__ import annotations
 
