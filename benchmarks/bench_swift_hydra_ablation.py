@@ -22,7 +22,7 @@ the same split:
 
 Printed: mean AUC-ROC and AUC-PR per method, wins/ties/losses against ``mamba_moe`` (ties:
 |difference| <= 0.001) and the two-sided Wilcoxon signed-rank p-value of the paired differences
-(how likely differences at least this one-sided are if the method and ``mamba_moe`` were
+(the chance of paired differences at least this lopsided if the method and ``mamba_moe`` were
 interchangeable), then the Inference Module's scoring speed against the large detector's
 (one row and 4,096-row batches, one thread). Every (data set, seed) is one JSON line in ``--out``;
 ``--summarize`` prints the table of JSONL files written by runs side by side (e.g. one per core).
