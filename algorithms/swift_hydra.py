@@ -196,15 +196,25 @@ class SynthesisRound:
     reference: np.ndarray
     w_div: float
 
+    def make_env(self, num_envs: int, cfg: SynthesisEnvConfig, seed: int | None) -> LatentSynthesisVecEnv:
+        """``num_envs`` walkers in this round."""
+        env = LatentSynthesisVecEnv(num_envs, self.vae, self.anchors, self.reference, self.scorer, cfg, seed=seed)
+        env.set_diversity_weight(self.w_div)
+        return env
+
+    def apply(self, env: LatentSynthesisVecEnv) -> None:
+        """Move an existing env's walkers to this round."""
+        env.set_scorer(self.scorer)
+        env.set_generator(self.vae, self.anchors)
+        env.set_reference(self.reference)
+        env.set_diversity_weight(self.w_div)
+
 
 def make_synthesis_env(env_config: dict[str, Any]) -> LatentSynthesisVecEnv:
     """RLlib env creator (VECTOR_ENTRY_POINT): RLlib adds ``num_envs`` to ``env_config``; the
     current :class:`SynthesisRound` comes from the :class:`EnvPayload` named there."""
     rnd: SynthesisRound = fetch_payload(env_config["round"])
-    env = LatentSynthesisVecEnv(num_envs=env_config["num_envs"], vae=rnd.vae, anchors=rnd.anchors, reference=rnd.reference,
-                                scorer=rnd.scorer, cfg=env_config["env_cfg"], seed=env_config.get("seed"))
-    env.set_diversity_weight(rnd.w_div)
-    return env
+    return rnd.make_env(env_config["num_envs"], env_config["env_cfg"], env_config.get("seed"))
 
 
 class SynthesisPPO:
@@ -251,11 +261,7 @@ class SynthesisPPO:
 
         def configure(runner) -> None:
             if getattr(runner, "env", None) is not None:
-                env = runner.env.unwrapped
-                env.set_scorer(rnd.scorer)
-                env.set_generator(rnd.vae, rnd.anchors)
-                env.set_reference(rnd.reference)
-                env.set_diversity_weight(rnd.w_div)
+                rnd.apply(runner.env.unwrapped)
 
         self.algo.env_runner_group.foreach_env_runner(configure)
 
@@ -384,8 +390,7 @@ class SwiftHydra:
             with TBLogger(self.workdir / "tensorboard") as tb:
                 for rnd in range(1, cfg.rounds + 1):
                     w_div = cfg.env.w_div * cfg.env.div_decay ** (rnd - 1)  # diverse early, evasive later
-                    local = LatentSynthesisVecEnv(walkers, vae, anchors, X_aug, LocalScorer(detector), cfg.env, seed=rnd)
-                    local.set_diversity_weight(w_div)
+                    local = SynthesisRound(LocalScorer(detector), vae, anchors, X_aug, w_div).make_env(walkers, cfg.env, seed=rnd)
                     extra: dict[str, float] = {}
                     if ppo is not None:
                         ppo.push(SynthesisRound(scorer, vae, anchors, X_aug, w_div))
