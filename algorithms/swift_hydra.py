@@ -115,7 +115,8 @@ class SwiftHydraConfig:
     distill: float = 0.5  # the Inference Module fits labels blended with this share of the large detector's P(anomaly)
     # Rounds >= 1: the large detector fits the real rows' labels blended with this share of the round-0 detector's
     # P(anomaly) (synthetic rows keep target 1); 0: labels alone. An unlabelled row the detector suspects then pulls
-    # towards anomaly, as in the Inference Module's distillation. Ablation bench, 12 development sets x 3 seeds, final
+    # towards anomaly, as in the Inference Module's distillation; the anomaly class weight amplifies that pull, on
+    # purpose (measured in train_mamba_moe's docstring). Ablation bench, 12 development sets x 3 seeds, final
     # large detector's mean AUC-ROC / AUC-PR: 0.918 / 0.733 at 0 (W/T/L against the detector alone 13/10/13, 18/2/16),
     # 0.920 / 0.734 at 0.5 (11/17/8, 21/7/8); alone 0.919 / 0.728. The teacher stays the round-0 detector: chaining
     # each round's detector as the next one's teacher collapsed (trial, large detector alone, 16 runs on 6 development
