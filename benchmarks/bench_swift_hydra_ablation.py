@@ -29,6 +29,7 @@ interchangeable), then the Inference Module's scoring speed against the large de
 
     python benchmarks/bench_swift_hydra_ablation.py                      # 12 data sets x 3 seeds
     python benchmarks/bench_swift_hydra_ablation.py --datasets thyroid cardio --seeds 0
+    python benchmarks/bench_swift_hydra_ablation.py --ablations random_unranked --peers   # fewer arms, no peers
     python benchmarks/bench_swift_hydra_ablation.py --summarize runs/a.jsonl runs/b.jsonl
 """
 from __future__ import annotations
@@ -100,6 +101,8 @@ def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[
     labels_only = MambaMoEDetector(full.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug)
     out["inference_labels"] = auc_scores(split.y_test, labels_only.decision_function(split.X_test))
     for label, (changes, measured) in ABLATIONS.items():
+        if label not in args.ablations:
+            continue
         start = time.perf_counter()
         loop, _ = run_loop(loop_config(args, seed, **changes), split)
         record = loop.history[-1] if measured == "large" else loop.inference_record_
@@ -212,6 +215,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="detector epochs at most (large detector and Inference Module; default: the configs' own)")
     p.add_argument("--peers", nargs="*", default=list(PEERS), help="peers to include (installed ones only)")
+    p.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS),
+                   help="ablation arms to run (default: all)")
     p.add_argument("--no-speed", dest="speed", action="store_false", help="skip the scoring-speed comparison")
     p.add_argument("--num-cpus", type=int, default=2)
     p.add_argument("--out", default="runs/bench_swift_hydra_ablation.jsonl", help="one JSON line per (data set, seed)")
