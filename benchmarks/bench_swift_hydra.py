@@ -6,6 +6,10 @@
    walker per scorer call vs a batched vector env, measured side by side in one run. ``serve``
    is the default ``ServeScorer`` (requests and results over the replica's gRPC channel),
    ``serve-refs`` the same through Ray object references.
+3. Where a Serve call's time goes at the rollout's walker count: the detector's own scoring (in
+   this process, one thread: what the replica computes), the whole call through ``ServeScorer``,
+   and the round trip of an empty deployment with the same ``@serve.batch`` (Serve's own cost),
+   with the env ratio that even that empty round trip would allow.
 
     python benchmarks/bench_swift_hydra.py --datasets thyroid cardio breastw --rounds 2
 """
@@ -17,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+from ray import serve
 
 from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEDetector
@@ -26,6 +31,27 @@ from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, lo
 from rlad.platform.core.ray_init import init_ray
 from rlad.platform.core.verbosity import quiet
 from rlad.platform.runtime.serving import ServeOptions, ServeScorer, ServeScoring, deploy_detector
+
+
+@serve.deployment(max_ongoing_requests=256, logging_config={"enable_access_log": False})
+class EmptyServer:
+    """``DetectorServer``'s request path without the detector: what Serve alone costs a call."""
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    async def _score_batch(self, batches: list[np.ndarray]) -> list[dict]:
+        return [{"proba": np.zeros(len(X), np.float32)} for X in batches]
+
+    async def __call__(self, X: np.ndarray) -> dict:
+        return await self._score_batch(X)
+
+
+def per_call_ms(call, X: np.ndarray, calls: int) -> float:
+    for _ in range(10):
+        call(X)
+    t = time.perf_counter()
+    for _ in range(calls):
+        call(X)
+    return (time.perf_counter() - t) / calls * 1e3
 
 
 def auc_table(args) -> None:
@@ -69,6 +95,26 @@ def env_throughput(args) -> None:
               f"(object references instead of gRPC: {rates['serve-refs', n] / rates['in-process', n]:.2f})")
     most = max(args.walkers)
     print(f"serve batched ({most}) / serve single: {rates['serve', most] / rates['serve', min(args.walkers)]:.1f}x")
+    call_breakdown(scorers, vae, anchors, split.X_train, rates, args)
+
+
+def call_breakdown(scorers: dict, vae, anchors: np.ndarray, X_train: np.ndarray, rates: dict, args) -> None:
+    n = RolloutConfig.num_envs_per_runner
+    env = LatentSynthesisVecEnv(n, vae, anchors, X_train, scorers["in-process"], seed=0)
+    env.reset()
+    X = env.last_samples
+    serve.run(EmptyServer.options(ray_actor_options={"num_cpus": 0.5}).bind(), name="bench-empty", route_prefix=None)
+    ms = {"scoring (detector alone)": per_call_ms(scorers["in-process"], X, args.env_steps),
+          "serve call": per_call_ms(scorers["serve"], X, args.env_steps),
+          "empty deployment call": per_call_ms(ServeScorer("bench-empty"), X, args.env_steps)}
+    print(f"\nwhere a Serve call's time goes ({n} rows a call, ms):")
+    for label, v in ms.items():
+        print(f"  {label:<26}{v:6.2f}")
+    print(f"  {'serve call - scoring':<26}{ms['serve call'] - ms['scoring (detector alone)']:6.2f}")
+    if ("in-process", n) in rates:
+        step = 1e3 * n / rates["in-process", n]
+        print(f"in-process env step {step:.2f} ms: with only the empty deployment's round trip added, "
+              f"the Serve-backed env would run at {step / (step + ms['empty deployment call']):.2f}x in-process")
 
 
 def main() -> None:
