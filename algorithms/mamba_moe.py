@@ -118,6 +118,31 @@ class MambaExpert(ResidualMamba):
         return h.mean(dim=1)
 
 
+class _RowRoute(nn.Module):
+    """One row -> its tokens, top-k experts and their weights (what :meth:`MambaMoE.score_row` traces)."""
+
+    def __init__(self, moe: "MambaMoE") -> None:
+        super().__init__()
+        self.moe = moe
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        tok = self.moe.tokens(x)
+        idx, weights, _ = self.moe.route(tok)
+        return tok, idx, weights
+
+
+class _RowMix(nn.Module):
+    """A row's tokens and expert weights -> its logit through the given experts and the head."""
+
+    def __init__(self, moe: "MambaMoE", experts: tuple[int, ...]) -> None:
+        super().__init__()
+        self.experts, self.head = nn.ModuleList(moe.experts[e] for e in experts), moe.head
+
+    def forward(self, tok: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        mixed = sum(weights[:, j, None] * expert(tok) for j, expert in enumerate(self.experts))
+        return self.head(mixed).squeeze(-1)
+
+
 class MambaMoE(nn.Module):
     """Rows (b, n_features) -> (anomaly logits (b,), load-balancing loss)."""
 
@@ -139,7 +164,7 @@ class MambaMoE(nn.Module):
         self.router = nn.Linear(cfg.d_model, n_experts)
         self.experts = nn.ModuleList(MambaExpert(cfg.d_model, cfg.d_state, cfg.n_layers) for _ in range(n_experts))
         self.head = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, 1))
-        self._traced: dict[tuple[int, torch.dtype], torch.jit.ScriptModule] = {}
+        self._traced: dict[tuple[Any, torch.dtype], torch.jit.ScriptModule] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # traced experts do not pickle: each process traces its own
         return {**self.__dict__, "_traced": {}}
@@ -148,19 +173,28 @@ class MambaMoE(nn.Module):
         self._traced = {}
         return super()._apply(*args, **kwargs)
 
-    def single_row_expert(self, e: int, tok: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Expert ``e`` for one row (``tok``: (1, L, d)). On CPU without gradients it is traced by
-        TorchScript on first use (sharing the expert's parameters, so loaded weights apply): its ~100
-        small ATen ops then run without Python between them, 1.4x single-row scoring on cardio
-        (``benchmarks/bench_mamba_moe.py``), for a one-off ~50 ms per expert."""
-        if torch.is_grad_enabled() or tok.device.type != "cpu":
-            return self.experts[e]
-        key = (e, tok.dtype)
+    def _row_trace(self, key: Any, module: Callable[[], nn.Module], *example: torch.Tensor) -> torch.jit.ScriptModule:
+        """``module()`` traced by TorchScript for one row on first use (it shares this net's
+        parameters and buffers, so loaded weights apply)."""
+        key = (key, example[0].dtype)
         if key not in self._traced:
             with warnings.catch_warnings():  # the scan's size test is a constant for one row: that is the point
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                self._traced[key] = torch.jit.trace(self.experts[e], tok, check_trace=False)
+                self._traced[key] = torch.jit.trace(module(), example, check_trace=False)
         return self._traced[key]
+
+    def score_row(self, x: torch.Tensor) -> torch.Tensor:
+        """The logit of one row (``x``: (1, n_features)) on CPU without gradients, as two traced
+        graphs: tokens and routing, then the row's experts mixed and the head, one graph per set of
+        experts, traced on first use (~50 ms per expert in it, once). A row's small ATen ops (~100
+        per expert) then run without Python between them: single-row scoring is bound by that fixed
+        cost, not by arithmetic (``benchmarks/bench_mamba_moe.py``)."""
+        tok, idx, weights = self._row_trace("route", lambda: _RowRoute(self), x)(x)
+        chosen = idx[0].tolist()
+        experts = tuple(sorted(chosen))
+        if list(experts) != chosen:  # one graph per set of experts, not per order
+            weights = weights[:, sorted(range(len(chosen)), key=chosen.__getitem__)]
+        return self._row_trace(experts, lambda: _RowMix(self, experts), tok, weights)(tok, weights)
 
     def fit_ranks(self, X: np.ndarray) -> None:
         """Keep ``RANK_KNOTS`` quantiles of each feature of the training rows ``X``."""
@@ -192,15 +226,15 @@ class MambaMoE(nn.Module):
         return idx, weights / weights.sum(-1, keepdim=True), probs
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[0] == 1 and not (self.training or torch.is_grad_enabled()) and x.device.type == "cpu":
+            logit = self.score_row(x)
+            return logit, logit.new_zeros(())
         tok = self.tokens(x)
         idx, weights, probs = self.route(tok)
-        if x.shape[0] == 1:  # one row (single-row scoring): its experts in turn, no dispatch
-            mixed = sum(weights[:, j, None] * self.single_row_expert(e, tok)(tok) for j, e in enumerate(idx[0].tolist()))
-        else:
-            mixed = tok.new_zeros(x.shape[0], tok.shape[-1])
-            for e in idx.unique().tolist():  # only the experts some row is routed to
-                rows, slot = (idx == e).nonzero(as_tuple=True)
-                mixed.index_add_(0, rows, weights[rows, slot, None] * self.experts[e](tok[rows]))
+        mixed = tok.new_zeros(x.shape[0], tok.shape[-1])
+        for e in idx.unique().tolist():  # only the experts some row is routed to
+            rows, slot = (idx == e).nonzero(as_tuple=True)
+            mixed.index_add_(0, rows, weights[rows, slot, None] * self.experts[e](tok[rows]))
         if not self.training:  # the load-balancing loss only matters for training
             return self.head(mixed).squeeze(-1), mixed.new_zeros(())
         load = F.one_hot(idx, self.n_experts).float().sum(1).mean(0) / self.top_k

@@ -204,7 +204,7 @@ def test_single_row_traces_follow_loaded_weights_and_pickle():
     x = torch.rand(1, 10)
     with torch.no_grad():
         net(x)
-        assert len(net._traced) == 2  # both experts of the row, traced on first use
+        assert len(net._traced) == 2  # the row's routing and its two experts with the head, traced on first use
         net.load_state_dict(other.state_dict())
         traced = net(x)[0]
     eager = other(x)[0]  # with gradients: the experts themselves run
