@@ -46,6 +46,7 @@ class EmptyServer:
 
 
 def per_call_ms(call, X: np.ndarray, calls: int) -> float:
+    """Mean milliseconds of ``call(X)`` over ``calls`` calls, after 10 to warm up."""
     for _ in range(10):
         call(X)
     t = time.perf_counter()
@@ -99,6 +100,7 @@ def env_throughput(args) -> None:
 
 
 def call_breakdown(scorers: dict, vae, anchors: np.ndarray, X_train: np.ndarray, rates: dict, args) -> None:
+    """Part 3 of the module docstring, on the rows the walkers decode at the rollout's walker count."""
     n = RolloutConfig.num_envs_per_runner
     env = LatentSynthesisVecEnv(n, vae, anchors, X_train, scorers["in-process"], seed=0)
     env.reset()
