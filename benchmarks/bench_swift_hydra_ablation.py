@@ -12,6 +12,8 @@ the same split:
 - ``rl_no_div``: RL without the diversity term (``env.w_div=0``);
 - ``no_synthesis``: the same rounds without synthetic anomalies (``top_l=0``): what the later
   rounds' distillation from the round-0 detector (``self_distill``) does alone;
+- ``no_self_distill``: the full loop with the later rounds fitting the labels alone
+  (``self_distill=0``): what synthesis does without that distillation;
 - ``swift_hydra``: the full loop, its final large detector;
 - ``inference``: the Inference Module (lightweight experts) distilled from ``swift_hydra`` on the
   same final combined data (``distill``); ``inference_labels``: the same module fitted on the
@@ -61,6 +63,7 @@ ABLATIONS = {"random_latent": ({"synthesis": "random", "inference_module": False
              "random_unranked": ({"synthesis": "random", "selection": "random", "inference_module": False}, "large"),
              "rl_no_div": ({"env": {"w_div": 0.0}, "inference_module": False}, "large"),
              "no_synthesis": ({"synthesis": "random", "top_l": 0, "inference_module": False}, "large"),
+             "no_self_distill": ({"self_distill": 0.0, "inference_module": False}, "large"),
              "inference_no_synth": ({"synthesis": "random", "rounds": 0}, "inference")}
 PEERS = {"deepsad": ("deepod", {"epochs": 20}), "prenet": ("deepod", {"epochs": 20}),
          "rosas": ("deepod", {"epochs": 20}), "catboost": ("catboost", {})}
