@@ -19,6 +19,7 @@ Each round:
 """
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Iterator
@@ -391,10 +392,11 @@ class SwiftHydra:
             with TBLogger(self.workdir / "tensorboard") as tb:
                 for rnd in range(1, cfg.rounds + 1):
                     w_div = cfg.env.w_div * cfg.env.div_decay ** (rnd - 1)  # diverse early, evasive later
-                    local = SynthesisRound(LocalScorer(detector), vae, anchors, X_aug, w_div).make_env(walkers, cfg.env, seed=rnd)
+                    current = SynthesisRound(scorer, vae, anchors, X_aug, w_div)  # what the env runners walk this round
+                    local = dataclasses.replace(current, scorer=LocalScorer(detector)).make_env(walkers, cfg.env, seed=rnd)
                     extra: dict[str, float] = {}
                     if ppo is not None:
-                        ppo.push(SynthesisRound(scorer, vae, anchors, X_aug, w_div))
+                        ppo.push(current)
                         for it in range(cfg.ppo_iterations):
                             result = ppo.algo.train()
                             tb.log(result, step=(rnd - 1) * cfg.ppo_iterations + it, prefix="ppo/")
