@@ -65,6 +65,8 @@ class MambaMoEConfig:
     n_layers: int = 1  # residual Mamba blocks per expert
     max_tokens: int = 16  # features are grouped into at most this many tokens (cost grows with it)
     rank_features: bool = True  # append each feature's rank among the training rows (module docstring)
+    knn_feature: int = 5  # append the row's mean distance to its k nearest training rows (module docstring); 0: off
+    knn_rows: int = 2048  # training rows kept as the neighbours' reference (a seeded sample of larger data sets)
     members: int = 1  # networks trained independently (seeds seed, seed + 1, ...); the detector averages their logits
     epochs: int = 20  # at most: training stops early when the validation AUC stops improving
     unvalidated_epochs: int = 5  # at most, without a validation split (too few labelled anomalies to hold out)
@@ -152,12 +154,16 @@ class MambaMoE(nn.Module):
             raise ValueError(f"n_layers={cfg.n_layers} must be at least 1")
         if not 1 <= cfg.top_k <= n_experts:
             raise ValueError(f"top_k={cfg.top_k} must be in [1, n_experts={n_experts}]")
-        self.n_experts, self.top_k, self.rank_features = n_experts, cfg.top_k, cfg.rank_features
-        width = 2 * n_features if cfg.rank_features else n_features  # values per row: features, then their ranks
+        self.n_experts, self.top_k, self.rank_features, self.knn = n_experts, cfg.top_k, cfg.rank_features, cfg.knn_feature
+        columns = n_features + (1 if self.knn else 0)  # the features, then (knn_feature) the neighbour distance
+        width = 2 * columns if cfg.rank_features else columns  # values per row: the columns, then their ranks
         self.patch = math.ceil(width / cfg.max_tokens)
         self.n_tokens = math.ceil(width / self.patch)
-        if cfg.rank_features:  # set by fit_ranks; a buffer, so checkpoints and DDP replicas carry it
-            self.register_buffer("rank_knots", torch.zeros(n_features, RANK_KNOTS))
+        # Set by fit_inputs; buffers, so checkpoints and DDP replicas carry them.
+        if self.knn:  # its row count is the data's: loading a state resizes it (_load_from_state_dict)
+            self.register_buffer("reference", torch.zeros(0, n_features))
+        if cfg.rank_features:
+            self.register_buffer("rank_knots", torch.zeros(columns, RANK_KNOTS))
         # A separate linear embedding per token (feature group), as in FT-Transformer.
         self.embed_weight = nn.Parameter(torch.randn(self.n_tokens, self.patch, cfg.d_model) / math.sqrt(self.patch))
         self.embed_bias = nn.Parameter(0.02 * torch.randn(self.n_tokens, cfg.d_model))
@@ -165,6 +171,11 @@ class MambaMoE(nn.Module):
         self.experts = nn.ModuleList(MambaExpert(cfg.d_model, cfg.d_state, cfg.n_layers) for _ in range(n_experts))
         self.head = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, 1))
         self._traced: dict[tuple[Any, torch.dtype], torch.jit.ScriptModule] = {}
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        if self.knn and prefix + "reference" in state_dict:
+            self.reference = torch.empty_like(state_dict[prefix + "reference"], device=self.reference.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:  # traced experts do not pickle: each process traces its own
         return {**self.__dict__, "_traced": {}}
@@ -196,13 +207,39 @@ class MambaMoE(nn.Module):
             weights = weights[:, sorted(range(len(chosen)), key=chosen.__getitem__)]
         return self._row_trace(experts, lambda: _RowMix(self, experts), tok, weights)(tok, weights)
 
-    def fit_ranks(self, X: np.ndarray) -> None:
-        """Keep ``RANK_KNOTS`` quantiles of each feature of the training rows ``X``."""
-        knots = np.quantile(np.asarray(X, np.float64), np.linspace(0.0, 1.0, RANK_KNOTS), axis=0).T
-        self.rank_knots.copy_(torch.from_numpy(np.ascontiguousarray(knots)))
+    def fit_inputs(self, X: np.ndarray, max_reference: int, seed: int) -> None:
+        """From the training rows ``X``: keep at most ``max_reference`` of them (a seeded sample)
+        as the neighbours' reference (``knn_feature``), then ``RANK_KNOTS`` quantiles of each
+        column (``rank_features``)."""
+        X = np.asarray(X, np.float32)
+        if self.knn:
+            rows = np.sort(np.random.default_rng(seed).permutation(len(X))[:max_reference])
+            self.reference = torch.from_numpy(X[rows]).to(self.reference.device)
+        if self.rank_features:
+            with torch.no_grad():
+                columns = torch.cat([self.columns(chunk.to(self.rank_knots.device)).cpu()
+                                     for chunk in torch.from_numpy(X).split(4096)]).double().numpy()
+            knots = np.quantile(columns, np.linspace(0.0, 1.0, RANK_KNOTS), axis=0).T
+            self.rank_knots.copy_(torch.from_numpy(np.ascontiguousarray(knots)))
+
+    def neighbour_distance(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, n_features) -> (b, 1): the mean distance to the ``knn`` nearest reference rows other
+        than the row itself (or its duplicates: distance 0), so a training row and a new row at the
+        same place get the same value. 0 before :meth:`fit_inputs`."""
+        if len(self.reference) < 2:
+            return x.new_zeros(x.shape[0], 1)
+        d = torch.cdist(x.double(), self.reference.double())  # float64: a row's distance to itself stays ~0
+        d = d.masked_fill(d <= 1e-6, float("inf"))
+        near = d.topk(min(self.knn, len(self.reference) - 1), dim=1, largest=False).values
+        return near.nan_to_num(posinf=0.0).mean(1, keepdim=True).to(x.dtype)
+
+    def columns(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, n_features) -> the values the ranks and tokens see: the features, then
+        (``knn_feature``) the neighbour distance."""
+        return torch.cat([x, self.neighbour_distance(x)], dim=1) if self.knn else x
 
     def ranks(self, x: torch.Tensor) -> torch.Tensor:
-        """Each value's mid-rank among its feature's training quantiles: (b, n_features) in [0, 1]
+        """Each value's mid-rank among its column's training quantiles: :meth:`columns` -> the same shape, in [0, 1]
         (ties, e.g. a binary feature's many zeros, share their middle rank)."""
         values = x.T.contiguous()
         below = torch.searchsorted(self.rank_knots, values, side="left")
@@ -210,10 +247,11 @@ class MambaMoE(nn.Module):
         return ((below + upto).to(x.dtype) / (2 * self.rank_knots.shape[1])).T
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, n_features) -> (b, n_tokens, d_model): the features, then (``rank_features``) their
-        ranks, in groups of ``patch`` values. Ranks interleaved with their features (half the tokens
+        """(b, n_features) -> (b, n_tokens, d_model): the :meth:`columns`, then (``rank_features``)
+        their ranks, in groups of ``patch`` values. Ranks interleaved with their features (half the tokens
         for narrow tables) scored 0.909 / 0.692 in the trial of the module docstring, at 5 epochs
         against 0.914 / 0.713 for this order."""
+        x = self.columns(x)
         if self.rank_features:
             x = torch.cat([x, self.ranks(x)], dim=1)
         x = F.pad(x, (0, self.n_tokens * self.patch - x.shape[1])).view(x.shape[0], self.n_tokens, self.patch)
@@ -404,8 +442,7 @@ class MambaMoEDetector(BaseDetector):
         self._build(X.shape[1], n_experts)
         losses = []
         for net, seed in zip(self.nets, member_seeds(self.config)):  # each member its own validation split and batch order
-            if self.config.rank_features:
-                net.fit_ranks(X)
+            net.fit_inputs(X if self._sample_weight is None else X[self._sample_weight == 1], self.config.knn_rows, seed)
             net.to(self.device)
             losses.append(train_mamba_moe(net, X, y, dataclasses.replace(self.config, seed=seed), self.device,
                                           positive_weight(y, self.config), sample_weight=self._sample_weight, target=self._target))
@@ -435,6 +472,8 @@ class MambaMoEDetector(BaseDetector):
         nets = [state["net"], *state.get("members", [])]
         if self.config.rank_features and "rank_knots" not in state["net"]:  # saved before rank features existed
             self.config = dataclasses.replace(self.config, rank_features=False)
+        if self.config.knn_feature and "reference" not in state["net"]:  # saved before the neighbour distance existed
+            self.config = dataclasses.replace(self.config, knn_feature=0)
         self.config = dataclasses.replace(self.config, members=len(nets))
         self._build(self.n_features_in_, int(state["n_experts"]))
         for net, weights in zip(self.nets, nets):

@@ -259,9 +259,9 @@ def test_bad_inputs(cardio, fitted):
 
 
 def test_rank_features_are_training_mid_ranks():
-    net = MambaMoE(2, 2, MambaMoEConfig(d_model=8, d_state=4))
+    net = MambaMoE(2, 2, MambaMoEConfig(d_model=8, d_state=4, knn_feature=0))
     X = np.stack([np.arange(1000.0) ** 3, np.r_[np.zeros(900), np.ones(100)]], 1).astype(np.float32)  # long tail; binary
-    net.fit_ranks(X)
+    net.fit_inputs(X, max_reference=2048, seed=0)
     r = net.ranks(torch.from_numpy(X)).numpy()
     assert (np.diff(r[:, 0]) >= 0).all() and r[0, 0] < 0.01 and r[-1, 0] > 0.99
     assert abs(r[500, 0] - 0.5) < 0.01  # a long tail's median sits mid-range, not near 0 as when min-max scaled
@@ -269,17 +269,18 @@ def test_rank_features_are_training_mid_ranks():
     assert 0.3 < r[0, 1] < 0.6 and r[-1, 1] > 0.9  # ...their middle one
     beyond = net.ranks(torch.tensor([[-5.0, -1.0], [1e12, 2.0]])).numpy()
     np.testing.assert_array_equal(beyond, [[0.0, 0.0], [1.0, 1.0]])
-    assert MambaMoE(10, 2, MambaMoEConfig(rank_features=True)).n_tokens == 10  # 20 values, patches of 2
-    plain = MambaMoE(10, 2, MambaMoEConfig(rank_features=False))
-    assert plain.n_tokens == 10 and "rank_knots" not in plain.state_dict()
+    assert MambaMoE(10, 2, MambaMoEConfig(rank_features=True, knn_feature=0)).n_tokens == 10  # 20 values, patches of 2
+    assert MambaMoE(10, 2, MambaMoEConfig(rank_features=True)).n_tokens == 11  # the neighbour distance and its rank too
+    plain = MambaMoE(10, 2, MambaMoEConfig(rank_features=False, knn_feature=0))
+    assert plain.n_tokens == 10 and not {"rank_knots", "reference"} & set(plain.state_dict())
 
 
 def test_fit_sets_rank_knots_and_older_checkpoints_load(cardio, fitted):
-    ranks = fitted.net.ranks(torch.from_numpy(cardio.X_train)).numpy()
+    ranks = fitted.net.ranks(fitted.net.columns(torch.from_numpy(cardio.X_train))).numpy()
     np.testing.assert_allclose(ranks.mean(0), 0.5, atol=0.1)  # knots from the training rows, not left at zero
-    older = MambaMoEDetector(n_experts=2, epochs=1, rank_features=False).fit(cardio.X_train, cardio.y_train_semi)
-    loaded = MambaMoEDetector().adopt(cardio.X_train, older._get_state())  # a state saved before rank features
-    assert loaded.config.rank_features is False
+    older = MambaMoEDetector(n_experts=2, epochs=1, rank_features=False, knn_feature=0).fit(cardio.X_train, cardio.y_train_semi)
+    loaded = MambaMoEDetector().adopt(cardio.X_train, older._get_state())  # a state saved before either existed
+    assert loaded.config.rank_features is False and loaded.config.knn_feature == 0
     np.testing.assert_allclose(loaded.decision_function(cardio.X_test), older.decision_function(cardio.X_test), rtol=1e-5)
 
 
@@ -298,3 +299,35 @@ def test_members_are_independent_networks_averaged(cardio, tmp_path):
     np.testing.assert_array_equal(loaded.decision_function(cardio.X_test), two.decision_function(cardio.X_test))
     with pytest.raises(ValueError, match="members=0"):
         MambaMoEDetector(members=0).fit(X, y)
+
+
+def test_neighbour_distance_excludes_the_row_itself():
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 3)).astype(np.float32)
+    X[1] = X[0]  # a duplicate: not its twin's neighbour either
+    net = MambaMoE(3, 2, MambaMoEConfig(d_model=8, d_state=4, knn_feature=3))
+    assert (net.neighbour_distance(torch.from_numpy(X[:4])) == 0).all()  # before fit_inputs
+    net.fit_inputs(X, max_reference=2048, seed=0)
+    d = np.linalg.norm(X[:, None] - X[None], axis=-1)
+    d[d == 0] = np.inf
+    expected = np.sort(d, axis=1)[:, :3].mean(1)
+    got = net.neighbour_distance(torch.from_numpy(X)).numpy().ravel()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)  # a training row's neighbours are the other rows
+    new = np.array([[5.0, 5.0, 5.0], [0.5, 0.5, 0.5]], np.float32)
+    far, inside = net.neighbour_distance(torch.from_numpy(new)).numpy().ravel()
+    assert far > 7 and inside < 0.3
+    ranks = net.ranks(net.columns(torch.from_numpy(new))).numpy()
+    assert ranks.shape == (2, 4) and ranks[0, 3] == 1.0  # the distance has its rank among the training rows' too
+    net.fit_inputs(X, max_reference=100, seed=0)  # larger data sets: a seeded sample of the rows
+    assert net.reference.shape == (100, 3) and set(map(tuple, net.reference.numpy())) <= set(map(tuple, X))
+
+
+def test_reference_rows_are_real_and_travel_with_the_checkpoint(cardio, tmp_path):
+    X, y = cardio.X_train, cardio.y_train_semi
+    fake = np.full((5, X.shape[1]), 0.5, np.float32)  # synthetic anomalies: weight other than 1
+    det = MambaMoEDetector(n_experts=2, epochs=1, knn_rows=4096).fit(
+        np.r_[X, fake], np.r_[y, np.ones(5, int)], sample_weight=np.r_[np.ones(len(X)), np.full(5, 0.1)])
+    np.testing.assert_array_equal(det.net.reference.numpy(), X)  # all real rows (fewer than knn_rows), none synthetic
+    loaded = MambaMoEDetector.load(det.save(tmp_path / "det.pt"))
+    assert loaded.net.reference.shape == X.shape
+    np.testing.assert_array_equal(loaded.decision_function(cardio.X_test), det.decision_function(cardio.X_test))

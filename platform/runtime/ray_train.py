@@ -58,8 +58,8 @@ def _train_loop(config: dict[str, Any]) -> None:
     for seed in member_seeds(cfg):
         torch.manual_seed(seed)
         net = MambaMoE(ds.n_features, config["n_experts"], cfg)
-        if cfg.rank_features:  # from all rows, as every rank loads them: the replicas' knots agree
-            net.fit_ranks(ds.X)
+        # From all real rows, as every rank loads them: the replicas' reference and knots agree.
+        net.fit_inputs(ds.X if real is None else ds.X[real], cfg.knn_rows, seed)
         # Sparse routing leaves unrouted experts without gradients in a step.
         net = ray.train.torch.prepare_model(net, parallel_strategy_kwargs={"find_unused_parameters": True})
         inner = net.module if hasattr(net, "module") else net
