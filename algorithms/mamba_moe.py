@@ -1,9 +1,9 @@
 """Mamba Mixture-of-Experts anomaly detector for tabular rows.
 
-A row becomes a token sequence: its features, then (``rank_features``) each feature's rank among the
-training rows, grouped into patches of ``ceil(width / max_tokens)``, each with its own linear
-embedding. A router reads the mean token and sends each
-row to its ``top_k`` experts (sparse: an expert runs only on the rows routed to it); each expert is
+A row becomes a token sequence: its features and (``knn_feature``) its distance to its nearest
+training rows, then (``rank_features``) each of these columns' rank among the training rows,
+grouped into patches of ``ceil(width / max_tokens)``, each with its own linear embedding. A
+router reads the mean token and sends each row to its ``top_k`` experts (sparse: an expert runs only on the rows routed to it); each expert is
 ``n_layers`` pre-norm residual Mamba blocks (SiLU-gated selective SSM) followed by mean pooling. The weighted
 expert outputs feed a linear head that gives the anomaly logit. Training minimises class-weighted
 binary cross-entropy plus ``balance_coef`` times the Switch-Transformer load-balancing loss
@@ -22,6 +22,19 @@ the ranks (not replacing the values, which keep the extremes: ranks saturate bey
 range) raised the large detector's mean AUC-ROC / AUC-PR on 12 development sets x 3 seeds (la =
 0.1, 10 epochs) from 0.898 / 0.684 to 0.909 / 0.711 (wins/ties/losses 19/4/13, 23/3/10); ranks
 instead of the values gave 0.883 / 0.602.
+
+Neighbour distance (``knn_feature``): the row's mean distance to its 5 nearest training rows
+(PyOD's KNN default; the row itself and its duplicates excluded, so a training row and a new row at
+the same place get the same value) becomes one more column, ranked like the features. It is what
+unsupervised detectors see and a network fitted to a few labelled anomalies does not: where
+anomalies are isolated but the labelled ones few (Ionosphere, 9 labelled), the large detector alone
+scored AUC-ROC 0.64-0.73, the kNN distance alone 0.90-0.93. Large detector alone, 12 development
+sets at la = 0.1, mean AUC-ROC / AUC-PR: seeds 0-2 0.919 / 0.728 without, 0.945 / 0.765 with
+(wins/ties/losses 21/8/7, 23/3/10); seeds 3-5, not used to choose it, 0.902 / 0.707 without,
+0.929 / 0.731 with (15/9/12, 19/2/15), CatBoost on the labelled rows 0.936 / 0.726. The kNN distance
+alone: 0.777 / 0.402 and 0.769 / 0.403. The reference rows (real rows only: Swift Hydra's
+synthetic anomalies are not neighbours) are a seeded sample of at most ``knn_rows``, kept in the
+checkpoint.
 
 Members: ``members`` networks trained independently (their own seeds: initialisation, validation
 split, batch order) and their logits averaged, for the large detector where accuracy matters more
@@ -228,10 +241,11 @@ class MambaMoE(nn.Module):
         same place get the same value. 0 before :meth:`fit_inputs`."""
         if len(self.reference) < 2:
             return x.new_zeros(x.shape[0], 1)
-        d = torch.cdist(x.double(), self.reference.double())  # float64: a row's distance to itself stays ~0
-        d = d.masked_fill(d <= 1e-6, float("inf"))
+        # Differences, not the matrix-product expansion: a row's distance to itself is exactly 0.
+        d = torch.cdist(x, self.reference, compute_mode="donot_use_mm_for_euclid_dist")
+        d = d.masked_fill(d == 0, float("inf"))
         near = d.topk(min(self.knn, len(self.reference) - 1), dim=1, largest=False).values
-        return near.nan_to_num(posinf=0.0).mean(1, keepdim=True).to(x.dtype)
+        return near.nan_to_num(posinf=0.0).mean(1, keepdim=True)
 
     def columns(self, x: torch.Tensor) -> torch.Tensor:
         """(b, n_features) -> the values the ranks and tokens see: the features, then

@@ -7,7 +7,8 @@ Per ADBench development data set and seed (la = 0.1, rows capped at 3,000, the s
 - ``plain``: as before rank features (features only, 10 epochs, one network);
 - ``ranks``: each feature's rank among the training rows appended (``rank_features``), at most
   ``unvalidated_epochs`` (5) epochs without a validation split, one network;
-- ``default``: the same with three independently trained networks averaged (``members=3``);
+- ``members``: the same with three independently trained networks averaged (``members=3``);
+- ``default``: the same with the neighbour distance as one more column (``knn_feature``);
 - ``catboost``: supervised CatBoost on the labelled rows, when the ``[peers]`` extra is installed.
 
 Printed: per data set AUC-ROC / AUC-PR, then the means, wins/ties/losses against ``plain`` and
@@ -31,8 +32,8 @@ from rlad.algorithms.swift_hydra import large_detector_config
 from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
 from rlad.platform.core.metrics import auc_scores
 
-METHODS = {"plain": dict(rank_features=False, epochs=10, unvalidated_epochs=10, members=1),
-           "ranks": dict(members=1), "default": {}}
+METHODS = {"plain": dict(rank_features=False, knn_feature=0, epochs=10, unvalidated_epochs=10, members=1),
+           "ranks": dict(members=1, knn_feature=0), "members": dict(knn_feature=0), "default": {}}
 
 
 def main() -> None:
