@@ -3,9 +3,10 @@
 A row becomes a token sequence: its features and (``knn_feature``) its distance to its nearest
 training rows, then (``rank_features``) each of these columns' rank among the training rows,
 grouped into patches of ``ceil(width / max_tokens)``, each with its own linear embedding. A
-router reads the mean token and sends each row to its ``top_k`` experts (sparse: an expert runs only on the rows routed to it); each expert is
-``n_layers`` pre-norm residual Mamba blocks (SiLU-gated selective SSM) followed by mean pooling. The weighted
-expert outputs feed a linear head that gives the anomaly logit. Training minimises class-weighted
+router reads the mean token and sends each row to its ``top_k`` experts (sparse: an expert runs
+only on the rows routed to it); each expert is ``n_layers`` pre-norm residual Mamba blocks
+(SiLU-gated selective SSM) followed by mean pooling. The weighted expert outputs feed a linear
+head that gives the anomaly logit. Training minimises class-weighted
 binary cross-entropy plus ``balance_coef`` times the Switch-Transformer load-balancing loss
 ``E * sum_e f_e P_e`` (f_e: share of routing slots given to expert e, P_e: mean router probability),
 for at most ``epochs`` epochs, stopping early on the validation AUC of held-out labelled anomalies
@@ -221,7 +222,8 @@ class MambaMoE(nn.Module):
         return self._row_trace(experts, lambda: _RowMix(self, experts), tok, weights)(tok, weights)
 
     def fit_inputs(self, X: np.ndarray, max_reference: int, seed: int) -> None:
-        """From the training rows ``X``: keep at most ``max_reference`` of them (a seeded sample)
+        """From the real training rows ``X`` (synthetic ones are neither neighbours nor ranked
+        against): keep at most ``max_reference`` of them (a seeded sample)
         as the neighbours' reference (``knn_feature``), then ``RANK_KNOTS`` quantiles of each
         column (``rank_features``)."""
         X = np.asarray(X, np.float32)
@@ -253,8 +255,8 @@ class MambaMoE(nn.Module):
         return torch.cat([x, self.neighbour_distance(x)], dim=1) if self.knn else x
 
     def ranks(self, x: torch.Tensor) -> torch.Tensor:
-        """Each value's mid-rank among its column's training quantiles: :meth:`columns` -> the same shape, in [0, 1]
-        (ties, e.g. a binary feature's many zeros, share their middle rank)."""
+        """Each value's mid-rank among its column's training quantiles: :meth:`columns` -> the same
+        shape, in [0, 1] (ties, e.g. a binary feature's many zeros, share their middle rank)."""
         values = x.T.contiguous()
         below = torch.searchsorted(self.rank_knots, values, side="left")
         upto = torch.searchsorted(self.rank_knots, values, side="right")
