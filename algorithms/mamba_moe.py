@@ -168,7 +168,8 @@ class MambaMoE(nn.Module):
             raise ValueError(f"n_layers={cfg.n_layers} must be at least 1")
         if not 1 <= cfg.top_k <= n_experts:
             raise ValueError(f"top_k={cfg.top_k} must be in [1, n_experts={n_experts}]")
-        self.n_experts, self.top_k, self.rank_features, self.knn = n_experts, cfg.top_k, cfg.rank_features, cfg.knn_feature
+        self.n_experts, self.top_k, self.rank_features = n_experts, cfg.top_k, cfg.rank_features
+        self.knn, self.knn_rows = cfg.knn_feature, cfg.knn_rows
         columns = n_features + (1 if self.knn else 0)  # the features, then (knn_feature) the neighbour distance
         width = 2 * columns if cfg.rank_features else columns  # values per row: the columns, then their ranks
         self.patch = math.ceil(width / cfg.max_tokens)
@@ -221,14 +222,14 @@ class MambaMoE(nn.Module):
             weights = weights[:, sorted(range(len(chosen)), key=chosen.__getitem__)]
         return self._row_trace(experts, lambda: _RowMix(self, experts), tok, weights)(tok, weights)
 
-    def fit_inputs(self, X: np.ndarray, max_reference: int, seed: int) -> None:
+    def fit_inputs(self, X: np.ndarray, seed: int) -> None:
         """From the real training rows ``X`` (synthetic ones are neither neighbours nor ranked
-        against): keep at most ``max_reference`` of them (a seeded sample)
+        against): keep at most ``knn_rows`` of them (a sample drawn with ``seed``)
         as the neighbours' reference (``knn_feature``), then ``RANK_KNOTS`` quantiles of each
         column (``rank_features``)."""
         X = np.asarray(X, np.float32)
         if self.knn:
-            rows = np.sort(np.random.default_rng(seed).permutation(len(X))[:max_reference])
+            rows = np.sort(np.random.default_rng(seed).permutation(len(X))[: self.knn_rows])
             self.reference = torch.from_numpy(X[rows]).to(self.reference.device)
         if self.rank_features:
             with torch.no_grad():
@@ -304,6 +305,12 @@ def positive_weight(y: np.ndarray, cfg: MambaMoEConfig) -> float:
     return min((len(y) - n_pos) / max(n_pos, 1.0), cfg.max_pos_weight)
 
 
+def real_rows(n: int, sample_weight: np.ndarray | None) -> np.ndarray:
+    """Which of ``n`` rows are real: loss weight 1 (Swift Hydra's synthetic anomalies weigh
+    otherwise). Only real rows validate and serve as neighbours and rank knots."""
+    return np.ones(n, dtype=bool) if sample_weight is None else np.asarray(sample_weight) == 1
+
+
 def validation_split(y: np.ndarray, cfg: MambaMoEConfig, real: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Training and validation row indices: ``val_fraction`` of the labelled anomalies and of the
     unlabelled rows held out (only what a user knows: never the true labels of unlabelled rows),
@@ -357,8 +364,9 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
     weight = np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
     target = np.asarray(y if target is None else target, np.float32)
     ddp = isinstance(net, nn.parallel.DistributedDataParallel)
-    split = None if ddp else validation_split(y, cfg, real=weight == 1)
-    epochs = cfg.epochs if ddp else epoch_budget(y, cfg, real=weight == 1)
+    real = real_rows(len(y), sample_weight)
+    split = None if ddp else validation_split(y, cfg, real)
+    epochs = cfg.epochs if ddp else epoch_budget(y, cfg, real)
     val = None
     if split is not None:
         val = torch.from_numpy(X[split[1]]).to(device), y[split[1]]
@@ -458,7 +466,7 @@ class MambaMoEDetector(BaseDetector):
         self._build(X.shape[1], n_experts)
         losses = []
         for net, seed in zip(self.nets, member_seeds(self.config)):  # each member its own validation split and batch order
-            net.fit_inputs(X if self._sample_weight is None else X[self._sample_weight == 1], self.config.knn_rows, seed)
+            net.fit_inputs(X[real_rows(len(X), self._sample_weight)], seed)
             net.to(self.device)
             losses.append(train_mamba_moe(net, X, y, dataclasses.replace(self.config, seed=seed), self.device,
                                           positive_weight(y, self.config), sample_weight=self._sample_weight, target=self._target))

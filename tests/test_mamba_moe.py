@@ -261,7 +261,7 @@ def test_bad_inputs(cardio, fitted):
 def test_rank_features_are_training_mid_ranks():
     net = MambaMoE(2, 2, MambaMoEConfig(d_model=8, d_state=4, knn_feature=0))
     X = np.stack([np.arange(1000.0) ** 3, np.r_[np.zeros(900), np.ones(100)]], 1).astype(np.float32)  # long tail; binary
-    net.fit_inputs(X, max_reference=2048, seed=0)
+    net.fit_inputs(X, seed=0)
     r = net.ranks(torch.from_numpy(X)).numpy()
     assert (np.diff(r[:, 0]) >= 0).all() and r[0, 0] < 0.01 and r[-1, 0] > 0.99
     assert abs(r[500, 0] - 0.5) < 0.01  # a long tail's median sits mid-range, not near 0 as when min-max scaled
@@ -307,7 +307,7 @@ def test_neighbour_distance_excludes_the_row_itself():
     X[1] = X[0]  # a duplicate: not its twin's neighbour either
     net = MambaMoE(3, 2, MambaMoEConfig(d_model=8, d_state=4, knn_feature=3))
     assert (net.neighbour_distance(torch.from_numpy(X[:4])) == 0).all()  # before fit_inputs
-    net.fit_inputs(X, max_reference=2048, seed=0)
+    net.fit_inputs(X, seed=0)
     d = np.linalg.norm(X[:, None] - X[None], axis=-1)
     d[d == 0] = np.inf
     expected = np.sort(d, axis=1)[:, :3].mean(1)
@@ -318,8 +318,9 @@ def test_neighbour_distance_excludes_the_row_itself():
     assert far > 7 and inside < 0.3
     ranks = net.ranks(net.columns(torch.from_numpy(new))).numpy()
     assert ranks.shape == (2, 4) and ranks[0, 3] == 1.0  # the distance has its rank among the training rows' too
-    net.fit_inputs(X, max_reference=100, seed=0)  # larger data sets: a seeded sample of the rows
-    assert net.reference.shape == (100, 3) and set(map(tuple, net.reference.numpy())) <= set(map(tuple, X))
+    sampled = MambaMoE(3, 2, MambaMoEConfig(d_model=8, d_state=4, knn_feature=3, knn_rows=100))
+    sampled.fit_inputs(X, seed=0)  # larger data sets: a seeded sample of the rows
+    assert sampled.reference.shape == (100, 3) and set(map(tuple, sampled.reference.numpy())) <= set(map(tuple, X))
 
 
 def test_reference_rows_are_real_and_travel_with_the_checkpoint(cardio, tmp_path):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector, experts_from_complexity, positive_weight
+from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector, experts_from_complexity, positive_weight, real_rows
 from rlad.platform.core.checkpoint import load_checkpoint, save_checkpoint
 from rlad.platform.core.data import load_dataset
 
@@ -46,7 +46,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     ds = load_dataset(config["parquet"])
     cfg = MambaMoEConfig(**config["model"])
-    real = None if config["sample_weight"] is None else np.asarray(config["sample_weight"]) == 1
+    real = real_rows(len(ds.y), config["sample_weight"])
     cfg = dataclasses.replace(cfg, epochs=epoch_budget(ds.y, cfg, real))  # from all rows: every rank runs as many
     # Equal-sized shards of a seeded permutation: every rank runs the same number of steps.
     per_rank = len(ds.y) // world
@@ -59,7 +59,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         torch.manual_seed(seed)
         net = MambaMoE(ds.n_features, config["n_experts"], cfg)
         # From all real rows, as every rank loads them: the replicas' reference and knots agree.
-        net.fit_inputs(ds.X if real is None else ds.X[real], cfg.knn_rows, seed)
+        net.fit_inputs(ds.X[real], seed)
         # Sparse routing leaves unrouted experts without gradients in a step.
         net = ray.train.torch.prepare_model(net, parallel_strategy_kwargs={"find_unused_parameters": True})
         inner = net.module if hasattr(net, "module") else net
