@@ -25,7 +25,9 @@ the same split:
 Printed: mean AUC-ROC and AUC-PR per method, wins/ties/losses against ``mamba_moe`` (ties:
 |difference| <= 0.001) and the two-sided Wilcoxon signed-rank p-value of the paired differences
 (the chance of paired differences at least this lopsided if the method and ``mamba_moe`` were
-interchangeable), then the Inference Module's scoring speed against the large detector's
+interchangeable); for the arms that synthesise, ``evasive P``: how far the search got, the mean
+P(anomaly) the detector of the round gave the ``l`` most evasive candidates (averaged over rounds
+and runs; lower: PPO or random moves found samples that detector misses); then the Inference Module's scoring speed against the large detector's
 (one row and 4,096-row batches, one thread). Every (data set, seed) is one JSON line in ``--out``;
 ``--summarize`` prints the table of JSONL files written by runs side by side (e.g. one per core).
 
@@ -80,6 +82,13 @@ def loop_config(args: argparse.Namespace, seed: int, **changes) -> SwiftHydraCon
     return dataclasses.replace(base, **changes)
 
 
+def loop_record(loop: SwiftHydra) -> dict[str, float]:
+    """The final large detector's AUCs and, when anything was synthesised, the search's mean evasive P."""
+    rec = {k: loop.history[-1][k] for k in ("auc_roc", "auc_pr")}
+    evasive = [h["evasive_proba"] for h in loop.history[1:] if h.get("n_synthetic")]
+    return {**rec, "evasive_p": float(np.mean(evasive))} if evasive else rec
+
+
 def run_loop(cfg: SwiftHydraConfig, split):
     """The loop (its history and Inference Module) and its final large detector."""
     with tempfile.TemporaryDirectory(prefix="rlad_sh_abl_") as workdir:
@@ -98,7 +107,7 @@ def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[
     wall = time.perf_counter() - start
     keys = ("auc_roc", "auc_pr")
     out["mamba_moe"] = {k: full.history[0][k] for k in keys}
-    out["swift_hydra"] = {**{k: full.history[-1][k] for k in keys}, "fit_s": wall}
+    out["swift_hydra"] = {**loop_record(full), "fit_s": wall}
     out["inference"] = {k: full.inference_record_[k] for k in keys}
     X_aug, y_aug, w_aug = full.combined(split.X_train, split.y_train_semi)
     labels_only = MambaMoEDetector(full.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug)
@@ -108,8 +117,8 @@ def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[
             continue
         start = time.perf_counter()
         loop, _ = run_loop(loop_config(args, seed, **changes), split)
-        record = loop.history[-1] if measured == "large" else loop.inference_record_
-        out[label] = {**{k: record[k] for k in keys}, "fit_s": time.perf_counter() - start}
+        record = loop_record(loop) if measured == "large" else {k: loop.inference_record_[k] for k in keys}
+        out[label] = {**record, "fit_s": time.perf_counter() - start}
     for label, (module, options) in PEERS.items():
         if label not in args.peers or importlib.util.find_spec(module) is None:
             continue
@@ -187,13 +196,15 @@ def method_table(results: dict[tuple[str, int], dict[str, dict[str, float]]], ba
     methods = list(dict.fromkeys(m for r in results.values() for m in r))
     head = f"W/T/L vs {baseline} ROC"
     print(f"\n{'method':18s} {'runs':>4s} {'AUC-ROC':>8s} {'AUC-PR':>7s} | {head:>22s} {'PR':>9s} | "
-          f"{'p ROC':>6s} {'p PR':>6s} | {'fit s':>6s}")
+          f"{'p ROC':>6s} {'p PR':>6s} | {'fit s':>6s} {'evasive P':>9s}")
     for m in methods:
         rows = [r[m] for r in results.values() if m in r]
         roc, pr = (np.mean([a[k] for a in rows]) for k in ("auc_roc", "auc_pr"))
         wtl, p = wins(results, m, baseline), p_values(results, m, baseline)
         fit = np.mean([a.get("fit_s", np.nan) for a in rows])
-        print(f"{m:18s} {len(rows):4d} {roc:8.4f} {pr:7.4f} | {wtl[0]:>22s} {wtl[1]:>9s} | {p[0]:6.3f} {p[1]:6.3f} | {fit:6.1f}")
+        evasive = [a["evasive_p"] for a in rows if "evasive_p" in a]
+        searched = f"{np.mean(evasive):9.3f}" if evasive else f"{'':9s}"
+        print(f"{m:18s} {len(rows):4d} {roc:8.4f} {pr:7.4f} | {wtl[0]:>22s} {wtl[1]:>9s} | {p[0]:6.3f} {p[1]:6.3f} | {fit:6.1f} {searched}")
     return methods
 
 
