@@ -27,9 +27,10 @@ Printed: mean AUC-ROC and AUC-PR per method, wins/ties/losses against ``mamba_mo
 (the chance of paired differences at least this lopsided if the method and ``mamba_moe`` were
 interchangeable); for the arms that synthesise, ``evasive P``: how far the search got, the mean
 P(anomaly) the detector of the round gave the ``l`` most evasive candidates (averaged over rounds
-and runs; lower: PPO or random moves found samples that detector misses); then the Inference Module's scoring speed against the large detector's
-(one row and 4,096-row batches, one thread). Every (data set, seed) is one JSON line in ``--out``;
-``--summarize`` prints the table of JSONL files written by runs side by side (e.g. one per core).
+and runs; lower: PPO or random moves found samples that detector misses); then the Inference
+Module's scoring speed against the large detector's (one row and 4,096-row batches, one thread).
+Every (data set, seed) is one JSON line in ``--out``; ``--summarize`` prints the table of JSONL
+files written by runs side by side (e.g. one per core).
 
     python benchmarks/bench_swift_hydra_ablation.py                      # 12 data sets x 3 seeds
     python benchmarks/bench_swift_hydra_ablation.py --datasets thyroid cardio --seeds 0
