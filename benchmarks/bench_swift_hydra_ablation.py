@@ -68,6 +68,7 @@ ABLATIONS = {"random_latent": ({"synthesis": "random", "inference_module": False
              "no_synthesis": ({"synthesis": "random", "top_l": 0, "inference_module": False}, "large"),
              "no_self_distill": ({"self_distill": 0.0, "inference_module": False}, "large"),
              "inference_no_synth": ({"synthesis": "random", "rounds": 0}, "inference")}
+METRICS = ("auc_roc", "auc_pr")  # what every arm reports and is compared on
 PEERS = {"deepsad": ("deepod", {"epochs": 20}), "prenet": ("deepod", {"epochs": 20}),
          "rosas": ("deepod", {"epochs": 20}), "catboost": ("catboost", {})}
 
@@ -85,7 +86,7 @@ def loop_config(args: argparse.Namespace, seed: int, **changes) -> SwiftHydraCon
 
 def loop_record(loop: SwiftHydra) -> dict[str, float]:
     """The final large detector's AUCs and, when anything was synthesised, the search's mean evasive P."""
-    rec = {k: loop.history[-1][k] for k in ("auc_roc", "auc_pr")}
+    rec = {k: loop.history[-1][k] for k in METRICS}
     evasive = [h["evasive_proba"] for h in loop.history[1:] if h.get("n_synthetic")]
     return {**rec, "evasive_p": float(np.mean(evasive))} if evasive else rec
 
@@ -106,10 +107,9 @@ def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[
     start = time.perf_counter()
     full, large = run_loop(loop_config(args, seed), split)
     wall = time.perf_counter() - start
-    keys = ("auc_roc", "auc_pr")
-    out["mamba_moe"] = {k: full.history[0][k] for k in keys}
+    out["mamba_moe"] = {k: full.history[0][k] for k in METRICS}
     out["swift_hydra"] = {**loop_record(full), "fit_s": wall}
-    out["inference"] = {k: full.inference_record_[k] for k in keys}
+    out["inference"] = {k: full.inference_record_[k] for k in METRICS}
     X_aug, y_aug, w_aug = full.combined(split.X_train, split.y_train_semi)
     labels_only = MambaMoEDetector(full.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug)
     out["inference_labels"] = auc_scores(split.y_test, labels_only.decision_function(split.X_test))
@@ -118,7 +118,7 @@ def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[
             continue
         start = time.perf_counter()
         loop, _ = run_loop(loop_config(args, seed, **changes), split)
-        record = loop_record(loop) if measured == "large" else {k: loop.inference_record_[k] for k in keys}
+        record = loop_record(loop) if measured == "large" else {k: loop.inference_record_[k] for k in METRICS}
         out[label] = {**record, "fit_s": time.perf_counter() - start}
     for label, (module, options) in PEERS.items():
         if label not in args.peers or importlib.util.find_spec(module) is None:
@@ -175,7 +175,7 @@ def paired(results: dict, method: str, baseline: str, metric: str) -> np.ndarray
 def wins(results: dict, method: str, baseline: str) -> list[str]:
     """``wins/ties/losses`` of ``method`` against ``baseline`` on AUC-ROC and on AUC-PR (ties: |d| <= 0.001)."""
     out = []
-    for metric in ("auc_roc", "auc_pr"):
+    for metric in METRICS:
         d = paired(results, method, baseline, metric)
         out.append(f"{(d > 1e-3).sum()}/{(abs(d) <= 1e-3).sum()}/{(d < -1e-3).sum()}")
     return out
@@ -185,7 +185,7 @@ def p_values(results: dict, method: str, baseline: str) -> list[float]:
     """Two-sided Wilcoxon signed-rank p-values of the paired AUC-ROC and AUC-PR differences (NaN
     when fewer than 6 runs differ: too few for any p-value below 0.05)."""
     out = []
-    for metric in ("auc_roc", "auc_pr"):
+    for metric in METRICS:
         d = paired(results, method, baseline, metric)
         out.append(float(wilcoxon(d).pvalue) if np.count_nonzero(d) >= 6 else float("nan"))
     return out
@@ -200,7 +200,7 @@ def method_table(results: dict[tuple[str, int], dict[str, dict[str, float]]], ba
           f"{'p ROC':>6s} {'p PR':>6s} | {'fit s':>6s} {'evasive P':>9s}")
     for m in methods:
         rows = [r[m] for r in results.values() if m in r]
-        roc, pr = (np.mean([a[k] for a in rows]) for k in ("auc_roc", "auc_pr"))
+        roc, pr = (np.mean([a[k] for a in rows]) for k in METRICS)
         wtl, p = wins(results, m, baseline), p_values(results, m, baseline)
         fit = np.mean([a.get("fit_s", np.nan) for a in rows])
         evasive = [a["evasive_p"] for a in rows if "evasive_p" in a]
