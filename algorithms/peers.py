@@ -1,7 +1,9 @@
 """What a user would pick instead, behind the same API so they sit in the same benchmark tables:
 DeepOD's semi-supervised DeepSAD, PReNet and RoSAS, and supervised CatBoost on the labelled rows
-(labelled anomalies against every other row). They need the optional ``[peers]`` extra
-(``pip install -e ".[peers]"``); the core install never imports them.
+(labelled anomalies against every other row). CatBoost comes with the optional ``[peers]`` extra
+(``pip install -e ".[peers]"``); DeepOD 0.4.1 pins torch < 1.13.1 but runs on ours, so it is
+installed without its pins (``pip install --no-deps deepod==0.4.1``: its other requirements are
+ours already). The core install never imports them.
 
 The fitted model is pickled into the checkpoint like the PyOD baselines (load only checkpoints you
 trust); DeepOD models keep their training rows (PReNet scores against them), so theirs hold them too.
@@ -20,11 +22,15 @@ from rlad.algorithms.baselines import PickledModel
 from rlad.algorithms.torch_utils import seeded
 
 
-def _import(module: str, extra: str = "peers") -> Any:
+PEERS_EXTRA = 'pip install -e ".[peers]"'
+DEEPOD_INSTALL = "pip install --no-deps deepod==0.4.1"  # its torch pin would refuse ours
+
+
+def _import(module: str, install: str = PEERS_EXTRA) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"{module} is not installed: pip install -e \".[{extra}]\" ({exc})") from exc
+        raise ImportError(f"{module} is not installed: {install} ({exc})") from exc
 
 
 def _semi_labels(y: np.ndarray | None, kind: str, at_least: int = 1) -> np.ndarray:
@@ -50,7 +56,7 @@ class DeepODDetector(PickledModel):
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
         y = _semi_labels(y, self.kind, self.min_labelled)
-        cls = getattr(_import("deepod.models.tabular"), self.deepod_model)
+        cls = getattr(_import("deepod.models.tabular", DEEPOD_INSTALL), self.deepod_model)
         self.model_ = cls(device="cpu", verbose=0, **asdict(self.config))
         with contextlib.redirect_stdout(io.StringIO()), seeded(self.config.random_state):
             self.model_.fit(X, y)

@@ -26,7 +26,7 @@ DETECTORS: dict[str, str] = {
     "knn": "rlad.algorithms.baselines:KNNDetector",
     "devnet": "rlad.algorithms.baselines:DevNetDetector",
     "scaled": "rlad.algorithms.scaled:ScaledDetector",
-    # peers a user would pick instead (optional extra: pip install -e ".[peers]")
+    # peers a user would pick instead (optional: pip install -e ".[peers]" and --no-deps deepod==0.4.1)
     "deepsad": "rlad.algorithms.peers:DeepSADDetector",
     "prenet": "rlad.algorithms.peers:PReNetDetector",
     "rosas": "rlad.algorithms.peers:RoSASDetector",

@@ -1,6 +1,9 @@
 """The peers a user would pick instead (optional ``[peers]`` extra) behind the detector API."""
 from __future__ import annotations
 
+import re
+import sys
+
 import numpy as np
 import pytest
 
@@ -25,3 +28,16 @@ def test_peer_learns_saves_and_loads(kind, module, options, tmp_path):
     np.testing.assert_allclose(loaded.decision_function(split.X_test), scores, rtol=1e-5)
     with pytest.raises(ValueError, match=r"labelled anomaly\(ies\)"):
         make_detector(kind, **options).fit(split.X_train, np.zeros(len(split.X_train), int))
+
+
+
+@pytest.mark.parametrize("kind, module, command", [
+    ("catboost", "catboost", 'pip install -e ".[peers]"'),
+    ("deepsad", "deepod", "pip install --no-deps deepod==0.4.1"),  # the extra cannot carry DeepOD (torch pin)
+])
+def test_missing_peer_names_its_install_command(kind, module, command, monkeypatch):
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")] + [module]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing it now fails as if not installed
+    split = small_split("thyroid", max_rows=300, la=0.3)
+    with pytest.raises(ImportError, match=re.escape(f"is not installed: {command}")):
+        make_detector(kind).fit(split.X_train, split.y_train_semi)
