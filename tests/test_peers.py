@@ -1,4 +1,5 @@
-"""The peers a user would pick instead (optional ``[peers]`` extra) behind the detector API."""
+"""The peers a user would pick instead (optional installs: CatBoost by the ``[peers]`` extra, DeepOD by hand)
+behind the detector API."""
 from __future__ import annotations
 
 import re
@@ -30,13 +31,12 @@ def test_peer_learns_saves_and_loads(kind, module, options, tmp_path):
         make_detector(kind, **options).fit(split.X_train, np.zeros(len(split.X_train), int))
 
 
-
 @pytest.mark.parametrize("kind, module, command", [
     ("catboost", "catboost", 'pip install -e ".[peers]"'),
     ("deepsad", "deepod", "pip install --no-deps deepod==0.4.1"),  # the extra cannot carry DeepOD (torch pin)
 ])
 def test_missing_peer_names_its_install_command(kind, module, command, monkeypatch):
-    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")] + [module]:
+    for name in [module] + [m for m in sys.modules if m.startswith(module + ".")]:
         monkeypatch.setitem(sys.modules, name, None)  # importing it now fails as if not installed
     split = small_split("thyroid", max_rows=300, la=0.3)
     with pytest.raises(ImportError, match=re.escape(f"is not installed: {command}")):
