@@ -7,7 +7,8 @@ import pyarrow.csv as pa_csv
 import pytest
 
 from rlad.platform.core.data import (
-    DatasetError, SplitConfig, adbench_file, adbench_split, load_dataset, write_parquet,
+    DatasetError, SplitConfig, TabularDataset, adbench_file, adbench_split, load_dataset, unseen_type_split,
+    write_parquet,
 )
 
 
@@ -87,3 +88,20 @@ def test_split_subsamples_large_data_and_dplan_protocol():
     assert s.y_train_semi.sum() == 60
     unl = s.y_train_semi == 0
     assert abs(s.y_train[unl].mean() - 0.02) < 0.002
+
+
+def test_unseen_type_split_labels_one_type_and_tests_the_other():
+    rng = np.random.default_rng(0)
+    normal = rng.normal(0.0, 1.0, (600, 4))
+    seen, unseen = rng.normal(8.0, 0.5, (60, 4)), rng.normal(-8.0, 0.5, (30, 4))  # two anomaly types
+    ds = TabularDataset(np.vstack([normal, seen, unseen]).astype(np.float32), np.r_[np.zeros(600), np.ones(90)].astype(int), "two_types")
+    split = adbench_split(ds, SplitConfig(la=0.2, seed=1))
+    held = unseen_type_split(split, seed=1)
+    assert held.y_train_semi.sum() == split.y_train_semi.sum() > 0
+    assert np.all(held.X_train[held.y_train_semi == 1].mean(1) > held.X_train.mean())  # labels: the larger type only
+    test_anomalies = held.X_test[held.y_test == 1]
+    unseen_in_test = ((split.y_test == 1) & (split.X_test.mean(1) < split.X_test.mean())).sum()
+    assert len(test_anomalies) == unseen_in_test > 0 and np.all(test_anomalies.mean(1) < held.X_test.mean())  # the other type
+    assert (held.y_test == 0).sum() == (split.y_test == 0).sum()
+    np.testing.assert_array_equal(held.y_train, split.y_train)  # the held-out type stays in training, unlabelled
+    assert unseen_type_split(split, seed=1, min_test=len(test_anomalies) + 1) is None
