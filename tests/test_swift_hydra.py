@@ -166,8 +166,9 @@ def test_serve_scores_match_local_batches_and_hot_swaps(ray_cluster, split, dete
 
 
 def tiny(**changes) -> SwiftHydraConfig:
+    """A loop small enough for tests: one network in the large detector (the default has three)."""
     return SwiftHydraConfig(**{"rounds": 2, "ppo_iterations": 1, "top_l": 16,
-                               "detector": dataclasses.replace(large_detector_config(), epochs=2),
+                               "detector": dataclasses.replace(large_detector_config(), epochs=2, members=1),
                                "inference": dataclasses.replace(inference_module_config(), epochs=2), "vae": BetaVAEConfig(epochs=4),
                                "ppo": PPOSettings(train_batch_size=160, minibatch_size=80, num_epochs=1), **changes})
 
@@ -241,8 +242,8 @@ def test_later_rounds_distill_the_round_0_detector(split, tmp_path):
 
 
 def test_ablation_switches_change_what_runs(ray_cluster, split, tmp_path):
-    once = SwiftHydra(tiny(synthesis="random", retrain_generator=False, inference_module=False, rounds=1),
-                      workdir=tmp_path / "a", log=lambda _: None)
+    once = SwiftHydra(tiny(synthesis="random", retrain_generator=False, inference_module=False, rounds=1,
+                           detector=dataclasses.replace(large_detector_config(), epochs=2)), workdir=tmp_path / "a", log=lambda _: None)
     det = once.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
     assert once.generator_rows_ == [len(split.X_train)] and once.inference_ is None
     assert "ppo_return" not in once.history[1] and not hasattr(once, "rollout_nodes_")  # no RL
@@ -262,9 +263,9 @@ def test_ablation_switches_change_what_runs(ray_cluster, split, tmp_path):
 
 @pytest.mark.slow
 def test_whole_loop_with_serve(ray_cluster, split, tmp_path):
-    cfg = SwiftHydraConfig(rounds=2, ppo_iterations=2, top_l=32, rollout=RolloutConfig(num_envs_per_runner=8),
-                           detector=MambaMoEConfig(epochs=6), vae=BetaVAEConfig(epochs=15),
-                           ppo=PPOSettings(train_batch_size=320, minibatch_size=80))
+    cfg = SwiftHydraConfig(rounds=2, ppo_iterations=1, top_l=32, rollout=RolloutConfig(num_envs_per_runner=8),
+                           detector=MambaMoEConfig(epochs=4), vae=BetaVAEConfig(epochs=8),
+                           ppo=PPOSettings(train_batch_size=160, minibatch_size=80))
     loop = SwiftHydra(cfg, workdir=tmp_path, scoring=ServeScoring())
     det = loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
     assert [h["round"] for h in loop.history] == [0, 1, 2]
@@ -281,7 +282,7 @@ def test_whole_loop_with_serve(ray_cluster, split, tmp_path):
 @pytest.mark.slow
 def test_cli_runs_in_process_scoring(ray_cluster, tmp_path, capsys):
     config = tmp_path / "sh.yaml"
-    config.write_text("rounds: 1\nppo_iterations: 1\ntop_l: 16\ndetector: {epochs: 3}\nvae: {epochs: 5}\n"
+    config.write_text("rounds: 1\nppo_iterations: 1\ntop_l: 16\ndetector: {epochs: 3, members: 1}\nvae: {epochs: 5}\n"
                       "ppo: {train_batch_size: 160, minibatch_size: 80}\n")
     rc = cli_main(["swift-hydra", "--config", str(config), "--no-serve", "--max-rows", "800", "--la", "0.3",
                    "--workdir", str(tmp_path / "run"), "--save", str(tmp_path / "det.pt")])
@@ -294,7 +295,7 @@ def test_cli_runs_in_process_scoring(ray_cluster, tmp_path, capsys):
 @pytest.mark.slow
 def test_registry_detector_fits_saves_and_loads(ray_cluster, split, tmp_path):
     det = make_detector("swift_hydra", rounds=1, ppo_iterations=1, top_l=16,
-                        detector={"epochs": 4}, vae={"epochs": 5}, ppo={"train_batch_size": 160, "minibatch_size": 80})
+                        detector={"epochs": 4, "members": 1}, vae={"epochs": 5}, ppo={"train_batch_size": 160, "minibatch_size": 80})
     det.fit(split.X_train, split.y_train_semi)
     scores = det.decision_function(split.X_test)
     assert auc_scores(split.y_test, scores)["auc_roc"] > 0.8

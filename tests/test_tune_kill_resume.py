@@ -25,7 +25,7 @@ def rlad_tune(*args: str, **kw) -> subprocess.Popen:
 
 def test_killed_tune_run_resumes_from_checkpoints(tmp_path):
     spec = load_spec_dict("dplan")
-    spec["config"].update({"episodes": EPISODES, "steps_per_episode": 400, "warmup_steps": 50, "epsilon_steps": 100,
+    spec["config"].update({"episodes": EPISODES, "steps_per_episode": 200, "warmup_steps": 50, "epsilon_steps": 100,
                            "target_update_freq": 50, "updates_per_step": 0.25, "batch_size": 16,
                            "n_candidates": 50, "iforest_estimators": 10})
     spec["split"].update({"max_rows": 1000, "n_labeled_anomalies": 20})

@@ -22,7 +22,7 @@ from rlad.tune_specs.schema import SpecError, load_spec, load_spec_dict, param_s
 # Tiny budgets: config overrides, split overrides and the data set of each shipped spec.
 TINY = {
     "swift_hydra": (
-        {"rounds": 2, "ppo_iterations": 1, "top_l": 16, "rollout": {"num_env_runners": 0, "num_envs_per_runner": 4}, "detector": {"epochs": 1},
+        {"rounds": 2, "ppo_iterations": 1, "top_l": 16, "rollout": {"num_env_runners": 0, "num_envs_per_runner": 4}, "detector": {"epochs": 1, "members": 1},
          "vae": {"epochs": 3}, "ppo": {"train_batch_size": 40, "minibatch_size": 40, "num_epochs": 1}, "env": {"episode_len": 5}},
         {"max_rows": 800, "la": 0.3},
         "thyroid",
