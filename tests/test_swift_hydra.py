@@ -264,7 +264,7 @@ def test_ablation_switches_change_what_runs(ray_cluster, split, tmp_path):
 @pytest.mark.slow
 def test_whole_loop_with_serve(ray_cluster, split, tmp_path):
     cfg = SwiftHydraConfig(rounds=2, ppo_iterations=1, top_l=32, rollout=RolloutConfig(num_envs_per_runner=8),
-                           detector=MambaMoEConfig(epochs=4), vae=BetaVAEConfig(epochs=8),
+                           detector=MambaMoEConfig(epochs=4), vae=BetaVAEConfig(epochs=8), inference_module=False,
                            ppo=PPOSettings(train_batch_size=160, minibatch_size=80))
     loop = SwiftHydra(cfg, workdir=tmp_path, scoring=ServeScoring())
     det = loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
@@ -282,8 +282,8 @@ def test_whole_loop_with_serve(ray_cluster, split, tmp_path):
 @pytest.mark.slow
 def test_cli_runs_in_process_scoring(ray_cluster, tmp_path, capsys):
     config = tmp_path / "sh.yaml"
-    config.write_text("rounds: 1\nppo_iterations: 1\ntop_l: 16\ndetector: {epochs: 3, members: 1}\nvae: {epochs: 5}\n"
-                      "ppo: {train_batch_size: 160, minibatch_size: 80}\n")
+    config.write_text("rounds: 1\nppo_iterations: 1\ntop_l: 16\nrollout: {num_env_runners: 0}\n"
+                      "detector: {epochs: 3, members: 1}\nvae: {epochs: 5}\nppo: {train_batch_size: 160, minibatch_size: 80}\n")
     rc = cli_main(["swift-hydra", "--config", str(config), "--no-serve", "--max-rows", "800", "--la", "0.3",
                    "--workdir", str(tmp_path / "run"), "--save", str(tmp_path / "det.pt")])
     assert rc == 0
@@ -294,7 +294,7 @@ def test_cli_runs_in_process_scoring(ray_cluster, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_registry_detector_fits_saves_and_loads(ray_cluster, split, tmp_path):
-    det = make_detector("swift_hydra", rounds=1, ppo_iterations=1, top_l=16,
+    det = make_detector("swift_hydra", rounds=1, ppo_iterations=1, top_l=16, rollout={"num_env_runners": 0},
                         detector={"epochs": 4, "members": 1}, vae={"epochs": 5}, ppo={"train_batch_size": 160, "minibatch_size": 80})
     det.fit(split.X_train, split.y_train_semi)
     scores = det.decision_function(split.X_test)
