@@ -32,8 +32,8 @@ Module's scoring speed against the large detector's (one row and 4,096-row batch
 ``--unseen-types`` labels anomalies of one type only and tests on the other type
 (``unseen_type_split``: two k-means clusters of the anomalies): the paper's claim, that synthetic
 anomalies teach the detector anomalies unlike the labelled ones. Every (data set, seed) is one
-JSON line in ``--out``; ``--summarize`` prints the table of JSONL
-files written by runs side by side (e.g. one per core).
+JSON line in ``--out``; ``--summarize`` prints the table of JSONL files written by runs side by
+side (e.g. one per core).
 
     python benchmarks/bench_swift_hydra_ablation.py                      # 12 data sets x 3 seeds
     python benchmarks/bench_swift_hydra_ablation.py --datasets thyroid cardio --seeds 0

@@ -15,15 +15,15 @@ torch.set_num_threads(1)
 RAY_CPUS = 2
 
 
-def uses_ray_cluster(module, items) -> bool:
-    return any("ray_cluster" in item.fixturenames for item in items if item.module is module)
+def ray_modules(items) -> set:
+    """The test modules with a test that asks for ``ray_cluster``."""
+    return {item.module for item in items if "ray_cluster" in item.fixturenames}
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
     """Modules that share the Ray cluster run one after another (a start and a stop cost ~10 s on
     2 cores), after the others; file order otherwise."""
-    modules = list(dict.fromkeys(item.module for item in items))
-    shared = {m for m in modules if uses_ray_cluster(m, items)}
+    shared = ray_modules(items)
     items.sort(key=lambda item: item.module in shared)  # stable
 
 
@@ -40,7 +40,7 @@ def ray_cluster():
 @pytest.fixture(scope="module", autouse=True)
 def _ray_only_where_asked(request):
     """A module that does not ask for the shared cluster runs without it (it may start its own)."""
-    if not uses_ray_cluster(request.module, request.session.items):
+    if request.module not in ray_modules(request.session.items):
         ray.shutdown()
     yield
 

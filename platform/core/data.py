@@ -197,13 +197,13 @@ def unseen_type_split(split: Split, seed: int = 0, min_test: int = 5) -> Split |
     km = KMeans(n_clusters=2, n_init=10, random_state=seed).fit(split.X_train[train_anom])
     train_type, test_type = km.labels_, km.predict(split.X_test[test_anom])
     seen = int(np.bincount(train_type, minlength=2).argmax())
-    pool = train_anom[train_type == seen]
-    test_keep = np.r_[np.flatnonzero(split.y_test == 0), test_anom[test_type != seen]]
-    if pool.size < n_lab or (test_type != seen).sum() < min_test:
+    pool, held_out = train_anom[train_type == seen], test_anom[test_type != seen]
+    if pool.size < n_lab or held_out.size < min_test:
         return None
     y_semi = np.zeros_like(split.y_train_semi)
     y_semi[np.random.default_rng(seed).choice(pool, size=n_lab, replace=False)] = 1
-    test_keep.sort()
+    test_keep = split.y_test == 0
+    test_keep[held_out] = True
     return Split(X_train=split.X_train, y_train=split.y_train, y_train_semi=y_semi,
                  X_test=split.X_test[test_keep], y_test=split.y_test[test_keep], name=split.name)
 
