@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rlad.platform.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from rlad.platform.core.config import from_dict
+from rlad.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlad.core.config import from_dict
 
 
 def check_array(X: Any, n_features: int | None = None) -> np.ndarray:

@@ -16,7 +16,7 @@ on RLlib's new API stack (RLModule / Learner / EnvRunner).
   ``num_envs_per_env_runner`` vectorised sub-envs: still one gradient update per env step, at a
   fraction of RLlib's per-update and per-step overhead (``benchmarks/bench_dplan.py`` measures it
   against a bare-PyTorch DQN).
-* Data: ``fit`` holds ``(X, y)`` in an ``EnvPayload`` (``rlad.platform.core.env_payload``), as
+* Data: ``fit`` holds ``(X, y)`` in an ``EnvPayload`` (``rlad.core.env_payload``), as
   Swift Hydra holds its rounds; the env config carries only its name, and each env maps the arrays
   zero-copy from the object store.
 * The env is given to RLlib as a class (no ``register_env``), so workers need no registration.
@@ -54,9 +54,9 @@ from torch import nn
 
 from rlad.algorithms.base import BaseDetector
 from rlad.envs.dplan_env import DPLANEnv
-from rlad.platform.core import progress
-from rlad.platform.core.env_payload import EnvPayload
-from rlad.platform.core.ray_init import init_ray
+from rlad.core import progress
+from rlad.core.env_payload import EnvPayload
+from rlad.core.ray_init import init_ray
 
 #: The transition replay beside RLlib's own files in a :class:`DPLANTraining` checkpoint.
 REPLAY_FILE = "replay.npz"

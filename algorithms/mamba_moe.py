@@ -63,7 +63,7 @@ from sklearn.metrics import roc_auc_score
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.mamba import Mamba
 from rlad.algorithms.torch_utils import apply_batched, module_state, resolve_device
-from rlad.platform.core import progress
+from rlad.core import progress
 
 
 RANK_KNOTS = 256  # training quantiles kept per feature for rank features

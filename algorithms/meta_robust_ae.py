@@ -79,9 +79,9 @@ from torch import nn
 
 from rlad.algorithms.base import BaseDetector, check_array
 from rlad.algorithms.torch_utils import apply_batched, mlp, module_state, resolve_device, seeded
-from rlad.platform.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from rlad.platform.core.config import from_dict
-from rlad.platform.core.data import SUFFIXES, load_dataset, resolve_data
+from rlad.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlad.core.config import from_dict
+from rlad.core.data import SUFFIXES, load_dataset, resolve_data
 
 #: ``(K, J, I)``: support rows, normal query rows, anomalous query rows per task.
 TASK_SIZES: dict[str, tuple[int, int, int]] = {"full": (100, 50, 25), "reduced": (50, 20, 10)}

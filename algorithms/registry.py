@@ -8,8 +8,8 @@ import os
 from typing import Any
 
 from rlad.algorithms.base import BaseDetector
-from rlad.platform.core.checkpoint import load_checkpoint
-from rlad.platform.core.config import from_dict
+from rlad.core.checkpoint import load_checkpoint
+from rlad.core.config import from_dict
 
 SEED_FIELDS = ("seed", "random_state", "random_seed")
 

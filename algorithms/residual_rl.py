@@ -34,8 +34,8 @@ from torch import nn
 from rlad.algorithms.base import BaseDetector, check_array
 from rlad.algorithms.torch_utils import mlp
 from rlad.envs.residual_env import ResidualEnv
-from rlad.platform.core.ray_init import init_ray
-from rlad.platform.core.tensorboard import TBLogger
+from rlad.core.ray_init import init_ray
+from rlad.core.tensorboard import TBLogger
 
 N_STATS = 4  # mean, std, max, L2 norm of the residual map
 

@@ -16,7 +16,7 @@ import torch
 
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.registry import get_detector_class
-from rlad.platform.core.config import from_dict
+from rlad.core.config import from_dict
 
 
 @dataclass

@@ -36,12 +36,12 @@ from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.beta_vae import BetaVAEConfig, ConditionalBetaVAE, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, Scorer, SynthesisEnvConfig
-from rlad.platform.core import progress
-from rlad.platform.core.data import load_dataset, write_parquet
-from rlad.platform.core.env_payload import EnvPayload, fetch_payload
-from rlad.platform.core.metrics import auc_scores
-from rlad.platform.core.ray_init import init_ray
-from rlad.platform.core.tensorboard import TBLogger
+from rlad.core import progress
+from rlad.core.data import load_dataset, write_parquet
+from rlad.core.env_payload import EnvPayload, fetch_payload
+from rlad.core.metrics import auc_scores
+from rlad.core.ray_init import init_ray
+from rlad.core.tensorboard import TBLogger
 
 ENV_NAME = "rlad-latent-synthesis"
 

@@ -26,10 +26,10 @@ from pyod.models.iforest import IForest
 
 from rlad.algorithms.dplan import DPLANConfig, DPLANDetector, QNetwork
 from rlad.envs.dplan_env import DPLANEnv
-from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
-from rlad.platform.core.metrics import auc_scores
-from rlad.platform.core.ray_init import init_ray
-from rlad.platform.core.verbosity import quiet
+from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.core.metrics import auc_scores
+from rlad.core.ray_init import init_ray
+from rlad.core.verbosity import quiet
 
 QUICK = dict(episodes=5, steps_per_episode=500, warmup_steps=500, epsilon_steps=1000, target_update_freq=500)
 

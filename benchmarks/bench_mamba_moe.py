@@ -24,8 +24,8 @@ import torch.nn.functional as F
 import rlad.algorithms.mamba as mamba_module
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.algorithms.torch_utils import mlp
-from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.core.metrics import auc_scores
 
 REFERENCE = dict(max_tokens=64, val_fraction=0.0)  # the first implementation's defaults
 

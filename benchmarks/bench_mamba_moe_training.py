@@ -29,8 +29,8 @@ from bench_swift_hydra_ablation import DATASETS, method_table  # the same develo
 from rlad.algorithms.mamba_moe import MambaMoEDetector
 from rlad.algorithms.registry import make_detector
 from rlad.algorithms.swift_hydra import large_detector_config
-from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.core.metrics import auc_scores
 
 METHODS = {"plain": dict(rank_features=False, knn_feature=0, epochs=10, unvalidated_epochs=10, members=1),
            "ranks": dict(members=1, knn_feature=0), "members": dict(knn_feature=0), "default": {}}

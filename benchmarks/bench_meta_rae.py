@@ -31,8 +31,8 @@ from pyod.models.auto_encoder import AutoEncoder
 
 from rlad.algorithms.meta_robust_ae import MetaRobustAEDetector, source_files
 from rlad.algorithms.registry import make_detector
-from rlad.platform.core.data import SplitConfig, adbench_dir, adbench_split, load_dataset
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.data import SplitConfig, adbench_dir, adbench_split, load_dataset
+from rlad.core.metrics import auc_scores
 
 DETECTORS = ("meta", "per_task", "ae", "iforest", "knn")
 

@@ -143,9 +143,9 @@ def main() -> int:
     from ray import serve
 
     from rlad.algorithms.mamba_moe import MambaMoEDetector
-    from rlad.platform.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
-    from rlad.platform.core.ray_init import init_ray
-    from rlad.platform.core.verbosity import quiet
+    from rlad.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
+    from rlad.core.ray_init import init_ray
+    from rlad.core.verbosity import quiet
     from rlad.platform.runtime.serving import ServeOptions, deploy_detector
 
     torch.set_num_threads(1)

@@ -27,9 +27,9 @@ from rlad.algorithms.beta_vae import BetaVAEConfig, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEDetector
 from rlad.algorithms.swift_hydra import LocalScorer, RolloutConfig, SwiftHydra, SwiftHydraConfig, large_detector_config
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv
-from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
-from rlad.platform.core.ray_init import init_ray
-from rlad.platform.core.verbosity import quiet
+from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.core.ray_init import init_ray
+from rlad.core.verbosity import quiet
 from rlad.platform.runtime.serving import ServeOptions, ServeScorer, ServeScoring, deploy_detector
 
 

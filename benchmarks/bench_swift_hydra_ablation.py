@@ -58,10 +58,10 @@ from scipy.stats import wilcoxon
 from rlad.algorithms.mamba_moe import MambaMoEDetector
 from rlad.algorithms.registry import make_detector
 from rlad.algorithms.swift_hydra import RolloutConfig, SwiftHydra, SwiftHydraConfig
-from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset, unseen_type_split
-from rlad.platform.core.metrics import auc_scores
-from rlad.platform.core.ray_init import init_ray
-from rlad.platform.core.verbosity import quiet
+from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset, unseen_type_split
+from rlad.core.metrics import auc_scores
+from rlad.core.ray_init import init_ray
+from rlad.core.verbosity import quiet
 
 DATASETS = ["thyroid", "cardio", "breastw", "Stamps", "WBC", "Ionosphere", "vertebral", "Waveform",
             "annthyroid", "Cardiotocography", "satimage-2", "pendigits"]

@@ -21,9 +21,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from rlad.algorithms.registry import load_detector
-from rlad.platform.core.metrics import auc_scores
-from rlad.platform.core.ray_init import init_ray
-from rlad.platform.core.verbosity import quiet
+from rlad.core.metrics import auc_scores
+from rlad.core.ray_init import init_ray
+from rlad.core.verbosity import quiet
 from rlad.platform.runtime.tuning import build_tuner, prepare_data
 from rlad.tune_specs.schema import load_spec_dict, parse_spec
 

@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from rlad.platform.core.env_payload import fetch_payload
+from rlad.core.env_payload import fetch_payload
 
 NORMAL, ANOMALY = 0, 1
 

@@ -6,8 +6,8 @@ import pytest
 import ray
 import torch
 
-from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
-from rlad.platform.core.ray_init import init_ray
+from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.core.ray_init import init_ray
 
 torch.set_num_threads(1)
 

@@ -1,5 +1,6 @@
-"""The layers hold: algorithms/ and envs/ import only platform's base utilities (platform/core),
-platform/core imports no algorithm, envs import no algorithm, and nothing imports the CLI."""
+"""The layers hold: algorithms/ and envs/ import only the base layer (``rlad.core``, the folder
+platform/core), the base layer imports no algorithm and nothing of ``rlad.platform``, envs import
+no algorithm, and nothing imports the CLI."""
 from __future__ import annotations
 
 import ast
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES = [
     ("algorithms", ("rlad.platform.runtime", "rlad.platform.cli", "rlad.tune_specs"), "algorithms are a library: runtime uses them, not the reverse"),
     ("envs", ("rlad.algorithms", "rlad.platform.runtime", "rlad.platform.cli", "rlad.tune_specs"), "envs sit below algorithms"),
-    ("platform/core", ("rlad.algorithms", "rlad.envs", "rlad.platform.runtime", "rlad.platform.cli", "rlad.tune_specs"), "core is the base layer"),
+    ("platform/core", ("rlad.algorithms", "rlad.envs", "rlad.platform", "rlad.tune_specs"), "core is the base layer"),
     ("platform/runtime", ("rlad.platform.cli",), "the CLI drives the runtime, not the reverse"),
     ("tune_specs", ("rlad.platform.runtime", "rlad.platform.cli"), "specs and their schema only"),
 ]
@@ -44,6 +45,14 @@ def violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
 def test_no_import_crosses_a_layer_the_wrong_way(folder, forbidden, why):
     assert (ROOT / folder).is_dir()
     assert violations(folder, forbidden) == [], why
+
+
+def test_the_base_layer_has_one_import_path():
+    """``platform/core`` is importable as ``rlad.platform.core`` too (a folder of a namespace
+    package); a module imported under both names would exist twice, with two sets of classes."""
+    found = [v for folder in ("algorithms", "envs", "platform", "tune_specs", "tests", "benchmarks")
+             for v in violations(folder, ("rlad.platform.core",))]
+    assert found == []
 
 
 def test_checker_sees_nested_and_from_imports():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from rlad.platform.cli.main import main
-from rlad.platform.core.data import adbench_file
+from rlad.core.data import adbench_file
 from rlad.platform.runtime.bench.report import mean_ranks, rank_table
 from rlad.platform.runtime.bench.runs import (
     RAY_DETECTORS, BenchConfig, BenchError, DetectorSpec, find_data_files, resolve_detectors, run_bench,

@@ -9,7 +9,7 @@ import torch
 
 from rlad.algorithms.mamba_moe import MambaMoEDetector
 from rlad.algorithms.registry import load_detector
-from rlad.platform.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlad.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from rlad.platform.cli.main import build_parser
-from rlad.platform.core.data import DatasetError, adbench_file, resolve_data
+from rlad.core.data import DatasetError, adbench_file, resolve_data
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:

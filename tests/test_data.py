@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 
-from rlad.platform.core.data import (
+from rlad.core.data import (
     DatasetError, SplitConfig, TabularDataset, adbench_file, adbench_split, load_dataset, unseen_type_split,
     write_parquet,
 )

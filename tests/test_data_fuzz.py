@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from rlad.platform.core.data import DatasetError, load_dataset
+from rlad.core.data import DatasetError, load_dataset
 
 FUZZ = settings(max_examples=int(os.environ.get("RLAD_FUZZ_EXAMPLES", "150")), derandomize=True, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

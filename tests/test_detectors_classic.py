@@ -8,8 +8,8 @@ from sklearn.datasets import load_digits
 
 from rlad.algorithms.ganomaly import GANomalyDetector
 from rlad.algorithms.registry import get_detector_class, load_detector, make_detector
-from rlad.platform.core.checkpoint import CheckpointError
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.checkpoint import CheckpointError
+from rlad.core.metrics import auc_scores
 
 # detector -> ADBench dataset it is tested on (defaults, seed 0); measured test AUC-ROC in comments
 CASES = {

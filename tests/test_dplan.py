@@ -12,9 +12,9 @@ from rlad.algorithms.dplan import (
 from rlad.algorithms.registry import load_detector
 from rlad.envs.dplan_env import ANOMALY, NORMAL, DPLANEnv, extrinsic_reward
 from rlad.platform.cli.main import build_parser
-from rlad.platform.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
-from rlad.platform.core.env_payload import EnvPayload
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
+from rlad.core.env_payload import EnvPayload
+from rlad.core.metrics import auc_scores
 
 # 3,000 env steps (500 warm-up + 5 x 500): about a minute on two cores.
 FAST = dict(episodes=5, steps_per_episode=500, warmup_steps=500, epsilon_steps=1000, target_update_freq=500)

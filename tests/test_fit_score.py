@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from rlad.algorithms.registry import load_detector
 from rlad.algorithms.scaled import ScaledDetector
 from rlad.platform.cli.main import main
-from rlad.platform.core.verbosity import quiet
-from rlad.platform.core import progress
-from rlad.platform.core.data import DatasetError, adbench_file, load_dataset
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.verbosity import quiet
+from rlad.core import progress
+from rlad.core.data import DatasetError, adbench_file, load_dataset
+from rlad.core.metrics import auc_scores
 from rlad.platform.runtime.batch_scoring import BadRowsError, ScoreOptions, score_tables
 
 

@@ -19,7 +19,8 @@ from rlad.algorithms.mamba_moe import MambaMoEDetector
 from rlad.platform.cli import serve as serve_cli
 from rlad.platform.cli.main import main
 from rlad.platform.runtime.http_api import hash_api_key
-from rlad.platform.runtime.serving import InputPolicy, Rejected, ServeOptions, deploy_detector, score_isolated, screen_rows
+from rlad.platform.runtime.screening import InputPolicy, Rejected, score_isolated, screen_rows
+from rlad.platform.runtime.serving import ServeOptions, deploy_detector
 
 PORT = 8127
 BASE = f"http://127.0.0.1:{PORT}/detector"
@@ -270,7 +271,7 @@ def test_training_range_round_trips_and_old_checkpoints_still_load(tmp_path):
     import dataclasses
 
     from rlad.algorithms.registry import load_detector, make_detector
-    from rlad.platform.core.checkpoint import save_checkpoint
+    from rlad.core.checkpoint import save_checkpoint
 
     X = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
     det = make_detector("iforest").fit(X)

@@ -20,7 +20,8 @@ from ray import serve
 
 from conftest import small_split
 from rlad.algorithms.mamba_moe import MambaMoEDetector
-from rlad.platform.runtime.serving import FLOAT32_MAX, InputPolicy, ServeOptions, deploy_detector
+from rlad.platform.runtime.screening import FLOAT32_MAX, InputPolicy
+from rlad.platform.runtime.serving import ServeOptions, deploy_detector
 
 PORT = 8128
 APPS = {"reject": f"http://127.0.0.1:{PORT}/detector", "flag": f"http://127.0.0.1:{PORT}/flagged"}

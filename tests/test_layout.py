@@ -16,7 +16,7 @@ def test_platform_folder_is_not_a_regular_package():
 
 
 def test_import_platform_and_ray_from_repo_root():
-    code = "import platform, ray, rlad.platform.core.data; print(platform.system()); print(platform.__file__)"
+    code = "import platform, ray, rlad.core.data; print(platform.system()); print(platform.__file__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     system, path = out.split()
     assert system == "Linux"
@@ -29,7 +29,7 @@ def test_ray_task_started_from_repo_root_sees_stdlib_platform():
         "ray.init(address='local', num_cpus=1, include_dashboard=False)\n"
         "@ray.remote\n"
         "def probe():\n"
-        "    import platform, rlad.platform.core.data, sys\n"
+        "    import platform, rlad.core.data, sys\n"
         "    return platform.system(), platform.__file__, os.getcwd() in sys.path or '' in sys.path\n"
         "print(ray.get(probe.remote()))\n"
     )

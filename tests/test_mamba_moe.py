@@ -14,8 +14,8 @@ from rlad.algorithms.mamba import causal_depthwise_conv
 from rlad.algorithms.mamba_moe import (MambaMoE, MambaMoEConfig, MambaMoEDetector, epoch_budget, experts_from_complexity,
                                       validation_split)
 from rlad.algorithms.selective_scan import cuda_kernel_available, selective_scan, selective_scan_torch
-from rlad.platform.core.checkpoint import CheckpointError
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.checkpoint import CheckpointError
+from rlad.core.metrics import auc_scores
 
 
 def naive_scan(u, delta, A, B, C, D, z, delta_bias):

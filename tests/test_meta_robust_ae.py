@@ -15,9 +15,9 @@ from rlad.algorithms.meta_robust_ae import (
 )
 from rlad.algorithms.registry import get_detector_class, load_detector, make_detector
 from rlad.platform.cli.main import main
-from rlad.platform.core.checkpoint import CheckpointError
-from rlad.platform.core.data import SplitConfig, adbench_dir, adbench_file, adbench_split, load_dataset
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.checkpoint import CheckpointError
+from rlad.core.data import SplitConfig, adbench_dir, adbench_file, adbench_split, load_dataset
+from rlad.core.metrics import auc_scores
 from rlad.platform.runtime.bench.runs import BenchConfig, DetectorSpec, run_one
 
 MVTEC = adbench_dir().parent / "adbench_mvtec"

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import small_split
 from rlad.algorithms.registry import load_detector, make_detector
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.metrics import auc_scores
 
 
 @pytest.mark.parametrize("kind, module, options", [

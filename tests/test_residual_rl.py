@@ -12,8 +12,8 @@ from PIL import Image
 from sklearn.metrics import balanced_accuracy_score
 
 from rlad.envs.residual_env import ResidualEnv
-from rlad.platform.core.images import ImageDataError, digits_images, label_anomalies, load_mvtec, normal_holdout_split
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.images import ImageDataError, digits_images, label_anomalies, load_mvtec, normal_holdout_split
+from rlad.core.metrics import auc_scores
 
 NORMAL_DIGIT = 3
 

@@ -21,7 +21,7 @@ from rlad.algorithms.swift_hydra import (
 )
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, SynthesisEnvConfig
 from rlad.platform.cli.main import main as cli_main
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.metrics import auc_scores
 from rlad.platform.runtime.serving import ServeOptions, ServeScorer, ServeScoring, deploy_detector
 
 

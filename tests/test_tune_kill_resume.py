@@ -1,5 +1,6 @@
 """A Tune run killed mid-way (SIGKILL of the whole process group, Ray included) resumes from its
-trials' checkpoints with ``rlad tune --resume`` and completes."""
+trials' checkpoints with ``rlad tune --resume`` and completes. The first run is held after its
+first report (``RLAD_TUNE_HOLD_FILE``), so the kill cannot race the run to its end."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import time
 import pandas as pd
 import yaml
 
+from rlad.platform.runtime.tuning import HOLD_FILE_ENV
 from rlad.tune_specs.schema import load_spec_dict
 
 
@@ -35,15 +37,18 @@ def test_killed_tune_run_resumes_from_checkpoints(tmp_path):
     args = [str(spec_file), "--data", "cardio", "--num-cpus", "2", "--storage", str(tmp_path / "results")]
     experiment = tmp_path / "results" / "killed"
 
-    first = rlad_tune(*args)
+    hold = tmp_path / "hold"
+    hold.touch()
+    first = rlad_tune(*args, env={**os.environ, HOLD_FILE_ENV: str(hold)})
     deadline = time.time() + 240
     while not any(p.stat().st_size > 0 and len(pd.read_csv(p)) for p in experiment.glob("*/progress.csv")):
         assert first.poll() is None, first.stdout.read()[-3000:]
         assert time.time() < deadline, "no result reported in time"
         time.sleep(0.5)
-    time.sleep(1)  # the driver has the first result: let it record the trial checkpoint
+    time.sleep(2)  # the trial is held after its first report: let the driver record its checkpoint
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
+    hold.unlink()
     progress = next(experiment.glob("*/progress.csv"))
     killed_at = pd.read_csv(progress)["episode"].tolist()
     assert killed_at and killed_at[-1] < EPISODES, "the run finished before it was killed: the test proves nothing"

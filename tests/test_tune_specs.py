@@ -13,7 +13,7 @@ import yaml
 from ray import tune
 
 from rlad.platform.cli.main import build_parser
-from rlad.platform.core.data import adbench_file, adbench_split, load_dataset
+from rlad.core.data import adbench_file, adbench_split, load_dataset
 from rlad.platform.cli.main import main as cli_main
 from rlad.platform.runtime import tuning
 from rlad.platform.runtime.tuning import build_tuner, prepare_data, summarize

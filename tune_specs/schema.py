@@ -8,7 +8,7 @@ Spec grammar (see ``swift_hydra.yaml`` and ``dplan.yaml`` beside this module)::
     metric: val_auc_pr              # val_auc_pr or val_auc_roc, maximised; never a test metric
     num_samples: 16                 # samples per grid point (grid axes multiply it)
     cpus_per_trial: 1               # + one bundle per env runner of the config
-    split: {la: 0.1, seed: 0}       # rlad.platform.core.data.SplitConfig options
+    split: {la: 0.1, seed: 0}       # rlad.core.data.SplitConfig options
     val_size: 0.2                   # training share held out: labelled anomalies vs unlabelled rows
     asha: {grace_period: 1, reduction_factor: 2}
     config: {...}                   # fixed options of the algorithm's config dataclass
@@ -33,8 +33,8 @@ from typing import Any
 from ray import tune
 
 from rlad.algorithms.registry import get_detector_class
-from rlad.platform.core.config import from_dict, load_yaml, set_dotted
-from rlad.platform.core.data import SplitConfig
+from rlad.core.config import from_dict, load_yaml, set_dotted
+from rlad.core.data import SplitConfig
 
 METRICS = ("val_auc_pr", "val_auc_roc")
 TUNABLE = ("swift_hydra", "dplan")  # algorithms with a Tune trainable (rlad.platform.runtime.tuning)

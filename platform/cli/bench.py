@@ -44,7 +44,7 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     """``["mamba_moe.epochs=5", "swift_hydra.detector.epochs=2"]`` -> nested dicts by detector."""
     import yaml
 
-    from rlad.platform.core.config import set_dotted
+    from rlad.core.config import set_dotted
     from rlad.platform.runtime.bench.runs import BenchError
 
     out: dict[str, dict[str, Any]] = {}
@@ -63,8 +63,8 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     import ray
 
-    from rlad.platform.core.config import deep_merge, load_yaml
-    from rlad.platform.core.ray_init import init_ray
+    from rlad.core.config import deep_merge, load_yaml
+    from rlad.core.ray_init import init_ray
     from rlad.algorithms.registry import RAY_DETECTORS
     from rlad.platform.runtime.bench.runs import BenchConfig, BenchError, find_data_files, resolve_detectors, run_bench
 

@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from rlad.algorithms.dplan import DPLANDetector, DPLANTraining
-    from rlad.platform.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
-    from rlad.platform.core.metrics import auc_scores
-    from rlad.platform.core.ray_init import init_ray
-    from rlad.platform.core.tensorboard import TBLogger
+    from rlad.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
+    from rlad.core.metrics import auc_scores
+    from rlad.core.ray_init import init_ray
+    from rlad.core.tensorboard import TBLogger
 
     split_cfg = SplitConfig(max_rows=args.max_rows, n_labeled_anomalies=args.labeled, contamination=args.contamination, seed=args.seed)
     split = adbench_split(load_dataset(resolve_data(args.data)), split_cfg)

@@ -27,8 +27,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def read_training_rows(data: str, label_column: str | None, id_column: str | None):
     """Features, labels (or None) and column names of a table, or of an ADBench/npz file."""
-    from rlad.platform.core.data import load_dataset, resolve_data
-    from rlad.platform.core.tables import infer_schema, read_table
+    from rlad.core.data import load_dataset, resolve_data
+    from rlad.core.tables import infer_schema, read_table
 
     path = resolve_data(data)
     if path.suffix == ".npz":
@@ -42,8 +42,8 @@ def read_training_rows(data: str, label_column: str | None, id_column: str | Non
 def run(args: argparse.Namespace) -> int:
     from rlad.algorithms.registry import RAY_DETECTORS, build_detector, list_detectors
     from rlad.platform.cli.progress import progress_bar
-    from rlad.platform.core.config import load_yaml
-    from rlad.platform.core.ray_init import init_ray
+    from rlad.core.config import load_yaml
+    from rlad.core.ray_init import init_ray
 
     if args.detector not in list_detectors() or args.detector == "scaled":
         raise SystemExit(f"rlad fit: unknown detector {args.detector!r}; registered: {', '.join(d for d in list_detectors() if d != 'scaled')}")

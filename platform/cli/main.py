@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; Ctrl-C ends it with exit code 130 (what finished is already on disk)."""
-    from rlad.platform.core.verbosity import quiet
+    from rlad.core.verbosity import quiet
 
     args = build_parser().parse_args(argv)
     quiet(not args.verbose)

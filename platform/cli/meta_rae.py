@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from rlad.algorithms.meta_robust_ae import MetaRobustAEDetector
-    from rlad.platform.core.data import load_dataset, resolve_data
-    from rlad.platform.core.metrics import auc_scores
+    from rlad.core.data import load_dataset, resolve_data
+    from rlad.core.metrics import auc_scores
 
     if args.sources and not (args.data or args.save_meta or args.save):
         raise SystemExit("rlad meta-rae: --sources meta-trains; add --data to adapt, or --save-meta to keep the model")

@@ -1,11 +1,11 @@
 """The CLI's progress bar over the epochs, rounds or episodes that training loops report
-(``rlad.platform.core.progress``)."""
+(``rlad.core.progress``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rlad.platform.core import progress
+from rlad.core import progress
 
 #: Outer loops win: a round of Swift Hydra contains epochs of its detector.
 LEVEL = {"epoch": 0, "iteration": 1, "episode": 2, "round": 3}

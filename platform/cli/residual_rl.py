@@ -35,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from rlad.algorithms.residual_rl import ResidualRLDetector
-    from rlad.platform.core.images import digits_images, label_anomalies, load_mvtec, normal_holdout_split
-    from rlad.platform.core.metrics import auc_scores
-    from rlad.platform.core.ray_init import init_ray
+    from rlad.core.images import digits_images, label_anomalies, load_mvtec, normal_holdout_split
+    from rlad.core.metrics import auc_scores
+    from rlad.core.ray_init import init_ray
 
     if args.digits:
         name = f"digits (normal digit {args.normal_digit})"

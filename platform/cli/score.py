@@ -25,8 +25,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rlad.platform.core.data import DatasetError
-    from rlad.platform.core.ray_init import init_ray
+    from rlad.core.data import DatasetError
+    from rlad.core.ray_init import init_ray
     from rlad.platform.runtime.batch_scoring import ScoreOptions, score_tables
 
     options = ScoreOptions(id_column=args.id_column, skip_bad_rows=args.skip_bad_rows, batch_rows=args.batch_rows)

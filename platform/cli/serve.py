@@ -70,7 +70,8 @@ def is_loopback(host: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from rlad.platform.runtime.http_api import hash_api_key
-    from rlad.platform.runtime.serving import InputPolicy, ServeOptions
+    from rlad.platform.runtime.screening import InputPolicy
+    from rlad.platform.runtime.serving import ServeOptions
 
     try:
         key = read_api_key(args.api_key_file)
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve_forever(args: argparse.Namespace, options: ServeOptions, authenticated: bool) -> int:
-    from rlad.platform.core.ray_init import init_ray
+    from rlad.core.ray_init import init_ray
     from rlad.platform.runtime.serving import deploy_detector
 
     init_ray(num_cpus=args.num_cpus, address=args.address)

@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from rlad.algorithms.swift_hydra import SwiftHydra, SwiftHydraConfig, retrain_in_process
-    from rlad.platform.core.config import from_dict, load_yaml
-    from rlad.platform.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
-    from rlad.platform.core.metrics import auc_scores
-    from rlad.platform.core.ray_init import init_ray
+    from rlad.core.config import from_dict, load_yaml
+    from rlad.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
+    from rlad.core.metrics import auc_scores
+    from rlad.core.ray_init import init_ray
 
     options = load_yaml(args.config) if args.config else {}
     if args.rounds is not None:

@@ -60,7 +60,7 @@ def submit(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.submit:
         return submit(args)
-    from rlad.platform.core.ray_init import init_ray
+    from rlad.core.ray_init import init_ray
     from rlad.platform.runtime.tuning import build_tuner, experiment_path, prepare_data, summarize
     from rlad.tune_specs.schema import load_spec
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import ray
 
-from rlad.platform.core.verbosity import is_quiet
+from rlad.core.verbosity import is_quiet
 
 
 def init_ray(num_cpus: int | None = None, address: str | None = None, **kwargs: Any) -> None:
     """Connect to ``address`` (a running cluster, e.g. ``"auto"``) or start a local Ray with
     ``num_cpus`` CPUs (default: all cores). No-op when Ray is already initialised. In quiet mode
-    (:mod:`rlad.platform.core.verbosity`) worker logs stay on the workers and Ray logs errors only."""
+    (:mod:`rlad.core.verbosity`) worker logs stay on the workers and Ray logs errors only."""
     if ray.is_initialized():
         return
     if is_quiet():

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from rlad.platform.core.data import LABEL_COLUMNS, DatasetError, check_unique_columns
+from rlad.core.data import LABEL_COLUMNS, DatasetError, check_unique_columns
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.registry import load_detector
-from rlad.platform.core.data import DatasetError
-from rlad.platform.core.tables import TABLE_SUFFIXES, BadRow, TableSchema, describe_bad_rows, infer_schema, read_batches
+from rlad.core.data import DatasetError
+from rlad.core.tables import TABLE_SUFFIXES, BadRow, TableSchema, describe_bad_rows, infer_schema, read_batches
 
 
 class BadRowsError(DatasetError):

@@ -9,7 +9,7 @@ clear message and cannot disturb the model or other clients' requests:
   streamed, refused before anything else, unread) or more than ``max_rows`` rows;
 - 422 for malformed JSON, non-numbers, NaN/inf, values beyond float32, empty or ragged input, the
   wrong row width, values far outside the training range (the ``InputPolicy``, see
-  :mod:`~rlad.platform.runtime.serving`), and rows whose scores come out non-finite (fail closed).
+  :mod:`~rlad.platform.runtime.screening`), and rows whose scores come out non-finite (fail closed).
 
 Requests are forwarded to :class:`~rlad.platform.runtime.serving.DetectorServer` (batched,
 hot-swappable). Serve's HTTP proxy binds to 127.0.0.1 unless told otherwise.
@@ -30,7 +30,7 @@ from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
-from rlad.platform.runtime.serving import InputPolicy
+from rlad.platform.runtime.screening import InputPolicy
 
 MAX_ROWS = 10_000
 RETRIES = 5

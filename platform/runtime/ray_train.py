@@ -19,8 +19,8 @@ import numpy as np
 import ray
 
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector, experts_from_complexity, positive_weight, real_rows
-from rlad.platform.core.checkpoint import load_checkpoint, save_checkpoint
-from rlad.platform.core.data import load_dataset
+from rlad.core.checkpoint import load_checkpoint, save_checkpoint
+from rlad.core.data import load_dataset
 
 STATE_FILE = "detector_state.pt"
 

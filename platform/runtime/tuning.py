@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,10 +25,10 @@ from sklearn.model_selection import train_test_split
 from rlad.algorithms.dplan import DPLANConfig, DPLANDetector, DPLANTraining
 from rlad.algorithms.registry import load_detector
 from rlad.algorithms.swift_hydra import SwiftHydra, SwiftHydraConfig
-from rlad.platform.core.config import from_dict, get_dotted
-from rlad.platform.core.data import DatasetError, adbench_split, load_dataset, resolve_data
-from rlad.platform.core.metrics import auc_scores
-from rlad.platform.core.verbosity import is_quiet
+from rlad.core.config import from_dict, get_dotted
+from rlad.core.data import DatasetError, adbench_split, load_dataset, resolve_data
+from rlad.core.metrics import auc_scores
+from rlad.core.verbosity import is_quiet
 from rlad.tune_specs.schema import TuneSpec, config_class, param_space
 
 DEFAULT_STORAGE = "~/ray_results/rlad"
@@ -48,6 +49,17 @@ class TuneData:
 
 
 # -- trainables -----------------------------------------------------------------------------------
+HOLD_FILE_ENV = "RLAD_TUNE_HOLD_FILE"
+
+
+def _hold() -> None:
+    """Wait while the file named by ``$RLAD_TUNE_HOLD_FILE`` exists: a caller can stop trials
+    between two reports without racing them (the kill-and-resume test kills a held run)."""
+    path = os.environ.get(HOLD_FILE_ENV)
+    while path and os.path.exists(path):
+        time.sleep(0.1)
+
+
 def _restored_iteration() -> int:
     """Iterations already reported by this trial before a restore (0 on a fresh start)."""
     checkpoint = tune.get_checkpoint()
@@ -65,6 +77,7 @@ def _report(iteration: int, metrics: dict[str, Any], detector, save_extra: Calla
         if save_extra is not None:
             save_extra(Path(d))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    _hold()
 
 
 def train_swift_hydra(config: dict[str, Any], data: TuneData) -> None:

@@ -1,7 +1,7 @@
 """Benchmark: any registered detectors over any ADBench-format files, with ADBench's protocol.
 
 One *run* is one ``(detector, dataset, la, seed)``: split the dataset with
-:func:`rlad.platform.core.data.adbench_split` (``SplitConfig(la=la, seed=seed, max_rows=...)``), fit
+:func:`rlad.core.data.adbench_split` (``SplitConfig(la=la, seed=seed, max_rows=...)``), fit
 the detector on the training rows with the semi-supervised labels ``y_train_semi``, score the
 test rows, record AUC-ROC / AUC-PR, fit and score wall times and the ROC and PR curve points.
 
@@ -35,9 +35,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from rlad.algorithms.registry import RAY_DETECTORS, build_detector, list_detectors
-from rlad.platform.core.config import deep_merge
-from rlad.platform.core.data import SUFFIXES, DatasetError, SplitConfig, TabularDataset, adbench_split, load_dataset, resolve_data
-from rlad.platform.core.metrics import auc_scores
+from rlad.core.config import deep_merge
+from rlad.core.data import SUFFIXES, DatasetError, SplitConfig, TabularDataset, adbench_split, load_dataset, resolve_data
+from rlad.core.metrics import auc_scores
 from rlad.platform.runtime.bench.store import (
     BenchResult, RunStore, curve_points, curves_frame, empty_record, fail, json_default, results_frame, write_results,
 )
@@ -187,7 +187,7 @@ def run_bench(
     """Run every ``(detector, dataset, la, seed)`` and write the results (and, with ``report``,
     ``report.md``/``report.html`` with figures, see :mod:`.report`) to ``out_dir``.
 
-    Needs a running Ray (``rlad.platform.core.ray_init.init_ray``) when any run goes to a task."""
+    Needs a running Ray (``rlad.core.ray_init.init_ray``) when any run goes to a task."""
     import ray
     from tqdm.auto import tqdm
 
@@ -245,7 +245,7 @@ def run_bench(
     try:
         if todo_task:
             if not ray.is_initialized():
-                raise BenchError("Ray is not running: call rlad.platform.core.ray_init.init_ray() first")
+                raise BenchError("Ray is not running: call rlad.core.ray_init.init_ray() first")
             remote = ray.remote(_task).options(num_cpus=cfg.cpus_per_task, max_retries=cfg.max_retries)
             refs = {name: ray.put(ds) for name, ds in datasets.items() if any(t[1] == name for t in todo_task)}
             for s, name, _, la, seed in todo_task:
