@@ -14,32 +14,28 @@ against held-out unlabelled rows (:func:`validation_split`).
 
 Cost grows linearly with the number of tokens (every token runs the scan over a
 ``2 d_model x d_state`` state), hence ``max_tokens = 16``: on celeba (39 features) and optdigits
-(64) it trained 14-29x faster than one token per feature with all 20 epochs, at a higher test AUC
-(``benchmarks/bench_mamba_moe.py``).
+(64) it trained many times faster than one token per feature with all 20 epochs, at a higher test
+AUC (``benchmarks/results/mamba_moe_fit.csv``).
 
 Rank features: a min-max scaled feature whose values crowd near 0 (a long tail) gives the network
 one tiny input range for most rows; its rank spreads them over [0, 1], as trees see them. Appending
 the ranks (not replacing the values, which keep the extremes: ranks saturate beyond the training
-range) raised the large detector's mean AUC-ROC / AUC-PR on 12 development sets x 3 seeds (la =
-0.1, 10 epochs) from 0.898 / 0.684 to 0.909 / 0.711 (wins/ties/losses 19/4/13, 23/3/10); ranks
-instead of the values gave 0.883 / 0.602.
+range) raised the large detector's mean AUCs on the development sets; ranks instead of the values
+lowered them (trial: ``benchmarks/results/setting_trials.csv``).
 
 Neighbour distance (``knn_feature``): the row's mean distance to its 5 nearest training rows
 (PyOD's KNN default; the row itself and its duplicates excluded, so a training row and a new row at
 the same place get the same value) becomes one more column, ranked like the features. It is what
 unsupervised detectors see and a network fitted to a few labelled anomalies does not: where
-anomalies are isolated but the labelled ones few (Ionosphere, 9 labelled), the large detector alone
-scored AUC-ROC 0.64-0.73, the kNN distance alone 0.90-0.93. Large detector alone, 12 development
-sets at la = 0.1, mean AUC-ROC / AUC-PR: seeds 0-2 0.919 / 0.728 without, 0.945 / 0.765 with
-(wins/ties/losses 21/8/7, 23/3/10); seeds 3-5, not used to choose it, 0.902 / 0.707 without,
-0.929 / 0.731 with (15/9/12, 19/2/15), CatBoost on the labelled rows 0.936 / 0.726. The kNN distance
-alone: 0.777 / 0.402 and 0.769 / 0.403. The reference rows (real rows only: Swift Hydra's
-synthetic anomalies are not neighbours) are a seeded sample of at most ``knn_rows``, kept in the
-checkpoint.
+anomalies are isolated but the labelled ones few (Ionosphere), the large detector alone scored
+far below the kNN distance alone. With it the large detector gained on the development seeds and
+on seeds 3-5, not used to choose it (``benchmarks/results/mamba_moe_training.csv``). The reference
+rows (real rows only: Swift Hydra's synthetic anomalies are not neighbours) are a seeded sample of
+at most ``knn_rows``, kept in the checkpoint.
 
 Members: ``members`` networks trained independently (their own seeds: initialisation, validation
 split, batch order) and their logits averaged, for the large detector where accuracy matters more
-than latency (figures in ``rlad.algorithms.swift_hydra.large_detector_config``).
+than latency (trial: ``benchmarks/results/setting_trials.csv``).
 
 Number of experts (when ``n_experts`` is None), from data complexity: with ``k90`` the number of
 principal components explaining 90% of the training variance,
@@ -265,9 +261,8 @@ class MambaMoE(nn.Module):
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(b, n_features) -> (b, n_tokens, d_model): the :meth:`columns`, then (``rank_features``)
-        their ranks, in groups of ``patch`` values. Ranks interleaved with their features (half the tokens
-        for narrow tables) scored 0.909 / 0.692 in the trial of the module docstring, at 5 epochs
-        against 0.914 / 0.713 for this order."""
+        their ranks, in groups of ``patch`` values: this order scored better than ranks interleaved with
+        their features (trial: ``benchmarks/results/setting_trials.csv``)."""
         x = self.columns(x)
         if self.rank_features:
             x = torch.cat([x, self.ranks(x)], dim=1)
@@ -299,8 +294,8 @@ class MambaMoE(nn.Module):
 
 def positive_weight(y: np.ndarray, cfg: MambaMoEConfig) -> float:
     """BCE weight of the anomaly class: #normal / #anomaly rows, capped at ``max_pos_weight``.
-    Synthetic anomalies count as rows: counting their loss weights instead gave Swift Hydra a mean
-    AUC-ROC / AUC-PR of 0.830 / 0.560 against 0.849 / 0.569 in a trial (8 development sets, seed 0)."""
+    Synthetic anomalies count as rows: counting their loss weights instead scored lower in a trial
+    (``benchmarks/results/setting_trials.csv``)."""
     n_pos = float(y.sum())
     return min((len(y) - n_pos) / max(n_pos, 1.0), cfg.max_pos_weight)
 
@@ -316,8 +311,8 @@ def validation_split(y: np.ndarray, cfg: MambaMoEConfig, real: np.ndarray | None
     unlabelled rows held out (only what a user knows: never the true labels of unlabelled rows),
     drawn among the ``real`` rows only (synthetic anomalies never validate). None when early
     stopping is off or fewer than ``min_val_anomalies`` labelled anomalies would be held out: an
-    AUC over 2-3 anomalies picked epoch 1 on Ionosphere (test AUC-ROC 0.34-0.58; with all epochs
-    0.49-0.73, ``benchmarks/bench_mamba_moe_training.py``)."""
+    AUC over 2-3 anomalies picked epoch 1 on Ionosphere, below all epochs' test AUC
+    (``benchmarks/results/setting_trials.csv``)."""
     rng = np.random.default_rng(cfg.seed)
     real = np.ones(len(y), dtype=bool) if real is None else real
     held = [rng.permutation(np.flatnonzero((y == c) & real))[: int(round(cfg.val_fraction * ((y == c) & real).sum()))]
@@ -331,9 +326,8 @@ def validation_split(y: np.ndarray, cfg: MambaMoEConfig, real: np.ndarray | None
 def epoch_budget(y: np.ndarray, cfg: MambaMoEConfig, real: np.ndarray | None = None) -> int:
     """``epochs`` when :func:`validation_split` can stop training early, else at most
     ``unvalidated_epochs``: with a few labelled anomalies and nothing to stop on, longer training
-    fits them ever more tightly. Large detector, 12 development sets x 3 seeds at la = 0.1 (a
-    split on one set only), mean AUC-ROC / AUC-PR: without rank features 0.894 / 0.666 (5 epochs),
-    0.898 / 0.684 (10), 0.881 / 0.659 (20); with them 0.914 / 0.713 (5), 0.909 / 0.711 (10)."""
+    fits them ever more tightly; with rank features 5 epochs scored best in a trial
+    (``benchmarks/results/setting_trials.csv``)."""
     return cfg.epochs if validation_split(y, cfg, real) is not None else min(cfg.epochs, cfg.unvalidated_epochs)
 
 

@@ -68,21 +68,17 @@ class RolloutConfig:
 
 def large_detector_config() -> MambaMoEConfig:
     """The detector inside the generation loop: three independently trained networks of one wide
-    Mamba expert each, logits averaged. Alone, on 12 development sets x 3 seeds (la = 0.1), mean
-    AUC-ROC / AUC-PR: one network 0.914 / 0.714, three 0.919 / 0.728 (wins/ties/losses against
-    one 19/9/8, 20/4/12), five 0.921 / 0.732 at 1.7x the fit time of three."""
+    Mamba expert each, logits averaged: better than one, about as good as five for less fit time
+    (trial: ``benchmarks/results/setting_trials.csv``)."""
     return MambaMoEConfig(n_experts=1, top_k=1, d_model=64, members=3)
 
 
 def inference_module_config() -> MambaMoEConfig:
     """The Inference Module: lightweight Mamba experts, their number set by data complexity. It
-    fits soft targets over top-1 routing (each expert sees a share of the rows) for 10 epochs:
-    distilled from the large detector alone (12 development sets, seed 0, la = 0.1), mean AUC-ROC
-    / AUC-PR 0.890 / 0.704 at 5 epochs, 0.899 / 0.740 at 10, 0.886 / 0.718 at 20 (teacher 0.913 /
-    0.748). Never early-stopped: the teacher already was, and the labels' validation AUC stopped the
-    student at epochs 3-6 where labelled anomalies were many (satellite, Cardiotocography, skin,
-    mnist x seeds 0 1: mean AUC-ROC 0.878 early-stopped, 0.924 with 10 epochs, teacher 0.931;
-    Cardiotocography, seeds 0 and 1: 0.69 and 0.79 against 0.94 and 0.95)."""
+    fits soft targets over top-1 routing (each expert sees a share of the rows) for 10 epochs, which
+    distilled better than 5 or 20, and is never early-stopped: the teacher already was, and the
+    labels' validation AUC stopped the student too soon where labelled anomalies were many
+    (trials: ``benchmarks/results/setting_trials.csv``)."""
     return MambaMoEConfig(top_k=1, d_model=32, val_fraction=0.0, unvalidated_epochs=10)
 
 
@@ -324,10 +320,9 @@ def distilled_target(y: np.ndarray, teacher: MambaMoEDetector, X: np.ndarray, sh
     """Labels blended with a teacher, ``(1 - share) * y + share * P_teacher(anomaly | x)`` (None
     when ``share`` is 0: the labels alone): the later rounds' large detector (``self_distill``) and
     the Inference Module (``distill``) fit it. The class weight still multiplies the anomaly side of
-    every target, so an unlabelled row the teacher suspects pulls the student towards anomaly: on
-    12 development sets the distilled Inference Module matched the large detector's mean AUC-ROC
-    (seeds 0 and 1: 0.898 vs 0.894), fitted on the labels alone it lost 0.05 (seed 0); the target
-    with anomalies kept at 1 and that weight only on anomalies' rows lost 0.02 (trials)."""
+    every target, so an unlabelled row the teacher suspects pulls the student towards anomaly: so
+    distilled, the Inference Module matched the large detector, where the labels alone or that
+    weight on anomalies' rows only lost (trials: ``benchmarks/results/setting_trials.csv``)."""
     if not share:
         return None
     return (1.0 - share) * y + share * teacher.anomaly_probability(X)
