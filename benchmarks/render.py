@@ -57,8 +57,10 @@ def _parse_spec(spec: str) -> tuple[str, list[str] | None, list[tuple[str, set[s
     return path, cols, rows
 
 
-def render_table(spec: str, root: Path = ROOT) -> str:
-    """The Markdown that belongs between a block's two lines for ``spec`` (path and options)."""
+def render_table(spec: str, root: Path = ROOT, link: bool = False) -> str:
+    """The Markdown that belongs between a block's two lines for ``spec`` (path and options);
+    ``link``: name the results file as a relative link (the README; the docs site only builds
+    links to its own pages)."""
     path, cols, rows = _parse_spec(spec)
     csv_path = root / path
     if not csv_path.is_file():
@@ -77,17 +79,17 @@ def render_table(spec: str, root: Path = ROOT) -> str:
              "|" + "---|" * len(keep)]
     lines += ["| " + " | ".join(_cell(r[i]) if i < len(r) else "" for i in keep) + " |" for r in records]
     source = csv_path.with_name(csv_path.name.removesuffix(".csv") + ".source.md")
-    note = f"`{path}`"
+    note = f"[`{path}`]({path})" if link else f"`{path}`"
     if source.is_file():
         note += ": " + " ".join(source.read_text(encoding="utf-8").split())
     return "\n".join(lines) + f"\n\n<sub>Source: {note}</sub>\n"
 
 
-def render_page(text: str, root: Path = ROOT) -> str:
+def render_page(text: str, root: Path = ROOT, link: bool = False) -> str:
     """``text`` with every table block filled from its results file."""
     def fill(match: re.Match) -> str:
         spec = match["spec"]
-        return f"<!-- table: {spec} -->\n\n{render_table(spec, root)}\n<!-- /table -->"
+        return f"<!-- table: {spec} -->\n\n{render_table(spec, root, link)}\n<!-- /table -->"
     return BLOCK.sub(fill, text)
 
 
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
                   file=sys.stderr)
             return 2
         try:
-            new = render_page(text, root)
+            new = render_page(text, root, link=page == root / "README.md")
         except RenderError as e:
             print(f"{page.relative_to(root)}: {e}", file=sys.stderr)
             return 2

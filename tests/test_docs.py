@@ -31,7 +31,7 @@ def test_render_fills_filters_and_detects_stale_tables(tmp_path, capsys):
     assert render.main(["--check"], root=tmp_path) == 0
     readme = (tmp_path / "README.md").read_text()
     assert "| arm | AUC |" in readme and "| a | 0.7 |" in readme and "0.9" not in readme
-    assert "Source: `benchmarks/results/x.csv`: python bench.py, 2026-11-29" in readme
+    assert "Source: [`benchmarks/results/x.csv`](benchmarks/results/x.csv): python bench.py, 2026-11-29" in readme
     assert "| b | 0-2 | 0.8 |" in (tmp_path / "docs" / "p.md").read_text()
     (tmp_path / "benchmarks" / "results" / "x.csv").write_text("arm,seeds,AUC\na,3-5,0.75\n")
     assert render.main(["--check"], root=tmp_path) == 1
