@@ -9,8 +9,11 @@ DPLAN's protocol (60 labelled anomalies, unlabelled rows at 2% contamination, ro
   labelled anomalies from one k-means cluster of the anomalies, test anomalies from the other):
   the paper's main claim, that exploring the unlabelled rows finds anomalies of unknown types.
 
-Arms: ``dplan`` (RLlib DQN, ``--budget``); ``dplan_no_intrinsic`` (``intrinsic_weight=0``: what
-the iForest reward adds); ``supervised_q`` (the same Q-network, optimiser, batch size and number
+Arms: ``dplan`` (RLlib DQN, ``--budget``); DPLAN variants (``--variant NAME=key:value,...`` of
+``DPLANConfig``; default ``no_intrinsic=intrinsic_weight:0``, what the iForest reward adds; e.g.
+``one_env=num_envs_per_env_runner:1`` for one env with the paper's 2,000-step episodes instead
+of 8 sub-envs of 250 steps sharing one iForest, ``l2=hidden_l2:0.01``, ``p25=p:0.25``,
+``half=episodes:5``); ``supervised_q`` (the same Q-network, optimiser, batch size and number
 of updates, trained by regression on the extrinsic reward of both actions for states drawn as
 DPLAN's ``g_a``/random unlabelled rows: no exploration, no intrinsic reward, no bootstrapping; if
 it equals DPLAN, the RL adds nothing); peers DevNet, DeepSAD, PReNet (DeepOD), CatBoost on the
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import time
 from dataclasses import replace
@@ -49,6 +53,21 @@ from rlad.core.verbosity import quiet
 PEERS = {"devnet": {}, "deepsad": {"epochs": 20}, "prenet": {"epochs": 20}, "catboost": {}, "iforest": {}}
 SPLITS = ("usual", "unseen")
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def variant(text: str) -> tuple[str, dict]:
+    """``NAME=key:value,...`` -> (NAME, DPLANConfig changes), values typed as the field's default."""
+    name, _, body = text.partition("=")
+    fields = {f.name: type(f.default) for f in dataclasses.fields(DPLANConfig)}
+    changes = {}
+    for item in filter(None, body.split(",")):
+        key, _, value = item.partition(":")
+        if key not in fields:
+            raise argparse.ArgumentTypeError(f"{key!r} is not a DPLANConfig field")
+        changes[key] = fields[key](value)
+    if not name or not changes:
+        raise argparse.ArgumentTypeError(f"expected NAME=key:value,..., got {text!r}")
+    return name, changes
 
 
 def protocol_unseen_split(ds, protocol: SplitConfig):
@@ -111,9 +130,9 @@ def run_split(split, cfg: DPLANConfig, args: argparse.Namespace) -> dict[str, di
     out: dict[str, dict] = {}
     out["dplan"], curve = dplan_arm(split, cfg)
     out["dplan"]["curve"] = curve
-    if "no_intrinsic" in args.ablations:
-        out["dplan_no_intrinsic"], _ = dplan_arm(split, replace(cfg, intrinsic_weight=0.0))
-    if "supervised_q" in args.ablations:
+    for name, changes in args.variant:
+        out[f"dplan_{name}"], _ = dplan_arm(split, replace(cfg, **changes))
+    if args.supervised_q:
         start = time.perf_counter()
         net = supervised_q(split.X_train, split.y_train_semi, cfg)
         out["supervised_q"] = {**auc_scores(split.y_test, net.anomaly_scores(split.X_test)),
@@ -182,13 +201,17 @@ def main() -> None:
                    help="paper: 10,000 warm-up + 10 x 2,000 steps; quick: bench_dplan.py's QUICK")
     p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     p.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
-    p.add_argument("--ablations", nargs="*", default=["supervised_q", "no_intrinsic"], choices=["supervised_q", "no_intrinsic"])
+    p.add_argument("--variant", action="append", type=variant, default=None,
+                   help="a DPLAN arm NAME=key:value,... (repeatable; default no_intrinsic=intrinsic_weight:0)")
+    p.add_argument("--no-supervised-q", dest="supervised_q", action="store_false", help="skip the supervised Q-network arm")
     p.add_argument("--speed", action="store_true", help="DPLAN vs bare PyTorch DQN steps/s on the first run")
     p.add_argument("--num-cpus", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/dplan_peers.jsonl"))
     p.add_argument("--csv", type=Path, default=RESULTS / "dplan_peers.csv", help="summary table written by --summarize")
     p.add_argument("--summarize", nargs="+", type=Path, help="print the tables of these JSONL files and stop")
     args = p.parse_args()
+    if args.variant is None:
+        args.variant = [variant("no_intrinsic=intrinsic_weight:0")]
     if args.summarize:
         summarize([json.loads(line) for f in args.summarize for line in f.read_text().splitlines() if line.strip()], args.csv)
         return
