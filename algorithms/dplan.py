@@ -94,6 +94,7 @@ class DPLANConfig:
     lr: float = 0.00025
     rmsprop_alpha: float = 0.95  # "gradient momentum" (squared-gradient averaging)
     rmsprop_eps: float = 0.01  # "min squared gradient"
+    hidden_l2: float = 0.0  # L2 penalty on the hidden layer's weights (the reference code's; not in the paper)
     batch_size: int = 32
     updates_per_step: float = 1.0  # gradient updates per sampled env step
     rollout_fragment_length: int = 8  # env steps per sub-env between update rounds/weight syncs
@@ -157,6 +158,15 @@ class DPLANLearner(DQNTorchLearner):
         opts = self.config.learner_config_dict
         optimizer = torch.optim.RMSprop(params, alpha=opts["rmsprop_alpha"], eps=opts["rmsprop_eps"], centered=True)
         self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr)
+
+    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict, fwd_out: dict) -> torch.Tensor:
+        """DQN's TD loss plus ``hidden_l2 * ||W_hidden||^2``, the reference implementation's L2
+        penalty on the hidden layer (off by default)."""
+        loss = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
+        l2 = self.config.learner_config_dict.get("hidden_l2", 0.0)
+        if l2:
+            loss = loss + l2 * self.module[module_id].encoder.net.mlp[0].weight.pow(2).sum()
+        return loss
 
 
 class TransitionReplay:
@@ -279,7 +289,7 @@ def dqn_config(cfg: DPLANConfig, env_config: dict[str, Any]) -> DQNConfig:
         .learners(
             num_learners=0,
             learner_class=DPLANLearner,
-            learner_config_dict={"rmsprop_alpha": cfg.rmsprop_alpha, "rmsprop_eps": cfg.rmsprop_eps},
+            learner_config_dict={"rmsprop_alpha": cfg.rmsprop_alpha, "rmsprop_eps": cfg.rmsprop_eps, "hidden_l2": cfg.hidden_l2},
         )
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[cfg.hidden], fcnet_activation="relu", head_fcnet_hiddens=[]))
         .training(

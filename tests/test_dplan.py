@@ -222,6 +222,18 @@ def test_training_checkpoint_keeps_the_replay(ray_cluster, split, tmp_path):
         assert resumed.algo.replay.size > gathered.size
 
 
+def test_hidden_l2_shrinks_the_hidden_layer(ray_cluster, split):
+    """The L2 penalty reaches the learner's loss: the same seeded run ends with a smaller hidden layer."""
+    norms = []
+    for l2 in (0.0, 0.05):
+        cfg = DPLANConfig(episodes=1, steps_per_episode=400, warmup_steps=100, epsilon_steps=200, target_update_freq=100,
+                          lr=0.01, hidden_l2=l2)
+        with DPLANTraining(cfg, split.X_train, split.y_train_semi) as run:
+            list(run.episodes())
+            norms.append(float(run.q_network().hidden.weight.norm()))
+    assert norms[1] < 0.8 * norms[0], norms
+
+
 def test_dplan_learns(trained, split):
     assert trained.history_[-1]["env_steps"] >= 3000
     auc = auc_scores(split.y_test, trained.decision_function(split.X_test))["auc_roc"]

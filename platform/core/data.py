@@ -5,9 +5,10 @@ Parquet/CSV files hold feature columns plus one label column named ``y`` (or ``l
 """
 from __future__ import annotations
 
+
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -168,16 +169,20 @@ def adbench_split(ds: TabularDataset, cfg: SplitConfig = SplitConfig()) -> Split
     y_semi = np.zeros_like(y_tr)
     y_semi[labelled] = 1
 
-    if cfg.contamination is not None:
-        unl = y_semi == 0
-        n_normal = int(((y_tr == 0) & unl).sum())
-        keep_anom = int(cfg.contamination * n_normal / (1.0 - cfg.contamination))
-        unl_anom = np.flatnonzero((y_tr == 1) & unl)
-        drop = rng.permutation(unl_anom)[keep_anom:]
-        keep = np.setdiff1d(np.arange(y_tr.size), drop)
-        X_tr, y_tr, y_semi = X_tr[keep], y_tr[keep], y_semi[keep]
+    split = Split(X_train=X_tr, y_train=y_tr, y_train_semi=y_semi, X_test=X_te, y_test=y_te, name=ds.name)
+    return split if cfg.contamination is None else contaminate(split, cfg.contamination, rng)
 
-    return Split(X_train=X_tr, y_train=y_tr, y_train_semi=y_semi, X_test=X_te, y_test=y_te, name=ds.name)
+
+def contaminate(split: Split, contamination: float, rng: np.random.Generator) -> Split:
+    """Drop unlabelled training anomalies until they make ``contamination`` of the unlabelled rows
+    (DPLAN's protocol); labelled anomalies and test rows stay."""
+    unl = split.y_train_semi == 0
+    n_normal = int(((split.y_train == 0) & unl).sum())
+    keep_anom = int(contamination * n_normal / (1.0 - contamination))
+    unl_anom = np.flatnonzero((split.y_train == 1) & unl)
+    keep = np.setdiff1d(np.arange(split.y_train.size), rng.permutation(unl_anom)[keep_anom:])
+    return replace(split, X_train=split.X_train[keep], y_train=split.y_train[keep],
+                               y_train_semi=split.y_train_semi[keep])
 
 
 def unseen_type_split(split: Split, seed: int = 0, min_test: int = 5) -> Split | None:
