@@ -98,10 +98,8 @@ class SwiftHydraConfig:
     top_l: int = 64
     max_synthetic_fraction: float = 0.03  # and at most this share of the training rows per round
     # ...and at most this many per labelled anomaly per round (None: no such cap). Without it, synthetic
-    # rows outnumbered labelled anomalies 25 to 1 on thyroid by round 2. Trial, 12 development sets x seeds
-    # 0 1 (23 runs), final large detector's mean AUC-ROC / AUC-PR: 0.872 / 0.627 uncapped, 0.896 / 0.657
-    # at 1 (Mamba-MoE alone 0.890 / 0.672); on the runs they shared with 1, 0.5 gave 0.900 / 0.695 against
-    # 0.903 / 0.705 (13 runs) and 2 gave 0.890 / 0.658 against 0.908 / 0.717 (14 runs).
+    # rows swamped the labelled anomalies and the detector lost; 1 beat 0.5 and 2 in a trial
+    # (benchmarks/results/setting_trials.csv).
     max_synthetic_per_anomaly: float | None = 1.0
     synthesis: str = "rl"  # "rl" (PPO moves the latents) or "random"
     # rank candidates by the env's reward (evasion + the round's diversity), by "evasion" alone, or pick them at
@@ -113,12 +111,9 @@ class SwiftHydraConfig:
     # Rounds >= 1: the large detector fits the real rows' labels blended with this share of the round-0 detector's
     # P(anomaly) (synthetic rows keep target 1); 0: labels alone. An unlabelled row the detector suspects then pulls
     # towards anomaly, as in the Inference Module's distillation; the anomaly class weight amplifies that pull, on
-    # purpose (measured in train_mamba_moe's docstring). Ablation bench, 12 development sets x 3 seeds, final
-    # large detector's mean AUC-ROC / AUC-PR: 0.918 / 0.733 at 0 (W/T/L against the detector alone 13/10/13, 18/2/16),
-    # 0.920 / 0.734 at 0.5 (11/17/8, 21/7/8); alone 0.919 / 0.728. The teacher stays the round-0 detector: chaining
-    # each round's detector as the next one's teacher collapsed (trial, large detector alone, 16 runs on 6 development
-    # sets: mean AUC-ROC 0.859 alone, 0.859 distilled once, 0.727 twice, lower on all 16; Ionosphere and vertebral
-    # 0.61-0.81 -> 0.24-0.52).
+    # purpose (measured in train_mamba_moe's docstring). 0.5 won more runs against the detector alone than 0 on
+    # the development seeds. The teacher stays the round-0 detector: chaining each round's detector as the next
+    # one's teacher collapsed (both trials: benchmarks/results/setting_trials.csv).
     self_distill: float = 0.5
     # Loss weight of a synthetic anomaly (real rows weigh 1). With the three-network detector, the final large
     # detector on 12 development sets x 3 seeds (bench settings), mean AUC-ROC / AUC-PR: 0.909 / 0.711 at 0.5,
