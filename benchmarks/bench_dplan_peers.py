@@ -152,7 +152,11 @@ def run_split(split, cfg: DPLANConfig, args: argparse.Namespace) -> dict[str, di
 
 def table(results: list[dict], split: str) -> list[dict]:
     """Per arm: runs, mean AUC-ROC / AUC-PR, W/T/L and Wilcoxon p against ``dplan``, fit s."""
-    runs = {(r["dataset"], r["seed"]): r["arms"] for r in results if r["split"] == split}
+    runs: dict[tuple[str, int], dict] = {}
+    for r in results:  # a later file adds arms to a run; an arm already there stays
+        if r["split"] == split:
+            arms = runs.setdefault((r["dataset"], r["seed"]), {})
+            arms.update({m: a for m, a in r["arms"].items() if m not in arms})
     methods = list(dict.fromkeys(m for arms in runs.values() for m in arms))
     rows = []
     for m in methods:
