@@ -5,6 +5,11 @@ The deep detectors expect features in [0, 1] (ADBench's protocol; the beta-VAE d
 sigmoid); rows seen later are scaled with the training minimum and range and clipped to
 ``clip``, as ADBench clips its test rows. The checkpoint holds the inner detector's kind, config
 and state, the scaling, and the feature column names a table must provide.
+
+Given a DataFrame, ``fit`` first learns each column's type (:mod:`rlad.core.preprocess`:
+categories, booleans, dates, gaps) and keeps that as plain data in the checkpoint; ``decision_function``
+then takes DataFrames by column name (or rows of raw values in the fitted column order), while a
+numeric array is taken as already-encoded numbers, as before.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import torch
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.registry import get_detector_class
 from rlad.core.config import from_dict
+from rlad.core.preprocess import TableOptions, TablePreprocessor, as_frame
 
 
 @dataclass
@@ -25,6 +31,7 @@ class ScaledConfig:
     options: dict[str, Any] = field(default_factory=dict)  # its config overrides (nested dicts for nested configs)
     columns: tuple[str, ...] = ()  # feature column names, in order (set by ``rlad fit``)
     clip: tuple[float, float] = (-1.0, 2.0)  # scaled values are clipped to this range
+    table: dict[str, Any] = field(default_factory=dict)  # TableOptions for DataFrames (types, gaps, dates)
 
 
 class ScaledDetector(BaseDetector):
@@ -38,6 +45,41 @@ class ScaledDetector(BaseDetector):
         if cls is ScaledDetector:
             raise ValueError("a scaled detector cannot wrap another scaled detector")
         return cls(from_dict(cls.Config, self.config.options), contamination=self.contamination)
+
+    preprocessor: TablePreprocessor | None = None
+    last_unseen_: dict[str, int] = {}
+
+    def fit(self, X: Any, y: Any = None) -> "ScaledDetector":
+        """A DataFrame is encoded by a :class:`TablePreprocessor` learnt here; an array as before."""
+        import pandas as pd
+
+        if not isinstance(X, pd.DataFrame):
+            self.preprocessor = None
+            return super().fit(X, y)
+        self.preprocessor = TablePreprocessor(TableOptions(**self.config.table)).fit(X)
+        enc = self.preprocessor.transform(X)
+        if enc.bad:
+            i = min(enc.bad)
+            raise ValueError(f"row {i}: {enc.bad[i]} ({len(enc.bad)} bad row(s))")
+        self.config.columns = tuple(self.preprocessor.output_names)
+        return super().fit(enc.X, y)
+
+    def encode(self, X: Any) -> np.ndarray:
+        """Raw rows (DataFrame by name, dicts, or values in the fitted column order) as numbers;
+        counts of categories unseen at fit time go to ``last_unseen_``."""
+        enc = self.preprocessor.transform(as_frame(X, self.preprocessor.columns))
+        if enc.bad:
+            i = min(enc.bad)
+            raise ValueError(f"row {i}: {enc.bad[i]}")
+        self.last_unseen_ = enc.unseen
+        return enc.X
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        import pandas as pd
+
+        if self.preprocessor is not None and (isinstance(X, (pd.DataFrame, list)) or np.asarray(X).dtype == object):
+            X = self.encode(X)
+        return super().decision_function(X)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Rows in the inner detector's [0, 1] space (clipped)."""
@@ -59,11 +101,15 @@ class ScaledDetector(BaseDetector):
 
     def _get_state(self) -> dict[str, Any]:
         inner = self.inner
-        return {"low": torch.from_numpy(self.low_), "span": torch.from_numpy(self.span_), "inner": inner._get_state(),
+        table = {} if self.preprocessor is None else {"table": self.preprocessor.get_state()}
+        return {**table, "low": torch.from_numpy(self.low_), "span": torch.from_numpy(self.span_), "inner": inner._get_state(),
                 "inner_meta": {"threshold": inner.threshold_, "train_score_range": list(inner._train_score_range)}}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.low_, self.span_ = state["low"].numpy(), state["span"].numpy()
+        self.preprocessor = None
+        if "table" in state:
+            self.preprocessor = TablePreprocessor(TableOptions(**self.config.table)).set_state(state["table"])
         self.inner = self._inner()
         self.inner.n_features_in_ = self.n_features_in_
         self.inner.threshold_ = state["inner_meta"]["threshold"]

@@ -3,12 +3,41 @@
 Labels: 1 = known anomaly, 0 = unlabelled or normal (a column named ``y`` or ``label`` is used
 unless ``--label-column`` names another; unsupervised detectors need none). The model learns the
 MinMax scaling of the training rows (``scaled`` detector), so ``rlad score``, ``rlad serve`` and
-``load_detector(...).decision_function`` all take raw rows with the same columns."""
+``load_detector(...).decision_function`` all take raw rows with the same columns.
+
+Tables may hold strings, booleans, dates and gaps: each column's type is learnt here
+(:mod:`rlad.core.preprocess`, options ``--features``, ``--drop``, ``--categorical``, ``--dates``,
+``--missing``, ``--max-onehot``) and saved in the checkpoint as plain data."""
 from __future__ import annotations
 
 import argparse
 
+from dataclasses import fields
+
+from rlad.core.preprocess import TableOptions
 from rlad.platform.cli.args import add_data, add_ray, add_seed
+
+TABLE_DEFAULTS = TableOptions()
+
+
+def add_table_options(p: argparse.ArgumentParser) -> None:
+    """How a table's columns become features (defaults: :class:`TableOptions`)."""
+    d = TABLE_DEFAULTS
+    p.add_argument("--features", nargs="+", default=list(d.features), metavar="COL", help="feature columns (default: all but id/label)")
+    p.add_argument("--drop", nargs="+", default=list(d.drop), metavar="COL", help="columns to leave out")
+    p.add_argument("--categorical", nargs="+", default=list(d.categorical), metavar="COL",
+                   help="columns to treat as categories even if they hold numbers (string columns always are)")
+    p.add_argument("--dates", choices=("cyclical", "drop"), default=d.dates,
+                   help=f"date columns: sin/cos of hour, day of week, month, or drop them (default: {d.dates})")
+    p.add_argument("--missing", choices=("impute", "reject"), default=d.missing,
+                   help=f"blank cells: impute (median / most frequent) or reject the rows (default: {d.missing})")
+    p.add_argument("--max-onehot", type=int, default=d.max_onehot,
+                   help=f"one-hot encode categorical columns up to this many categories, frequency-encode above (default: {d.max_onehot})")
+
+
+def table_options(args: argparse.Namespace) -> dict:
+    names = {f.name for f in fields(TableOptions)}
+    return {k: getattr(args, k) for k in names if hasattr(args, k)}
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -19,27 +48,43 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-column", default=None, help="column of labels, 1 = known anomaly, 0 = unlabelled (default: 'y' or 'label' if present)")
     p.add_argument("--id-column", default=None, help="column of row ids, not a feature")
     p.add_argument("--config", default=None, help="YAML file of the detector's config options")
+    p.add_argument("--skip-bad-rows", action="store_true", help="fit on the good rows and list the bad ones in SAVE.bad_rows.csv")
+    add_table_options(p)
     p.add_argument("--contamination", type=float, default=0.1, help="expected anomaly share; sets the decision threshold (default: 0.1)")
     add_seed(p)
     add_ray(p)
     p.set_defaults(func=run)
 
 
-def read_training_rows(data: str, label_column: str | None, id_column: str | None):
-    """Features, labels (or None) and column names of a table, or of an ADBench/npz file."""
-    from rlad.core.data import load_dataset, resolve_data
-    from rlad.core.tables import infer_schema, read_table
+def read_training_rows(args: argparse.Namespace):
+    """Features (a DataFrame for tables, an array for .npz), labels (or None), the label column
+    and the rows left out; bad rows are an error unless ``--skip-bad-rows``."""
+    from rlad.core.data import DatasetError, load_dataset, resolve_data
+    from rlad.core.preprocess import TablePreprocessor
+    from rlad.core.tables import BadRow, describe_bad_rows, read_training_table
 
-    path = resolve_data(data)
+    path = resolve_data(args.data)
     if path.suffix == ".npz":
         ds = load_dataset(path)
-        return ds.X, ds.y, tuple(f"f{i}" for i in range(ds.n_features)), "y"
-    schema = infer_schema(path, id_column=id_column, label_column=label_column)
-    table = read_table(path, schema)
-    return table.X, table.labels, schema.features, schema.label_column
+        return ds.X, ds.y, "y", []
+    options = TableOptions(**table_options(args))
+    pre = TablePreprocessor(options)
+    table = read_training_table(path, label_column=args.label_column, id_column=args.id_column)
+    columns = pre.choose_columns(list(table.frame.columns))
+    table.frame = table.frame[columns]
+    enc = pre.fit_transform(table.frame)
+    bad = sorted([*table.bad, *(BadRow(int(table.rows[i]), why) for i, why in enc.bad.items())], key=lambda b: b.row)
+    if bad and not args.skip_bad_rows:
+        raise DatasetError(describe_bad_rows(path, bad) + " (--skip-bad-rows fits on the others)")
+    table = table.without([b.row for b in bad])
+    if not len(table.rows):
+        raise DatasetError(f"{path}: no good rows")
+    return table.frame, table.labels, table.label_column, bad
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rlad.algorithms.registry import RAY_DETECTORS, build_detector, list_detectors
     from rlad.platform.cli.progress import progress_bar
     from rlad.core.config import load_yaml
@@ -47,17 +92,27 @@ def run(args: argparse.Namespace) -> int:
 
     if args.detector not in list_detectors() or args.detector == "scaled":
         raise SystemExit(f"rlad fit: unknown detector {args.detector!r}; registered: {', '.join(d for d in list_detectors() if d != 'scaled')}")
-    X, y, columns, label = read_training_rows(args.data, args.label_column, args.id_column)
+    X, y, label, bad = read_training_rows(args)
     n_labelled = int(y.sum()) if y is not None else 0
-    print(f"[fit] {args.detector} on {args.data}: {len(X)} rows, {len(columns)} features"
-          + (f", {n_labelled} labelled anomalies (column {label!r})" if y is not None else ", no labels"), flush=True)
-    options = {"detector": args.detector, "options": load_yaml(args.config) if args.config else {}, "columns": list(columns)}
+    print(f"[fit] {args.detector} on {args.data}: {len(X)} rows, {X.shape[1]} columns"
+          + (f", {n_labelled} labelled anomalies (column {label!r})" if y is not None else ", no labels")
+          + (f", {len(bad)} bad row(s) skipped" if bad else ""), flush=True)
+    options = {"detector": args.detector, "options": load_yaml(args.config) if args.config else {}, "table": table_options(args)}
     detector = build_detector("scaled", options, seed=args.seed, contamination=args.contamination)
+    if detector.preprocessor is None and not hasattr(X, "columns"):
+        detector.config.columns = tuple(f"f{i}" for i in range(X.shape[1]))
     if args.detector in RAY_DETECTORS:
         init_ray(num_cpus=args.num_cpus, address=args.address)
     with progress_bar(f"fit {args.detector}"):
         detector.fit(X, y)
     path = detector.save(args.save)
+    if bad:
+        side = Path(str(path) + ".bad_rows.csv")
+        side.write_text("row,reason\n" + "".join(f'{b.row},"{b.reason.replace(chr(34), chr(39))}"\n' for b in bad))
+        print(f"[fit] {len(bad)} bad row(s) listed in {side}", flush=True)
+    if detector.preprocessor is not None:
+        kinds = ", ".join(f"{c['name']}: {c['type']}" for c in detector.preprocessor.schema)
+        print(f"[fit] columns: {kinds} -> {len(detector.config.columns)} features", flush=True)
     flagged = int((detector.decision_scores_ > detector.threshold_).sum())
     print(f"[fit] saved {path}: threshold {detector.threshold_:.4g} flags {flagged} of {len(X)} training rows", flush=True)
     return 0

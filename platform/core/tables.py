@@ -199,3 +199,56 @@ def read_table(path: str | os.PathLike, schema: TableSchema, max_bad: int = 20) 
     cat = lambda xs: None if xs[0] is None else np.concatenate(xs)  # noqa: E731
     return Batch(X=np.concatenate([b.X for b in batches]), rows=np.concatenate([b.rows for b in batches]),
                  ids=cat([b.ids for b in batches]), labels=cat([b.labels for b in batches]))
+
+
+@dataclass
+class TrainingTable:
+    """A whole table for training: raw feature columns (CSV: text; Parquet: typed), labels, ids,
+    row numbers, and the rows that could not be read (wrong width, a label not 0/1)."""
+
+    frame: pd.DataFrame
+    rows: np.ndarray
+    labels: np.ndarray | None
+    ids: np.ndarray | None
+    label_column: str | None
+    bad: list[BadRow] = field(default_factory=list)
+
+    def without(self, rows: Sequence[int]) -> "TrainingTable":
+        keep = ~np.isin(self.rows, np.asarray(list(rows), dtype=np.int64))
+        pick = lambda a: None if a is None else a[keep]  # noqa: E731
+        return TrainingTable(self.frame[keep].reset_index(drop=True), self.rows[keep], pick(self.labels), pick(self.ids),
+                             self.label_column, self.bad)
+
+
+def read_training_table(path: str | os.PathLike, label_column: str | None = None, id_column: str | None = None,
+                        exclude: Sequence[str] = ()) -> TrainingTable:
+    """The one table reader of ``rlad fit`` and ``rlad bench``: every column but id, label and
+    ``exclude`` as raw values (types are learnt later, :mod:`rlad.core.preprocess`)."""
+    path = Path(path)
+    schema = infer_schema(path, id_column=id_column, label_column=label_column)
+    keep = [c for c in schema.features if c not in exclude]
+    wanted = list(dict.fromkeys([*keep, *(c for c in (schema.id_column, schema.label_column) if c)]))
+    skipped: list[int] = []
+    try:
+        if path.suffix == ".csv":
+            batches = list(_csv_batches(path, 65_536, skipped))
+            table = pa.Table.from_batches(batches) if batches else pa.table({c: pa.array([], pa.string()) for c in table_columns(path)})
+            rows = _line_numbers(0, table.num_rows, skipped)
+        else:
+            table = pq.read_table(path, columns=wanted)
+            rows = np.arange(1, table.num_rows + 1)
+    except pa.ArrowException as exc:
+        raise DatasetError(f"{path}: cannot read the table ({exc})") from exc
+    bad: dict[int, str] = {line: "wrong number of fields" for line in skipped}
+    labels = None
+    if schema.label_column is not None:
+        labels = _numeric(table.column(schema.label_column), schema.label_column, rows, bad)
+        for i in np.flatnonzero(np.isfinite(labels) & ~np.isin(labels, (0.0, 1.0))):
+            bad.setdefault(int(rows[i]), f"label column {schema.label_column!r}: {labels[i]:g} is not 0 or 1")
+        labels = np.where(np.isfinite(labels), labels, 0).astype(np.int64)
+    ids = table.column(schema.id_column).to_numpy(zero_copy_only=False) if schema.id_column else None
+    frame = table.select(keep).to_pandas()
+    if frame.shape[0] == 0:
+        raise DatasetError(f"{path}: no rows")
+    out = TrainingTable(frame, rows, labels, ids, schema.label_column, [BadRow(r, bad[r]) for r in sorted(bad)])
+    return out.without([b.row for b in out.bad if b.row in set(rows.tolist())])
