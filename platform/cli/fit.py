@@ -31,6 +31,8 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
                    help=f"date columns: sin/cos of hour, day of week, month, or drop them (default: {d.dates})")
     p.add_argument("--missing", choices=("impute", "reject"), default=d.missing,
                    help=f"blank cells: impute (median / most frequent) or reject the rows (default: {d.missing})")
+    p.add_argument("--missing-indicators", action=argparse.BooleanOptionalAction, default=d.missing_indicators,
+                   help="with --missing impute, add a 0/1 column per column that had gaps (default: %(default)s)")
     p.add_argument("--max-onehot", type=int, default=d.max_onehot,
                    help=f"one-hot encode categorical columns up to this many categories, frequency-encode above (default: {d.max_onehot})")
 

@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"rlad score: error: {exc}", file=sys.stderr)
         return 2
     for r in reports:
+        if r.ignored:
+            print(f"[score] {r.source}: ignored column(s) the model does not read: {', '.join(r.ignored)}")
+        for column, count in r.unseen:
+            print(f"[score] {r.source}: {count} row(s) with a {column!r} category unseen at fit time (scored as 'other')")
         skipped = f", {len(r.bad)} bad row(s) skipped (listed in {r.out}.bad_rows.csv)" if r.bad else ""
         print(f"[score] {r.source}: {r.n_scored} row(s) -> {r.out}{skipped}")
     return 0

@@ -37,7 +37,7 @@ class TableOptions:
     categorical: tuple[str, ...] = ()  # columns taken as categories even when they hold numbers
     dates: str = "cyclical"  # "cyclical": sin/cos of hour, day of week, month; "drop": left out
     missing: str = "impute"  # "impute": median / most frequent (+ indicators); "reject": name the rows
-    indicators: bool = True  # with impute, one 0/1 column per column that had gaps at fit time
+    missing_indicators: bool = True  # with impute, one 0/1 column per column that had gaps at fit time
     max_onehot: int = 10  # one-hot up to this many categories, frequency encoding above
 
     def __post_init__(self) -> None:
@@ -168,7 +168,7 @@ class TablePreprocessor:
             kind = "categorical" if name in o.categorical else infer_type(col)
             text = _text(col)
             blank = _blank(text)
-            spec: dict[str, Any] = {"name": str(name), "type": kind, "indicator": bool(blank.any() and o.indicators
+            spec: dict[str, Any] = {"name": str(name), "type": kind, "indicator": bool(blank.any() and o.missing_indicators
                                                                                         and o.missing == "impute")}
             if kind in ("numeric", "boolean"):
                 values = _numbers(col) if kind == "numeric" else _booleans(text)

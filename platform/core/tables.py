@@ -252,3 +252,31 @@ def read_training_table(path: str | os.PathLike, label_column: str | None = None
         raise DatasetError(f"{path}: no rows")
     out = TrainingTable(frame, rows, labels, ids, schema.label_column, [BadRow(r, bad[r]) for r in sorted(bad)])
     return out.without([b.row for b in out.bad if b.row in set(rows.tolist())])
+
+
+def read_raw_batches(path: str | os.PathLike, columns: Sequence[str], id_column: str | None = None,
+                     batch_rows: int = 65_536) -> Iterator[tuple[pd.DataFrame, np.ndarray, np.ndarray | None, list[BadRow]]]:
+    """Stream ``columns`` (and the id column) of ``path`` as raw values: per record batch the
+    frame, row numbers, ids and the rows with the wrong number of fields (CSV)."""
+    path = Path(path)
+    skipped: list[int] = []
+    if path.suffix == ".csv":
+        source = _csv_batches(path, batch_rows, skipped)
+    else:
+        wanted = list(dict.fromkeys([*columns, *([id_column] if id_column else [])]))
+        source = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=wanted)
+    parsed = reported = 0
+    try:
+        for record in source:
+            n = record.num_rows
+            rows = _line_numbers(parsed, n, skipped) if path.suffix == ".csv" else np.arange(parsed + 1, parsed + n + 1)
+            parsed += n
+            bad = [BadRow(line, "wrong number of fields") for line in skipped[reported:]]
+            reported = len(skipped)
+            ids = record.column(id_column).to_numpy(zero_copy_only=False) if id_column else None
+            yield pa.Table.from_batches([record]).select(list(columns)).to_pandas(), rows, ids, bad
+    except pa.ArrowException as exc:
+        raise DatasetError(f"{path}: cannot read the table ({exc})") from exc
+    if len(skipped) > reported:
+        yield (pd.DataFrame({c: pd.Series([], dtype=object) for c in columns}), np.empty(0, np.int64), None,
+               [BadRow(line, "wrong number of fields") for line in skipped[reported:]])

@@ -3,13 +3,17 @@ batches, write score, P(anomaly) and the thresholded label per row to Parquet, k
 
 Two passes keep the promise "nothing written unless every row is good": the first only validates
 (wrong width, missing/NaN/inf, non-numeric, beyond float32), the second scores and writes to a
-temporary file that is renamed into place at the end. With ``skip_bad_rows`` the bad rows are left
+temporary file that is renamed into place at the end. A model fitted on a table with types reads its
+columns by name (reordered; a missing one named; extra ones ignored and listed once) and encodes
+them as at fit time; a value that cannot be read as its column's type names the row and column. With ``skip_bad_rows`` the bad rows are left
 out and listed, with their reasons, in ``<out>.bad_rows.csv``. A folder of files is scored by Ray
 tasks, one per file, into an output folder of the same file names.
 """
 from __future__ import annotations
 
 import os
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +23,9 @@ import pyarrow.parquet as pq
 
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.registry import load_detector
-from rlad.core.data import DatasetError
-from rlad.core.tables import TABLE_SUFFIXES, BadRow, TableSchema, describe_bad_rows, infer_schema, read_batches
+from rlad.core.data import LABEL_COLUMNS, DatasetError, check_unique_columns
+from rlad.core.tables import (TABLE_SUFFIXES, BadRow, Batch, TableSchema, describe_bad_rows, infer_schema, read_batches,
+                              read_raw_batches, table_columns)
 
 
 class BadRowsError(DatasetError):
@@ -41,6 +46,8 @@ class FileReport:
     out: str | None
     n_scored: int
     bad: tuple[BadRow, ...]
+    ignored: tuple[str, ...] = ()  # columns of the file the model does not read
+    unseen: tuple[tuple[str, int], ...] = ()  # (column, rows) whose category was unseen at fit time
 
 
 def schema_for(detector: BaseDetector, path: Path, id_column: str | None) -> TableSchema:
@@ -54,22 +61,56 @@ def schema_for(detector: BaseDetector, path: Path, id_column: str | None) -> Tab
     return schema
 
 
+def table_schema(detector: BaseDetector, path: Path, id_column: str | None) -> tuple[list[str], list[str]]:
+    """For a model fitted on a table with types: the columns it reads (by name; a missing one is
+    an error naming it) and the file's other columns, which are ignored."""
+    columns = detector.preprocessor.columns
+    have = table_columns(path)
+    check_unique_columns(path, have)
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {missing}; the model reads {columns}")
+    if id_column is not None and id_column not in have:
+        raise DatasetError(f"{path}: no id column {id_column!r}; columns are {have}")
+    return columns, [c for c in have if c not in columns and c != id_column and c not in LABEL_COLUMNS]
+
+
+def numeric_batches(detector: BaseDetector, path: Path, options: ScoreOptions, unseen: Counter | None = None) -> Iterator[Batch]:
+    """Record batches of ``path`` as the numbers the model takes: raw typed columns encoded by
+    the model's table preprocessing (unseen categories counted in ``unseen``), or plain numbers."""
+    if getattr(detector, "preprocessor", None) is None:
+        yield from read_batches(path, schema_for(detector, path, options.id_column), options.batch_rows)
+        return
+    columns, _ = table_schema(detector, path, options.id_column)
+    for frame, rows, ids, bad in read_raw_batches(path, columns, options.id_column, options.batch_rows):
+        if not len(rows):
+            yield Batch(X=np.empty((0, detector.n_features_in_)), rows=rows, bad=bad)
+            continue
+        enc = detector.preprocessor.transform(frame)
+        if unseen is not None:
+            unseen.update(enc.unseen)
+        good = np.ones(len(rows), dtype=bool)
+        good[list(enc.bad)] = False
+        bad = bad + [BadRow(int(rows[i]), why) for i, why in enc.bad.items()]
+        yield Batch(X=enc.X[good], rows=rows[good], ids=None if ids is None else ids[good], bad=bad)
+
+
 def validate_file(detector: BaseDetector, path: Path, options: ScoreOptions) -> list[BadRow]:
     """First pass: every bad row of ``path`` (nothing is scored or written)."""
-    schema = schema_for(detector, path, options.id_column)
-    return [b for batch in read_batches(path, schema, options.batch_rows) for b in batch.bad]
+    return sorted((b for batch in numeric_batches(detector, path, options) for b in batch.bad), key=lambda b: b.row)
 
 
 def score_file(detector: BaseDetector, path: Path, out: Path, options: ScoreOptions) -> FileReport:
     """Second pass: score the good rows of ``path`` into ``out`` (Parquet, written atomically)."""
-    schema = schema_for(detector, path, options.id_column)
+    ignored = table_schema(detector, path, options.id_column)[1] if getattr(detector, "preprocessor", None) else []
+    unseen: Counter = Counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     bad: list[BadRow] = []
     n = 0
     writer: pq.ParquetWriter | None = None
     try:
-        for batch in read_batches(path, schema, options.batch_rows):
+        for batch in numeric_batches(detector, path, options, unseen):
             bad += batch.bad
             if not len(batch.rows):
                 continue
@@ -104,7 +145,7 @@ def score_file(detector: BaseDetector, path: Path, out: Path, options: ScoreOpti
         bad.sort(key=lambda b: b.row)
         side = out.with_name(out.name + ".bad_rows.csv")
         side.write_text("row,reason\n" + "".join(f'{b.row},"{b.reason.replace(chr(34), chr(39))}"\n' for b in bad))
-    return FileReport(str(path), str(out), n, tuple(bad))
+    return FileReport(str(path), str(out), n, tuple(bad), tuple(ignored), tuple(sorted(unseen.items())))
 
 
 def table_files(data: Path) -> list[Path]:
