@@ -45,7 +45,7 @@ def fitted(cardio, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fit")
     df.to_csv(folder / "cardio.csv", index=False)
     rc = main(["fit", "iforest", "--data", str(folder / "cardio.csv"), "--label-column", "known", "--id-column", "id",
-               "--save", str(folder / "model.pt")])
+               "--missing", "reject", "--save", str(folder / "model.pt")])
     assert rc == 0
     return folder
 

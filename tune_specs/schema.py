@@ -34,13 +34,14 @@ from ray import tune
 
 from rlad.algorithms.registry import get_detector_class
 from rlad.core.config import from_dict, load_yaml, set_dotted
+from rlad.core.errors import UserError
 from rlad.core.data import SplitConfig
 
 METRICS = ("val_auc_pr", "val_auc_roc")
 TUNABLE = ("swift_hydra", "dplan")  # algorithms with a Tune trainable (rlad.platform.runtime.tuning)
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A Tune spec is malformed: unknown key, bad sampler, or a setting trials cannot run with."""
 
 

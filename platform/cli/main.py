@@ -22,7 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; Ctrl-C ends it with exit code 130 (what finished is already on disk)."""
+    """Run one command; Ctrl-C ends it with exit code 130 (what finished is already on disk). A
+    user's mistake (:class:`~rlad.core.errors.UserError`, or a command's own usage message) is one
+    line on stderr and exit code 2; ``-v`` adds the traceback."""
+    from rlad.core.errors import UserError
     from rlad.core.verbosity import quiet
 
     args = build_parser().parse_args(argv)
@@ -32,6 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\n[rlad] {args.command} interrupted", file=sys.stderr)
         return 130
+    except (UserError, FileNotFoundError) as exc:
+        message = str(exc) if isinstance(exc, UserError) else f"{exc.filename}: no such file"
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        message = exc.code.removeprefix(f"rlad {args.command}: ")
+    if args.verbose:
+        import traceback
+
+        traceback.print_exc()
+    print(f"rlad {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"[serve] error: refusing to serve on {args.host} without an API key: anyone who can reach it could "
               f"score. Set {API_KEY_ENV} or --api-key-file, or pass --insecure.", flush=True)
         return 2
+    from rlad.algorithms.registry import load_detector
+
+    load_detector(args.checkpoint)  # a bad checkpoint is one message here, before Ray starts
     return serve_forever(args, options, key is not None)
 
 

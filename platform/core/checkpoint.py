@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 
+from rlad.core.errors import UserError
+
 FORMAT = "rlad-checkpoint/1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, corrupt, or belongs to another detector."""
 
 
@@ -62,7 +64,7 @@ def load_checkpoint(path: str | os.PathLike, expected_kind: str | None = None) -
     try:
         outer = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for garbage input
-        raise CheckpointError(f"checkpoint {path} is corrupt or not an rlad checkpoint: {exc}") from exc
+        raise CheckpointError(f"checkpoint {path} is corrupt or not an rlad checkpoint ({type(exc).__name__})") from exc
     if not isinstance(outer, dict) or outer.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not in format {FORMAT!r}")
     payload = outer["payload"]

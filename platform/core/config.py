@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from rlad.core.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -19,7 +21,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
     if unknown:
-        raise ValueError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(fields)}")
+        raise ConfigError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
@@ -32,8 +34,11 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the YAML file ({exc})") from exc
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any, overwrite: bool = True) -> None:

@@ -18,11 +18,13 @@ import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler
 
+from rlad.core.errors import UserError
+
 LABEL_COLUMNS = ("y", "label")
 SUFFIXES = (".npz", ".parquet", ".pq", ".csv")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file is missing, unreadable or not a valid anomaly-detection table."""
 
 

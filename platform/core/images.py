@@ -16,12 +16,14 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from rlad.core.errors import UserError
 from sklearn.datasets import load_digits
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-class ImageDataError(ValueError):
+class ImageDataError(UserError, ValueError):
     """An image folder is missing, empty or unreadable."""
 
 

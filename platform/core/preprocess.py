@@ -19,14 +19,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rlad.core.errors import UserError
+
 BLANKS = frozenset({"", "nan", "none", "null", "na", "n/a"})
 TRUE = frozenset({"true", "t", "yes", "y"})
 FALSE = frozenset({"false", "f", "no", "n"})
 TYPES = ("numeric", "boolean", "categorical", "datetime")
 STATE_VERSION = 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-class TableError(ValueError):
+class TableError(UserError, ValueError):
     """A user's table does not fit the learnt schema (named column or row)."""
 
 
@@ -236,6 +239,8 @@ class TablePreprocessor:
             if kind in ("numeric", "boolean"):
                 values = _numbers(col) if kind == "numeric" else _booleans(text)
                 flag(~blank & ~np.isfinite(values), text, spec, "a number" if kind == "numeric" else "true/false")
+                for i in np.flatnonzero(np.isfinite(values) & (np.abs(values) > FLOAT32_MAX)):
+                    bad.setdefault(int(i), f"column {spec['name']!r}: {values[i]:g} is beyond the float32 range the models compute in")
                 values = np.where(np.isfinite(values), values, np.nan).reshape(-1, 1)
                 imp = SimpleImputer(strategy="constant", fill_value=spec["fill"], keep_empty_features=True)
                 block = imp.fit(np.zeros((1, 1))).transform(values)

@@ -69,7 +69,7 @@ def table_schema(detector: BaseDetector, path: Path, id_column: str | None) -> t
     check_unique_columns(path, have)
     missing = [c for c in columns if c not in have]
     if missing:
-        raise DatasetError(f"{path}: missing column(s) {missing}; the model reads {columns}")
+        raise DatasetError(f"{path}: missing feature column(s) {missing}; the model reads {columns}")
     if id_column is not None and id_column not in have:
         raise DatasetError(f"{path}: no id column {id_column!r}; columns are {have}")
     return columns, [c for c in have if c not in columns and c != id_column and c not in LABEL_COLUMNS]

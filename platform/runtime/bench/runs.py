@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from rlad.core.errors import UserError
 from rlad.algorithms.registry import RAY_DETECTORS, build_detector, list_detectors
 from rlad.core.config import deep_merge
 from rlad.core.data import SUFFIXES, DatasetError, SplitConfig, TabularDataset, adbench_split, load_dataset, resolve_data
@@ -44,7 +45,7 @@ from rlad.platform.runtime.bench.store import (
 
 
 
-class BenchError(ValueError):
+class BenchError(UserError, ValueError):
     """A benchmark request that cannot run: unknown detector, bad config, no data files."""
 
 
