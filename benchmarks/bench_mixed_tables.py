@@ -26,8 +26,11 @@ import pandas as pd
 
 DATASETS = ("6_cardio", "38_thyroid", "2_annthyroid", "23_mammography", "31_satimage-2", "28_pendigits")
 DETECTOR = "mamba_moe"  # the detector of the README's quick start
-ARMS = {  # mixed-table arms: extra rlad fit flags
+ARMS = {  # mixed-table arms: extra rlad fit flags (the diagnostic arms build only part of the mixed table)
     "mixed": [],
+    "diag: blanks only (numeric, median-imputed, no indicators)": ["--no-missing-indicators"],
+    "diag: binned only (no blanks, no timestamp)": [],
+    "diag: timestamp only": [],
     "mixed, dates dropped": ["--dates", "drop"],
     "mixed, no missing indicators": ["--no-missing-indicators"],
     "mixed, frequency-encoded (no one-hot)": ["--max-onehot", "0"],
@@ -37,20 +40,28 @@ DEFAULT_ARMS = ("numeric", "mixed", "catboost (mixed, native categories)")
 BINNED, BINS, BLANK_SHARE = 3, 5, 0.02
 
 
-def make_mixed(X: np.ndarray, rng: np.random.Generator) -> tuple[pd.DataFrame, list[str]]:
-    """The numeric table as a mixed one (see the module docstring); returns it and the binned columns."""
+PARTS = {"diag: blanks only (numeric, median-imputed, no indicators)": ("blanks",),
+         "diag: binned only (no blanks, no timestamp)": ("bins",), "diag: timestamp only": ("ts",)}
+
+
+def make_mixed(X: np.ndarray, rng: np.random.Generator, parts=("bins", "ts", "blanks")) -> tuple[pd.DataFrame, list[str]]:
+    """The numeric table as a mixed one (see the module docstring); returns it and the binned
+    columns. ``parts`` leaves steps out (diagnostic arms); the random draws are the same."""
     frame = pd.DataFrame({f"x{j}": X[:, j].astype(np.float64) for j in range(X.shape[1])}).astype(object)
     distinct = np.array([len(np.unique(X[:, j])) for j in range(X.shape[1])])
     binned = [f"x{j}" for j in np.argsort(-distinct, kind="stable")[:BINNED]]
-    for c in binned:
+    for c in binned if "bins" in parts else []:
         values = X[:, int(c[1:])]
         edges = np.unique(np.quantile(values, np.linspace(0, 1, BINS + 1)[1:-1]))
         frame[c] = [f"bin{k}" for k in np.searchsorted(edges, values, side="right")]
     start = pd.Timestamp("2025-01-01").value // 10**9
-    frame["ts"] = pd.to_datetime(start + rng.integers(0, 365 * 86_400, len(frame)), unit="s").strftime("%Y-%m-%d %H:%M:%S")
-    blank = rng.random(frame.shape) < BLANK_SHARE
-    frame = frame.mask(blank, "")
-    return frame, binned
+    ts = pd.to_datetime(start + rng.integers(0, 365 * 86_400, len(frame)), unit="s").strftime("%Y-%m-%d %H:%M:%S")
+    if "ts" in parts:
+        frame["ts"] = ts
+    blank = rng.random((frame.shape[0], frame.shape[1] + ("ts" not in parts))) < BLANK_SHARE
+    if "blanks" in parts:
+        frame = frame.mask(blank[:, :frame.shape[1]], "")
+    return frame, binned if "bins" in parts else []
 
 
 def catboost_scores(train: pd.DataFrame, y: np.ndarray, test: pd.DataFrame, binned: list[str], seed: int) -> np.ndarray:
@@ -64,7 +75,7 @@ def catboost_scores(train: pd.DataFrame, y: np.ndarray, test: pd.DataFrame, binn
         for c in f.columns:
             if c in binned:
                 out[c] = f[c].replace("", "missing").astype(str)
-            elif c == "ts":
+            elif c == "ts" and c in f:
                 out[c] = pd.to_datetime(f[c].replace("", None)).astype("int64") // 10**9
                 out.loc[f[c] == "", c] = np.nan
             else:
@@ -97,14 +108,16 @@ def run(datasets, seeds, arms, max_rows, out_csv: Path, detector: str) -> None:
             ds = load_dataset(adbench_file(name))
             for seed in seeds:
                 split = adbench_split(ds, SplitConfig(max_rows=max_rows, la=0.1, seed=seed))
-                rng = np.random.default_rng(seed)
                 X_all = np.vstack([split.X_train, split.X_test])
-                mixed, binned = make_mixed(X_all, rng)
                 n = len(split.X_train)
-                train, test = mixed.iloc[:n].reset_index(drop=True), mixed.iloc[n:].reset_index(drop=True)
                 tr_csv, te_csv = Path(tmp, "train.csv"), Path(tmp, "test.csv")
-                train.assign(label=split.y_train_semi).to_csv(tr_csv, index=False)
-                test.to_csv(te_csv, index=False)
+
+                def tables(parts=("bins", "ts", "blanks")):
+                    mixed, binned = make_mixed(X_all, np.random.default_rng(seed), parts)
+                    train, test = mixed.iloc[:n].reset_index(drop=True), mixed.iloc[n:].reset_index(drop=True)
+                    train.assign(label=split.y_train_semi).to_csv(tr_csv, index=False)
+                    test.to_csv(te_csv, index=False)
+                    return train, test, binned
 
                 def record(arm: str, scores: np.ndarray, width: int, secs: float) -> None:
                     m = auc_scores(split.y_test, scores)
@@ -118,8 +131,10 @@ def run(datasets, seeds, arms, max_rows, out_csv: Path, detector: str) -> None:
                         det = build_detector("scaled", {"detector": detector}, seed=seed).fit(split.X_train, split.y_train_semi)
                         record(arm, det.decision_function(split.X_test), split.X_train.shape[1], time.perf_counter() - t)
                     elif arm.startswith("catboost"):
+                        train, test, binned = tables()
                         record(arm, catboost_scores(train, split.y_train_semi, test, binned, seed), train.shape[1], time.perf_counter() - t)
                     else:
+                        tables(PARTS.get(arm, ("bins", "ts", "blanks")))
                         pt = Path(tmp, "model.pt")
                         code = rlad(["fit", detector, "--data", str(tr_csv), "--label-column", "label", "--save", str(pt),
                                      "--seed", str(seed), *ARMS[arm]])

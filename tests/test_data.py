@@ -55,7 +55,9 @@ def test_bad_npz_files_give_clear_errors(tmp_path, arrays, message):
 def test_bad_tables_and_paths(tmp_path):
     csv = tmp_path / "t.csv"
     csv.write_text("a,b,y\n1,x,0\n2,y,1\n")
-    with pytest.raises(DatasetError, match="non-numeric"):
+    assert load_dataset(csv).X.shape == (2, 3)  # a string column is categorical: one-hot (issue 31)
+    csv.write_text("a,b,y\n1,x,0\n2,y,7\n")
+    with pytest.raises(DatasetError, match="row 3: label column 'y': 7 is not 0 or 1"):
         load_dataset(csv)
     csv.write_text("a,b\n1,2\n")
     with pytest.raises(DatasetError, match="no label column"):

@@ -29,6 +29,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="YAML: {detector label or name: {option: value, ...}, ...}")
     p.add_argument("--detector-config", nargs="+", default=[], metavar="NAME.KEY=VALUE",
                    help="override one option (VALUE parsed as YAML; nested keys with dots), e.g. mamba_moe.epochs=5")
+    p.add_argument("--id-column", default=None, help="CSV/Parquet: column of row ids, not a feature (as in rlad fit)")
+    p.add_argument("--label-column", default=None, help="CSV/Parquet: column of labels (default: 'y' or 'label')")
     p.add_argument("--max-rows", type=int, default=10_000, help="subsample larger datasets (stratified)")
     p.add_argument("--cpus-per-task", type=float, default=1, help="CPUs reserved by each Ray task")
     p.add_argument("--in-driver", nargs="*", default=None, metavar="NAME",
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = BenchConfig(
             la=tuple(args.la), seeds=tuple(args.seeds), max_rows=args.max_rows, cpus_per_task=args.cpus_per_task,
             in_driver=frozenset(args.in_driver) if args.in_driver is not None else RAY_DETECTORS,
-            progress=not args.no_progress,
+            progress=not args.no_progress, id_column=args.id_column, label_column=args.label_column,
         )
         if any(not 0.0 <= la <= 1.0 for la in cfg.la):
             raise BenchError(f"--la values must be in [0, 1], got {list(cfg.la)}")

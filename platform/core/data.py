@@ -88,26 +88,6 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"{path}: not a readable .npz file ({exc})") from exc
 
 
-def _read_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        table = pq.read_table(path) if path.suffix in (".parquet", ".pq") else pa_csv.read_csv(path)
-        names = table.column_names  # decodes them: a CSV header need not be UTF-8
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not a readable {path.suffix} table ({exc})") from exc
-    check_unique_columns(path, names)
-    label = next((c for c in LABEL_COLUMNS if c in names), None)
-    if label is None:
-        raise DatasetError(f"{path}: no label column; expected one of {LABEL_COLUMNS}, found {names}")
-    features = [c for c in names if c != label]
-    bad = [c for c in features if not (pa.types.is_integer(table[c].type) or pa.types.is_floating(table[c].type))]
-    if bad:
-        raise DatasetError(f"{path}: non-numeric feature column(s) {bad}")
-    if not features:
-        raise DatasetError(f"{path}: no feature columns")
-    X = np.column_stack([table[c].to_numpy(zero_copy_only=False) for c in features])
-    return X, table[label].to_numpy(zero_copy_only=False)
-
-
 def check_unique_columns(path: Path, names: list[str]) -> None:
     """A table's column names must be unique (pyarrow keeps repeats; a lookup by name would fail)."""
     repeated = sorted({c for c in names if names.count(c) > 1})
@@ -138,15 +118,18 @@ def validate(X: np.ndarray, y: np.ndarray, source: str) -> TabularDataset:
     return TabularDataset(X=X, y=y, name=Path(source).stem)
 
 
-def load_dataset(path: str | os.PathLike) -> TabularDataset:
-    """Load an ADBench ``.npz`` (arrays ``X``, ``y``), a Parquet or a CSV file."""
+def load_dataset(path: str | os.PathLike, label_column: str | None = None, id_column: str | None = None) -> TabularDataset:
+    """Load an ADBench ``.npz`` (arrays ``X``, ``y``), or a Parquet or CSV table with a label
+    column (``y``/``label`` unless named; an ``id_column`` is left out of the features)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     if path.suffix == ".npz":
         X, y = _read_npz(path)
-    elif path.suffix in SUFFIXES:
-        X, y = _read_table(path)
+    elif path.suffix in SUFFIXES:  # the one table reader (rlad fit's), columns typed and encoded
+        from rlad.core.tables import load_table_dataset
+
+        return load_table_dataset(path, label_column=label_column, id_column=id_column)
     else:
         raise DatasetError(f"{path}: unsupported file type {path.suffix!r}; use one of {SUFFIXES}")
     return validate(np.asarray(X), np.asarray(y), str(path))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlad.core.errors import UserError
+from rlad.core.data import DatasetError
 
 BLANKS = frozenset({"", "nan", "none", "null", "na", "n/a"})
 TRUE = frozenset({"true", "t", "yes", "y"})
@@ -29,7 +29,7 @@ STATE_VERSION = 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-class TableError(UserError, ValueError):
+class TableError(DatasetError):
     """A user's table does not fit the learnt schema (named column or row)."""
 
 

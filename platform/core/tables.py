@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from rlad.core.data import LABEL_COLUMNS, DatasetError, check_unique_columns
+
+if TYPE_CHECKING:
+    from rlad.core.data import TabularDataset
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -245,7 +249,7 @@ def read_training_table(path: str | os.PathLike, label_column: str | None = None
         labels = _numeric(table.column(schema.label_column), schema.label_column, rows, bad)
         for i in np.flatnonzero(np.isfinite(labels) & ~np.isin(labels, (0.0, 1.0))):
             bad.setdefault(int(rows[i]), f"label column {schema.label_column!r}: {labels[i]:g} is not 0 or 1")
-        labels = np.where(np.isfinite(labels), labels, 0).astype(np.int64)
+        labels = np.where(np.isfinite(labels) & np.isin(labels, (0.0, 1.0)), labels, 0.0).astype(np.int64)
     ids = table.column(schema.id_column).to_numpy(zero_copy_only=False) if schema.id_column else None
     frame = table.select(keep).to_pandas()
     if frame.shape[0] == 0:
@@ -280,3 +284,24 @@ def read_raw_batches(path: str | os.PathLike, columns: Sequence[str], id_column:
     if len(skipped) > reported:
         yield (pd.DataFrame({c: pd.Series([], dtype=object) for c in columns}), np.empty(0, np.int64), None,
                [BadRow(line, "wrong number of fields") for line in skipped[reported:]])
+
+
+def load_table_dataset(path: str | os.PathLike, label_column: str | None = None, id_column: str | None = None,
+                       options: Any = None) -> "TabularDataset":
+    """A labelled CSV/Parquet table as a :class:`TabularDataset` for the commands that split one
+    (bench, tune, swift-hydra, dplan, meta-rae): read by :func:`read_training_table`, its columns
+    encoded by :class:`~rlad.core.preprocess.TablePreprocessor` (labels are not used for that);
+    any bad row is an error naming it."""
+    from rlad.core.data import validate
+    from rlad.core.preprocess import TablePreprocessor
+
+    table = read_training_table(path, label_column=label_column, id_column=id_column)
+    if table.labels is None:
+        raise DatasetError(f"{path}: no label column; expected one of {LABEL_COLUMNS} (or name it), found {list(table.frame.columns)}")
+    pre = TablePreprocessor(options)
+    table.frame = table.frame[pre.choose_columns(list(table.frame.columns))]
+    enc = pre.fit_transform(table.frame)
+    bad = sorted([*table.bad, *(BadRow(int(table.rows[i]), why) for i, why in enc.bad.items())], key=lambda b: b.row)
+    if bad:
+        raise DatasetError(describe_bad_rows(path, bad))
+    return validate(enc.X, table.labels, str(path))

@@ -141,6 +141,8 @@ class BenchConfig:
     max_retries: int = 1
     curve_points: int = 200
     progress: bool = True
+    id_column: str | None = None  # CSV/Parquet tables: a column of row ids (not a feature)
+    label_column: str | None = None  # ... and the label column when not 'y'/'label'
 
 
 def run_one(spec: DetectorSpec, ds: TabularDataset, la: float, seed: int, cfg: BenchConfig, ran_in: str = "task") -> dict[str, Any]:
@@ -219,7 +221,7 @@ def run_bench(
         if not pending:
             continue
         try:
-            ds = load_dataset(path)
+            ds = load_dataset(path, label_column=cfg.label_column, id_column=cfg.id_column)
         except DatasetError as exc:
             unreadable += 1
             log(f"[bench] {exc}")
