@@ -22,7 +22,7 @@ import torch
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.registry import get_detector_class
 from rlad.core.config import from_dict
-from rlad.core.preprocess import TableOptions, TablePreprocessor, as_frame
+from rlad.core.preprocess import TableOptions, TablePreprocessor, as_frame  # noqa: F401
 
 
 @dataclass

@@ -63,8 +63,6 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import ray
-
     from rlad.core.config import deep_merge, load_yaml
     from rlad.core.ray_init import init_ray
     from rlad.algorithms.registry import RAY_DETECTORS
@@ -88,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     except (BenchError, OSError) as exc:
         print(f"rlad bench: error: {exc}", file=sys.stderr)
         return 2
+
+    import ray
 
     started_ray = not ray.is_initialized()
     init_ray(num_cpus=args.num_cpus, address=args.address)

@@ -14,7 +14,7 @@ import argparse
 
 from dataclasses import fields
 
-from rlad.core.preprocess import TableOptions
+from rlad.core.table_options import TableOptions
 from rlad.platform.cli.args import add_data, add_ray, add_seed
 
 TABLE_DEFAULTS = TableOptions()
@@ -87,19 +87,22 @@ def read_training_rows(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rlad.algorithms.registry import RAY_DETECTORS, build_detector, list_detectors
-    from rlad.platform.cli.progress import progress_bar
     from rlad.core.config import load_yaml
+
+    X, y, label, bad = read_training_rows(args)  # a bad table fails here, before torch and Ray load
+    config = load_yaml(args.config) if args.config else {}
+
+    from rlad.algorithms.registry import RAY_DETECTORS, build_detector, list_detectors
     from rlad.core.ray_init import init_ray
+    from rlad.platform.cli.progress import progress_bar
 
     if args.detector not in list_detectors() or args.detector == "scaled":
         raise SystemExit(f"rlad fit: unknown detector {args.detector!r}; registered: {', '.join(d for d in list_detectors() if d != 'scaled')}")
-    X, y, label, bad = read_training_rows(args)
     n_labelled = int(y.sum()) if y is not None else 0
     print(f"[fit] {args.detector} on {args.data}: {len(X)} rows, {X.shape[1]} columns"
           + (f", {n_labelled} labelled anomalies (column {label!r})" if y is not None else ", no labels")
           + (f", {len(bad)} bad row(s) skipped" if bad else ""), flush=True)
-    options = {"detector": args.detector, "options": load_yaml(args.config) if args.config else {}, "table": table_options(args)}
+    options = {"detector": args.detector, "options": config, "table": table_options(args)}
     detector = build_detector("scaled", options, seed=args.seed, contamination=args.contamination)
     if detector.preprocessor is None and not hasattr(X, "columns"):
         detector.config.columns = tuple(f"f{i}" for i in range(X.shape[1]))

@@ -36,17 +36,20 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
-    from rlad.algorithms.meta_robust_ae import MetaRobustAEDetector
     from rlad.core.data import load_dataset, resolve_data
-    from rlad.core.metrics import auc_scores
 
     if args.sources and not (args.data or args.save_meta or args.save):
         raise SystemExit("rlad meta-rae: --sources meta-trains; add --data to adapt, or --save-meta to keep the model")
     if args.model and not args.data:
         raise SystemExit("rlad meta-rae: --model needs --data (the target to adapt to)")
-    target = load_dataset(resolve_data(args.data)) if args.data else None
+    target = load_dataset(resolve_data(args.data)) if args.data else None  # before torch loads
+
+    import torch
+
+    from rlad.algorithms.meta_robust_ae import MetaRobustAEDetector
+    from rlad.core.metrics import auc_scores
+
     if args.sources:
         det = MetaRobustAEDetector(task_sizes=args.sizes, max_steps=args.max_steps, seed=args.seed)
         det.meta_fit_sources(args.sources, exclude=None if target is None else target.X, log=lambda m: print(m, flush=True))

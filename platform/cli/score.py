@@ -25,6 +25,13 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from rlad.core.errors import UserError
+
+    if not Path(args.model).is_file():  # before torch loads
+        raise UserError(f"checkpoint {args.model} does not exist")
+    if not Path(args.data).exists():
+        raise UserError(f"{args.data}: no such file or folder")
+
     from rlad.core.data import DatasetError
     from rlad.core.ray_init import init_ray
     from rlad.platform.runtime.batch_scoring import ScoreOptions, score_tables

@@ -69,6 +69,13 @@ def is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rlad.core.errors import UserError
+
+    if not Path(args.checkpoint).is_file():  # before Ray, Serve and torch load
+        raise UserError(f"checkpoint {args.checkpoint} does not exist")
+
     from rlad.platform.runtime.http_api import hash_api_key
     from rlad.platform.runtime.screening import InputPolicy
     from rlad.platform.runtime.serving import ServeOptions

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rlad.core.data import DatasetError
+from rlad.core.table_options import TableOptions, TableOptionsError
 
 BLANKS = frozenset({"", "nan", "none", "null", "na", "n/a"})
 TRUE = frozenset({"true", "t", "yes", "y"})
@@ -33,24 +34,7 @@ class TableError(DatasetError):
     """A user's table does not fit the learnt schema (named column or row)."""
 
 
-@dataclass
-class TableOptions:
-    features: tuple[str, ...] = ()  # the feature columns (empty: every column but id/label/drop)
-    drop: tuple[str, ...] = ()  # columns left out
-    categorical: tuple[str, ...] = ()  # columns taken as categories even when they hold numbers
-    dates: str = "cyclical"  # "cyclical": sin/cos of hour, day of week, month; "drop": left out
-    missing: str = "impute"  # "impute": median / most frequent (+ indicators); "reject": name the rows
-    missing_indicators: bool = True  # with impute, one 0/1 column per column that had gaps at fit time
-    max_onehot: int = 10  # one-hot up to this many categories, frequency encoding above
-
-    def __post_init__(self) -> None:
-        self.features, self.drop, self.categorical = (tuple(x) for x in (self.features, self.drop, self.categorical))
-        if self.dates not in ("cyclical", "drop"):
-            raise TableError(f"dates must be 'cyclical' or 'drop', got {self.dates!r}")
-        if self.missing not in ("impute", "reject"):
-            raise TableError(f"missing must be 'impute' or 'reject', got {self.missing!r}")
-        if int(self.max_onehot) < 0:
-            raise TableError(f"max_onehot must be >= 0, got {self.max_onehot}")
+__all__ = ["TableError", "TableOptions", "TableOptionsError", "TablePreprocessor", "Encoded", "as_frame"]
 
 
 @dataclass

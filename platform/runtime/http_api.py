@@ -50,14 +50,21 @@ def hash_api_key(key: str) -> str:
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(strict=True)  # numbers only: no "1.5" strings, no booleans
 
-    rows: list[list[float]] = Field(..., description="Rows of features, scaled as at training time.",
-                                    examples=[[[0.1, 0.5, 0.3]]])
+    rows: list[list[float]] | list[dict[str, float | str | bool | None]] = Field(
+        ..., description="Rows as arrays of numbers in the model's column order (GET /info), or as objects keyed by "
+                         "column name (any order; extra keys ignored; strings for categories and dates, null for a gap).",
+        examples=[[[0.1, 0.5, 0.3]], [{"amount": 12.5, "merchant": "fuel", "ts": "2026-01-02 10:00:00"}]])
 
     @field_validator("rows")
     @classmethod
-    def _finite_and_rectangular(cls, rows: list[list[float]]) -> list[list[float]]:
+    def _finite_and_rectangular(cls, rows: list[list[float]] | list[dict[str, Any]]) -> list[list[float]] | list[dict[str, Any]]:
         if not rows:
             raise ValueError("rows is empty: send at least one row")
+        if isinstance(rows[0], dict):
+            for i, row in enumerate(rows):
+                if any(isinstance(v, float) and not math.isfinite(v) for v in row.values()):
+                    raise ValueError(f"row {i} contains NaN or infinite values")
+            return rows
         width = len(rows[0])
         for i, row in enumerate(rows):
             if len(row) != width:
@@ -83,6 +90,8 @@ class ModelInfo(BaseModel):
     out_of_range: str = Field(..., description="Policy for rows far outside the training range: reject or flag")
     accepted_low: list[float] | None = Field(..., description="Per-feature lower bound of that range (None: unknown, no check)")
     accepted_high: list[float] | None = Field(..., description="Per-feature upper bound of that range")
+    columns: list[dict[str, str]] | None = Field(None, description="Expected schema: column names (keys of object rows, "
+                                                                   "order of array rows) and types learnt at fit time")
 
 
 class ErrorResponse(BaseModel):
@@ -122,7 +131,8 @@ class ScoringAPI:
     async def score(self, request: ScoreRequest) -> ScoreResponse | JSONResponse:
         if len(request.rows) > self.max_rows:
             return JSONResponse({"detail": f"{len(request.rows)} rows exceed the limit of {self.max_rows} per request"}, status_code=413)
-        out = await self._score_with_retry(np.asarray(request.rows, dtype=np.float64))
+        rows = request.rows
+        out = await self._score_with_retry(np.asarray(rows, dtype=np.float64) if isinstance(rows[0], list) else rows)
         if "error" in out:
             return JSONResponse({"detail": out["error"]}, status_code=out["status"])
         flagged = out["out_of_range"]
@@ -130,7 +140,7 @@ class ScoringAPI:
                              predictions=((out["scores"] > out["threshold"]) | flagged).astype(int).tolist(),
                              out_of_range=flagged.tolist(), threshold=out["threshold"], version=out["version"])
 
-    async def _score_with_retry(self, X: np.ndarray) -> dict[str, Any]:
+    async def _score_with_retry(self, X: np.ndarray | list[dict[str, Any]]) -> dict[str, Any]:
         """Scoring is idempotent: a request caught on a replica that dies is sent again, and
         Serve routes it to a live replica (its controller replaces the dead one)."""
         for attempt in range(RETRIES - 1):
@@ -147,4 +157,5 @@ class ScoringAPI:
         if info["feature_range"] is not None:
             low, high = (b.tolist() for b in self.policy.bounds(tuple(np.asarray(r) for r in info["feature_range"])))
         return ModelInfo(kind=info["kind"], n_features=info["n_features"], version=info["version"],
-                         out_of_range=self.policy.out_of_range, accepted_low=low, accepted_high=high)
+                         out_of_range=self.policy.out_of_range, accepted_low=low, accepted_high=high,
+                         columns=info.get("columns"))

@@ -50,6 +50,41 @@ class Rejected(NamedTuple):
     message: str
 
 
+def expected_columns(detector: Any) -> list[dict[str, str]] | None:
+    """The columns a request's rows give, with their types (``None``: a model without names)."""
+    pre = getattr(detector, "preprocessor", None)
+    if pre is not None:
+        return pre.schema
+    names = tuple(getattr(detector.config, "columns", ()) or ())
+    return [{"name": c, "type": "numeric"} for c in names] or None
+
+
+def encode_rows(detector: Any, rows: np.ndarray | list[dict[str, Any]]) -> np.ndarray | Rejected:
+    """Rows as the numbers the model takes. A model fitted on a typed table encodes its rows
+    (objects by column name, or arrays in its column order) as at fit time; other models take
+    arrays, or objects mapped onto their column names."""
+    from rlad.core.data import DatasetError
+
+    if getattr(detector, "preprocessor", None) is not None:
+        try:
+            return detector.encode(rows if isinstance(rows, list) else np.asarray(rows, dtype=object))
+        except (DatasetError, ValueError) as exc:
+            return Rejected(422, str(exc))
+    if not isinstance(rows, list):
+        return rows
+    names = [c["name"] for c in expected_columns(detector) or []]
+    if not names:
+        return Rejected(422, "this model has no column names: send rows as arrays")
+    missing = sorted({c for row in rows for c in names if c not in row})
+    if missing:
+        return Rejected(422, f"missing column(s) {missing}; the model reads {names}")
+    for i, row in enumerate(rows):
+        for c in names:
+            if not isinstance(row[c], (int, float)) or isinstance(row[c], bool):
+                return Rejected(422, f"row {i}, column {c!r}: {row[c]!r} is not a number")
+    return np.asarray([[row[c] for c in names] for row in rows], dtype=np.float64)
+
+
 def screen_rows(X: np.ndarray, detector: Any, policy: InputPolicy | None) -> Rejected | np.ndarray:
     """Check one request on its own, before it joins a batch. Returns its ``out_of_range`` mask
     per row, or why it is rejected. ``policy=None`` skips the training-range check."""

@@ -28,7 +28,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from rlad.algorithms.registry import load_detector
-from rlad.platform.runtime.screening import InputPolicy, Rejected, score_isolated, screen_rows
+from rlad.platform.runtime.screening import InputPolicy, Rejected, encode_rows, expected_columns, score_isolated, screen_rows
 
 
 @serve.deployment(max_ongoing_requests=256, logging_config={"enable_access_log": False})
@@ -52,6 +52,9 @@ class DetectorServer:
     async def __call__(self, X: np.ndarray, policy: InputPolicy | None = None) -> dict[str, Any]:
         """``X`` (n, d) -> ``{"scores", "proba", "threshold", "version", "batched_requests", "out_of_range"}``,
         or ``{"error", "status", "version"}`` when the request is rejected (and no other is)."""
+        X = encode_rows(self.detector, X)
+        if isinstance(X, Rejected):
+            return {"error": X.message, "status": X.status, "version": self.version}
         screened = screen_rows(np.asarray(X), self.detector, policy)
         if isinstance(screened, Rejected):
             return {"error": screened.message, "status": screened.status, "version": self.version}
@@ -62,6 +65,7 @@ class DetectorServer:
         feature_range = self.detector.feature_range_
         return {"kind": self.detector.kind, "n_features": self.detector.n_features_in_, "version": self.version,
                 "feature_range": None if feature_range is None else [r.tolist() for r in feature_range],
+                "columns": expected_columns(self.detector),
                 "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
 
