@@ -201,6 +201,45 @@ def test_input_policy_flags_or_rejects_rows_outside_the_training_range(served):
         InputPolicy("ignore")
 
 
+def test_a_table_model_takes_rows_keyed_by_column_name(served, tmp_path):
+    """The transactions example (issue 31) served in place of the module's model: rows as objects
+    by column name (any order, extras ignored, a gap as null) or as arrays in /info's column order."""
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from rlad.algorithms.registry import load_detector
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from make_transactions import make
+
+    frame, _ = make(400, seed=2)
+    frame.to_csv(tmp_path / "tx.csv", index=False)
+    assert main(["fit", "iforest", "--data", str(tmp_path / "tx.csv"), "--id-column", "id", "--save", str(tmp_path / "tx.pt")]) == 0
+    model = load_detector(tmp_path / "tx.pt")
+    options = ServeOptions(num_replicas=2, num_cpus=0.5, route_prefix="/detector", http_port=PORT, api_key_sha256=hash_api_key(KEY))
+    deploy_detector(str(tmp_path / "tx.pt"), options, version=4)
+    try:
+        info = requests.get(f"{BASE}/info", headers={"X-API-Key": KEY}, timeout=10).json()
+        assert [c["name"] for c in info["columns"]] == ["amount", "merchant", "hour", "ts", "country_risk"]
+        assert info["columns"][1]["type"] == "categorical" and info["version"] == 4
+        rows = frame.drop(columns=["id", "label"]).head(5)
+        objects = [{**{k: row[k] for k in reversed(rows.columns)}, "note": "ignored"} for row in rows.to_dict("records")]
+        objects[1]["country_risk"] = None
+        r = post({"rows": objects})
+        assert r.status_code == 200, r.text
+        expected = model.decision_function(pd.DataFrame(objects))
+        np.testing.assert_allclose(r.json()["scores"], expected, rtol=1e-5)
+        assert post({"rows": [[12.5, 3.0, 2.0, 0.5]]}).status_code == 422  # arrays: numbers only, full width
+        r = post({"rows": [{k: v for k, v in objects[0].items() if k != "hour"}]})
+        assert r.status_code == 422 and "['hour']" in r.json()["detail"]
+        r = post({"rows": [{**objects[0], "ts": "someday"}]})
+        assert r.status_code == 422 and "row 0: column 'ts': 'someday' is not a date" in r.json()["detail"]
+    finally:
+        deploy_detector(str(served[1].save(tmp_path / "back.pt")), options, version=3)  # the module's model again
+
+
 def test_killed_replica_is_replaced_without_lost_requests(served):
     split, det, handle = served
     rows = {"rows": split.X_test[:8].tolist()}

@@ -69,13 +69,6 @@ def is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from rlad.core.errors import UserError
-
-    if not Path(args.checkpoint).is_file():  # before Ray, Serve and torch load
-        raise UserError(f"checkpoint {args.checkpoint} does not exist")
-
     from rlad.platform.runtime.http_api import hash_api_key
     from rlad.platform.runtime.screening import InputPolicy
     from rlad.platform.runtime.serving import ServeOptions
@@ -94,16 +87,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"[serve] error: refusing to serve on {args.host} without an API key: anyone who can reach it could "
               f"score. Set {API_KEY_ENV} or --api-key-file, or pass --insecure.", flush=True)
         return 2
-    from rlad.algorithms.registry import load_detector
-
-    load_detector(args.checkpoint)  # a bad checkpoint is one message here, before Ray starts
     return serve_forever(args, options, key is not None)
 
 
 def serve_forever(args: argparse.Namespace, options: ServeOptions, authenticated: bool) -> int:
+    from pathlib import Path
+
+    from rlad.core.errors import UserError
+
+    if not Path(args.checkpoint).is_file():  # one message before torch, Ray and Serve load
+        raise UserError(f"checkpoint {args.checkpoint} does not exist")
+
+    from rlad.algorithms.registry import load_detector
     from rlad.core.ray_init import init_ray
     from rlad.platform.runtime.serving import deploy_detector
 
+    load_detector(args.checkpoint)  # a bad checkpoint is one message here, before Ray starts
     init_ray(num_cpus=args.num_cpus, address=args.address)
     deploy_detector(args.checkpoint, options)
     base = f"http://{args.host}:{args.port}{args.route_prefix}"
