@@ -27,21 +27,22 @@ import pandas as pd
 DATASETS = ("6_cardio", "38_thyroid", "2_annthyroid", "23_mammography", "31_satimage-2", "28_pendigits")
 DETECTOR = "mamba_moe"  # the detector of the README's quick start
 ARMS = {  # mixed-table arms: extra rlad fit flags (the diagnostic arms build only part of the mixed table)
-    "mixed": [],
+    "mixed (defaults)": [],
+    "mixed, dates cyclical": ["--dates", "cyclical"],
+    "mixed, dates cyclical, no missing indicators": ["--dates", "cyclical", "--no-missing-indicators"],
+    "mixed, dates cyclical, frequency-encoded": ["--dates", "cyclical", "--max-onehot", "0"],
+    "mixed, no missing indicators": ["--no-missing-indicators"],
     "diag: blanks only (numeric, median-imputed, no indicators)": ["--no-missing-indicators"],
     "diag: binned only (no blanks, no timestamp)": [],
-    "diag: timestamp only": [],
-    "mixed, dates dropped": ["--dates", "drop"],
-    "mixed, no missing indicators": ["--no-missing-indicators"],
-    "mixed, frequency-encoded (no one-hot)": ["--max-onehot", "0"],
-    "mixed, dates dropped, no indicators": ["--dates", "drop", "--no-missing-indicators"],
+    "diag: timestamp only (dates cyclical)": ["--dates", "cyclical"],
 }
-DEFAULT_ARMS = ("numeric", "mixed", "catboost (mixed, native categories)")
+DEFAULT_ARMS = ("numeric", "mixed (defaults)", "mixed, dates cyclical", "diag: binned only (no blanks, no timestamp)",
+                "catboost (mixed, native categories)")
 BINNED, BINS, BLANK_SHARE = 3, 5, 0.02
 
 
 PARTS = {"diag: blanks only (numeric, median-imputed, no indicators)": ("blanks",),
-         "diag: binned only (no blanks, no timestamp)": ("bins",), "diag: timestamp only": ("ts",)}
+         "diag: binned only (no blanks, no timestamp)": ("bins",), "diag: timestamp only (dates cyclical)": ("ts",)}
 
 
 def make_mixed(X: np.ndarray, rng: np.random.Generator, parts=("bins", "ts", "blanks")) -> tuple[pd.DataFrame, list[str]]:

@@ -44,10 +44,9 @@ def test_types_are_learnt_and_round_trip_as_plain_data(tx):
     folder, frame, fraud = tx
     model = load_detector(folder / "model.pt")
     assert model.preprocessor.schema == [{"name": "amount", "type": "numeric"}, {"name": "merchant", "type": "categorical"},
-                                         {"name": "hour", "type": "numeric"}, {"name": "ts", "type": "datetime"},
-                                         {"name": "country_risk", "type": "numeric"}]
+                                         {"name": "hour", "type": "numeric"}, {"name": "country_risk", "type": "numeric"}]
+    assert model.preprocessor.dropped_dates == ["ts"]  # the default, --dates drop
     assert "country_risk_missing" in model.config.columns and "merchant=online" in model.config.columns
-    assert "ts_hour_sin" in model.config.columns
     _, _, state = load_checkpoint(folder / "model.pt")
     assert _plain(state["table"])  # no pickled transformers: names, numbers, category lists
     features = frame.drop(columns=["id", "label"])
@@ -60,6 +59,11 @@ def test_types_are_learnt_and_round_trip_as_plain_data(tx):
 def test_options_choose_and_encode_columns():
     frame = pd.DataFrame({"a": ["1", "2", "", "4"], "b": ["x", "y", "x", "z"], "c": ["true", "false", "true", "true"],
                           "d": ["2026-01-01 03:00", "2026-02-01 04:00", "", "2026-03-05 10:00"], "e": [1, 2, 3, 4]})
+    cyclical = TablePreprocessor(TableOptions(dates="cyclical")).fit(frame)
+    assert cyclical.specs[3]["type"] == "datetime" and cyclical.specs[3]["outputs"] == [
+        f"d_{p}_{f}" for p in ("hour", "dow", "month") for f in ("sin", "cos")] + ["d_missing"]
+    at = cyclical.output_names.index("d_hour_sin")
+    np.testing.assert_allclose(cyclical.transform(frame.head(1)).X[0, at:at + 2], [np.sin(np.pi / 4), np.cos(np.pi / 4)])  # 03:00
     pre = TablePreprocessor(TableOptions(categorical=("e",), dates="drop", missing_indicators=False, max_onehot=2)).fit(frame)
     assert [s["type"] for s in pre.specs] == ["numeric", "categorical", "boolean", "categorical"]  # d dropped
     assert pre.output_names == ["a", "b_frequency", "c", "e_frequency"]
@@ -81,7 +85,7 @@ def test_schema_by_name_at_score_time(tx, tmp_path, capsys):
     assert main(["score", str(model), "--data", str(tmp_path / "new.csv"), "--id-column", "id",
                  "--out", str(tmp_path / "s.parquet"), "--batch-rows", "10"]) == 0
     out = capsys.readouterr().out
-    assert out.count("ignored column(s) the model does not read: note, extra") == 1  # listed once, not per batch
+    assert out.count("ignored column(s) the model does not read: ts, note, extra") == 1  # listed once, not per batch
     assert "1 row(s) with a 'merchant' category unseen at fit time" in out
     scores = pd.read_parquet(tmp_path / "s.parquet")
     np.testing.assert_allclose(scores["score"], load_detector(model).decision_function(new.drop(columns=["id", "label"])), rtol=1e-6)
@@ -89,13 +93,13 @@ def test_schema_by_name_at_score_time(tx, tmp_path, capsys):
     shuffled.drop(columns=["hour"]).to_csv(tmp_path / "missing.csv", index=False)
     assert main(["score", str(model), "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m.parquet")]) == 2
     assert "missing feature column(s) ['hour']" in capsys.readouterr().err
-    bad = shuffled.astype({"amount": object, "ts": object})
+    bad = shuffled.astype({"amount": object, "hour": object})
     bad.loc[4, "amount"] = "12,50 EUR"
-    bad.loc[7, "ts"] = "not a date"
+    bad.loc[7, "hour"] = "noon"
     bad.to_csv(tmp_path / "bad.csv", index=False)
     assert main(["score", str(model), "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "b.parquet")]) == 2
     err = capsys.readouterr().err
-    assert "row 6: column 'amount': '12,50 EUR' is not a number" in err and "row 9: column 'ts': 'not a date' is not a date" in err
+    assert "row 6: column 'amount': '12,50 EUR' is not a number" in err and "row 9: column 'hour': 'noon' is not a number" in err
     assert not (tmp_path / "b.parquet").exists()
 
 

@@ -118,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     if detector.preprocessor is not None:
         kinds = ", ".join(f"{c['name']}: {c['type']}" for c in detector.preprocessor.schema)
         print(f"[fit] columns: {kinds} -> {len(detector.config.columns)} features", flush=True)
+        if detector.preprocessor.dropped_dates:
+            print(f"[fit] date column(s) left out: {', '.join(detector.preprocessor.dropped_dates)} "
+                  "(--dates cyclical turns them into hour, day-of-week and month features)", flush=True)
     flagged = int((detector.decision_scores_ > detector.threshold_).sum())
     print(f"[fit] saved {path}: threshold {detector.threshold_:.4g} flags {flagged} of {len(X)} training rows", flush=True)
     return 0

@@ -6,7 +6,9 @@ named in ``categorical``). Encoding uses scikit-learn: ``SimpleImputer`` (median
 ``MissingIndicator``, ``OneHotEncoder`` up to ``max_onehot`` categories and ``OrdinalEncoder``
 (mapped to the category's training frequency) above it. A category unseen at fit time falls in
 an "other" bucket (all one-hot columns 0, frequency 0) and is counted. Dates become cyclical
-hour, day-of-week and month features, or are dropped (``dates="drop"``).
+hour, day-of-week and month features (``dates="cyclical"``), or are dropped (the default: on
+timestamps that carry no signal the six cyclical features cost more AUC-ROC than anything else,
+see ``benchmarks/results/mixed_tables.csv``).
 
 The fitted state is plain data (names, medians, category lists, frequencies): the sklearn
 transformers are rebuilt from it with fixed categories, so a checkpoint never holds code.
@@ -115,6 +117,7 @@ class TablePreprocessor:
             options = from_dict(TableOptions, options)
         self.options = options or TableOptions()
         self.specs: list[dict[str, Any]] = []
+        self.dropped_dates: list[str] = []  # date columns left out (``dates="drop"``)
 
     # -- schema -----------------------------------------------------------------------------------
     @property
@@ -149,7 +152,7 @@ class TablePreprocessor:
         if len(frame) == 0:
             raise TableError("no rows to fit on")
         o = self.options
-        self.specs = []
+        self.specs, self.dropped_dates = [], []
         for name in frame.columns:
             col = frame[name]
             kind = "categorical" if name in o.categorical else infer_type(col)
@@ -177,7 +180,8 @@ class TablePreprocessor:
                             frequency=(counts / counts.sum()).tolist(),
                             outputs=[f"{name}={c}" for c in cats] if onehot else [f"{name}_frequency"])
             if not spec["outputs"]:
-                continue  # a dropped date column: not read at score time
+                self.dropped_dates.append(str(name))  # not read at score time
+                continue
             if spec["indicator"]:
                 spec["outputs"] = spec["outputs"] + [f"{name}_missing"]
             self.specs.append(spec)
@@ -260,12 +264,13 @@ class TablePreprocessor:
 
     # -- plain-data state ----------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "specs": self.specs}
+        return {"version": STATE_VERSION, "specs": self.specs, "dropped_dates": self.dropped_dates}
 
     def set_state(self, state: dict[str, Any]) -> "TablePreprocessor":
         if state.get("version") != STATE_VERSION:
             raise TableError(f"table preprocessing state version {state.get('version')} is not {STATE_VERSION}")
         self.specs = [dict(s) for s in state["specs"]]
+        self.dropped_dates = list(state.get("dropped_dates", []))
         return self
 
 
