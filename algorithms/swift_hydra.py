@@ -459,7 +459,22 @@ class SwiftHydraDetector(BaseDetector):
         with tempfile.TemporaryDirectory(prefix="swift_hydra_") as workdir:
             loop = SwiftHydra(self.config, workdir=workdir, log=lambda _: None)
             detector = loop.run(X, y)
-        self.inner = loop.inference_ if self.config.inference_module else detector
+        self.inner = self.scoring_model(loop, detector)
+
+    @staticmethod
+    def scoring_model(loop: SwiftHydra, final: MambaMoEDetector) -> MambaMoEDetector:
+        """The model that scores: the Inference Module when ``inference_module`` is on, else the
+        final large detector (one rule for ``fit`` and ``rlad swift-hydra``)."""
+        return loop.inference_ if loop.cfg.inference_module else final
+
+    @classmethod
+    def from_loop(cls, loop: SwiftHydra, final: MambaMoEDetector, X: np.ndarray) -> "SwiftHydraDetector":
+        """The detector ``fit`` would have made from this finished ``loop`` (trained on ``X``)."""
+        det = cls(loop.cfg)
+        det.n_features_in_ = X.shape[1]
+        det.inner = cls.scoring_model(loop, final)
+        det._calibrate(np.asarray(X, np.float32))
+        return det
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self.inner.logits(X)

@@ -21,6 +21,7 @@ from rlad.algorithms.swift_hydra import (
 )
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, SynthesisEnvConfig
 from rlad.platform.cli.main import main as cli_main
+from rlad.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
 from rlad.core.metrics import auc_scores
 from rlad.platform.runtime.serving import ServeOptions, ServeScorer, ServeScoring, deploy_detector
 
@@ -287,9 +288,17 @@ def test_cli_runs_in_process_scoring(ray_cluster, tmp_path, capsys):
     rc = cli_main(["swift-hydra", "--config", str(config), "--no-serve", "--max-rows", "800", "--la", "0.3",
                    "--workdir", str(tmp_path / "run"), "--save", str(tmp_path / "det.pt")])
     assert rc == 0
-    summary = json.loads([line for line in capsys.readouterr().out.splitlines() if line.startswith("{")][-1])
+    lines = capsys.readouterr().out.splitlines()
+    summary = json.loads([line for line in lines if line.startswith("{")][-1])
     assert summary["dataset"] == "38_thyroid" and 0.5 < summary["after"]["auc_roc"] <= 1.0
-    assert MambaMoEDetector.load(tmp_path / "det.pt").n_features_in_ == 6
+    assert summary["saved"] == "inference_module" and summary["after"] == summary["inference_module"]
+    assert "saved model = inference module" in lines[-1]
+    # the saved checkpoint is the model the last line describes, on the same test rows (issue 35)
+    loaded = load_detector(tmp_path / "det.pt")
+    assert isinstance(loaded, SwiftHydraDetector) and loaded.n_features_in_ == 6
+    split = adbench_split(load_dataset(resolve_data("thyroid")), SplitConfig(la=0.3, max_rows=800, seed=0))
+    got = auc_scores(split.y_test, loaded.decision_function(split.X_test))
+    assert f"AUC-ROC {got['auc_roc']:.4f}  AUC-PR {got['auc_pr']:.4f}" in lines[-1]
 
 
 @pytest.mark.slow

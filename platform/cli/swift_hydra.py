@@ -23,14 +23,14 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray-train", action="store_true", help="retrain the detector with Ray Train (GPU when present)")
     p.add_argument("--train-workers", type=int, default=1, help="Ray Train workers with --ray-train (default: 1)")
     p.add_argument("--workdir", default="runs/swift_hydra", help="checkpoints, Parquet and TensorBoard logs")
-    p.add_argument("--save", default=None, help="save the final detector to this checkpoint file")
+    p.add_argument("--save", default=None, help="save the scoring model (Inference Module, else the final large detector) as a swift_hydra checkpoint")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from rlad.algorithms.swift_hydra import SwiftHydra, SwiftHydraConfig, retrain_in_process
+    from rlad.algorithms.swift_hydra import SwiftHydra, SwiftHydraConfig, SwiftHydraDetector, retrain_in_process
     from rlad.core.config import from_dict, load_yaml
     from rlad.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
     from rlad.core.metrics import auc_scores
@@ -56,10 +56,24 @@ def run(args: argparse.Namespace) -> int:
 
         retrain = RayTrainRetrainer(num_workers=args.train_workers)
     loop = SwiftHydra(cfg, workdir=args.workdir, scoring=scoring, retrain=retrain or retrain_in_process)
-    detector = loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
-    final = auc_scores(split.y_test, detector.decision_function(split.X_test))
+    final_large = loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
+    detector = SwiftHydraDetector.from_loop(loop, final_large, split.X_train)
+    saved = auc_scores(split.y_test, detector.decision_function(split.X_test))
+    before = {k: loop.history[0][k] for k in saved}
+    large = {k: loop.history[-1][k] for k in saved}
+    inference = {k: loop.inference_record_[k] for k in saved} if cfg.inference_module else None
+    which = "inference module" if cfg.inference_module else "final large detector"
     if args.save:
         detector.save(args.save)
-    print(json.dumps({"dataset": split.name, "before": {k: loop.history[0][k] for k in final}, "after": final}))
-    print(f"[swift-hydra] test AUC-ROC {final['auc_roc']:.4f}  AUC-PR {final['auc_pr']:.4f}  (TensorBoard: {args.workdir}/tensorboard)")
+    print(json.dumps({"dataset": split.name, "before": before, "final_large": large, "inference_module": inference,
+                      "saved": which.replace(" ", "_"), "after": saved}))
+
+    def line(name: str, a: dict) -> str:
+        return f"[swift-hydra] {name:<32} test AUC-ROC {a['auc_roc']:.4f}  AUC-PR {a['auc_pr']:.4f}"
+
+    print(line("detector before synthesis", before))
+    print(line("final large detector", large))
+    print(line("inference module", inference) if inference else "[swift-hydra] inference module                 off")
+    print(f"[swift-hydra] TensorBoard: {args.workdir}/tensorboard" + (f"; saved to {args.save}" if args.save else ""))
+    print(line(f"saved model = {which}" if args.save else f"scoring model = {which}", saved))
     return 0

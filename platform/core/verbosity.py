@@ -14,6 +14,13 @@ _quiet = False
 # prints nothing (the env var is read when Tuner.fit starts).
 _TUNE_OUTPUT = "RAY_AIR_NEW_OUTPUT"
 _set_tune_output = False
+# Ray's C++ backend (core_worker.cc, raylet) writes its own ERROR/WARNING lines to the driver's
+# stderr, past Python logging. The one users saw from ``rlad swift-hydra`` ("actor constructor
+# arguments ... in the object store ... max_restarts", ray issue #53727) comes from RLlib's
+# EnvRunnerGroup, which puts its config in the object store for restartable env runners: not ours
+# to fix, so quiet mode routes the backend's log lines below FATAL away (read when Ray starts).
+_BACKEND_LOG = "RAY_BACKEND_LOG_LEVEL"
+_set_backend_log = False
 
 
 def quiet(enabled: bool = True) -> None:
@@ -21,18 +28,23 @@ def quiet(enabled: bool = True) -> None:
     boxes in this process; Ray workers started afterwards by ``init_ray`` keep their logs to
     themselves. A process-wide switch, since Ray, RLlib and Serve reset their own loggers'
     levels when they start."""
-    global _quiet, _set_tune_output
+    global _quiet, _set_tune_output, _set_backend_log
     _quiet = enabled
     logging.disable(logging.WARNING if enabled else logging.NOTSET)
     if enabled:
         warnings.filterwarnings("ignore")
         if _TUNE_OUTPUT not in os.environ:
             os.environ[_TUNE_OUTPUT], _set_tune_output = "0", True
+        if _BACKEND_LOG not in os.environ:
+            os.environ[_BACKEND_LOG], _set_backend_log = "fatal", True
     else:
         warnings.resetwarnings()
         if _set_tune_output:
             os.environ.pop(_TUNE_OUTPUT, None)
             _set_tune_output = False
+        if _set_backend_log:
+            os.environ.pop(_BACKEND_LOG, None)
+            _set_backend_log = False
 
 
 def is_quiet() -> bool:
