@@ -91,6 +91,10 @@ class MambaMoEConfig:
     min_val_anomalies: int = 4  # early stopping only with this many held-out labelled anomalies
     seed: int = 0
     device: str = "auto"
+    # Unsupervised floor (algorithms/floor.py): fuse the network's score with an IForest fitted on all
+    # training rows, both quantile-calibrated on the unlabelled rows; the registry's mamba_moe turns it on.
+    floor: bool = False
+    floor_weight: float | None = None  # the IForest's share; None: chosen by leave-one-type-out (floor.py)
 
 
 def experts_from_complexity(X: np.ndarray, max_experts: int = 8) -> int:
@@ -465,6 +469,18 @@ class MambaMoEDetector(BaseDetector):
             losses.append(train_mamba_moe(net, X, y, dataclasses.replace(self.config, seed=seed), self.device,
                                           positive_weight(y, self.config), sample_weight=self._sample_weight, target=self._target))
         self.train_losses_ = losses[0]  # the first member's
+        self.floor_ = None
+        if self.config.floor:
+            from rlad.algorithms.floor import Floor
+
+            real = real_rows(len(X), self._sample_weight)
+            Xr, yr = X[real], y[real]
+
+            def fold_scorer(Xf: np.ndarray, yf: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+                one = MambaMoEDetector(dataclasses.replace(self.config, members=1, floor=False, seed=seed)).fit(Xf, yf)
+                return one.logits
+
+            self.floor_ = Floor(self.config.seed).fit(Xr, yr, self.logits(Xr), self.config.floor_weight, fold_scorer)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """The anomaly logit per row (the net is on its device in eval mode after fit and load:
@@ -477,14 +493,21 @@ class MambaMoEDetector(BaseDetector):
         return apply_batched(lambda xb: sum(net(xb)[0] for net in self.nets) / len(self.nets), X, self.device, batch_size=chunk)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        return self.logits(X)
+        floor = getattr(self, "floor_", None)
+        return self.logits(X) if floor is None else floor.score(X, self.logits(X))
 
     def proba_from_scores(self, scores: np.ndarray) -> np.ndarray:
-        """The network's own P(anomaly | x) = sigmoid(logit)."""
+        """The network's own P(anomaly | x) = sigmoid(logit); with the floor, the fused quantile
+        score clipped to [0, 1]."""
+        if getattr(self, "floor_", None) is not None:
+            return np.clip(scores, 0.0, 1.0)
         return 1.0 / (1.0 + np.exp(-scores))
 
     def _get_state(self) -> dict[str, Any]:
-        return detector_state(self.n_experts_, [module_state(net) for net in self.nets])
+        state = detector_state(self.n_experts_, [module_state(net) for net in self.nets])
+        if getattr(self, "floor_", None) is not None:
+            state.update(self.floor_.state())
+        return state
 
     def _set_state(self, state: dict[str, Any]) -> None:
         nets = [state["net"], *state.get("members", [])]
@@ -494,6 +517,9 @@ class MambaMoEDetector(BaseDetector):
             self.config = dataclasses.replace(self.config, knn_feature=0)
         self.config = dataclasses.replace(self.config, members=len(nets))
         self._build(self.n_features_in_, int(state["n_experts"]))
+        from rlad.algorithms.floor import Floor
+
+        self.floor_ = Floor.from_state(state)
         for net, weights in zip(self.nets, nets):
             net.load_state_dict(weights)
             net.to(self.device).eval()

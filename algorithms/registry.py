@@ -15,6 +15,7 @@ SEED_FIELDS = ("seed", "random_state", "random_seed")
 
 DETECTORS: dict[str, str] = {
     "mamba_moe": "rlad.algorithms.mamba_moe:MambaMoEDetector",
+    "mamba_moe_fast": "rlad.algorithms.mamba_moe:MambaMoEDetector",
     "swift_hydra": "rlad.algorithms.swift_hydra:SwiftHydraDetector",
     "dplan": "rlad.algorithms.dplan:DPLANDetector",
     "meta_rae": "rlad.algorithms.meta_robust_ae:MetaRobustAEDetector",
@@ -31,6 +32,19 @@ DETECTORS: dict[str, str] = {
     "prenet": "rlad.algorithms.peers:PReNetDetector",
     "rosas": "rlad.algorithms.peers:RoSASDetector",
     "catboost": "rlad.algorithms.peers:CatBoostDetector",
+}
+
+#: What ``rlad fit`` trains when no detector is named (issue 34).
+DEFAULT_DETECTOR = "mamba_moe"
+
+#: Registry names that are a config preset of their class (user options override them):
+#: ``mamba_moe`` is Swift Hydra's large detector (3 networks of one 64-wide expert) with the
+#: unsupervised floor (``algorithms/floor.py``); ``mamba_moe_fast`` the light network of
+#: ``MambaMoEConfig``'s own defaults (one member, auto experts, top-2, width 32), faster to fit.
+#: Figures: ``docs/methods/default-detector.md``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "mamba_moe": {"n_experts": 1, "top_k": 1, "d_model": 64, "members": 3, "floor": True},
+    "mamba_moe_fast": {},
 }
 
 #: Detectors whose ``fit`` starts Ray actors (RLlib env runners, Serve replicas); they start a
@@ -51,13 +65,20 @@ def get_detector_class(name: str) -> type[BaseDetector]:
     return getattr(importlib.import_module(module), attr)
 
 
+def preset_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` over the registry preset of ``name`` (see :data:`PRESETS`)."""
+    from rlad.core.config import deep_merge
+
+    return deep_merge(dict(PRESETS.get(name, {})), dict(options or {}))
+
+
 def build_detector(name: str, options: dict[str, Any] | None = None, seed: int | None = None,
                    contamination: float = 0.1) -> BaseDetector:
     """A registered detector from config overrides (nested dicts for nested configs); ``seed``
     fills its config's ``seed``/``random_state``/``random_seed`` field (for ``scaled``: the inner
     detector's) unless the overrides set it."""
     cls = get_detector_class(name)
-    options = dict(options or {})
+    options = preset_options(name, options)
     if seed is not None:
         if name == "scaled":
             inner = get_detector_class(options.get("detector", cls.Config.detector)).Config
@@ -77,7 +98,7 @@ def _with_seed(config_cls: type, options: dict[str, Any], seed: int) -> dict[str
 
 def make_detector(name: str, contamination: float = 0.1, **config: Any) -> BaseDetector:
     """Build a registered detector with config overrides, e.g. ``make_detector("iforest", n_estimators=50)``."""
-    return get_detector_class(name)(contamination=contamination, **config)
+    return get_detector_class(name)(contamination=contamination, **preset_options(name, config))
 
 
 def load_detector(path: str | os.PathLike) -> BaseDetector:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from rlad.algorithms.base import BaseDetector
-from rlad.algorithms.registry import get_detector_class
+from rlad.algorithms.registry import get_detector_class, preset_options
 from rlad.core.config import from_dict
 from rlad.core.preprocess import TableOptions, TablePreprocessor, as_frame  # noqa: F401
 
@@ -44,7 +44,7 @@ class ScaledDetector(BaseDetector):
         cls = get_detector_class(self.config.detector)
         if cls is ScaledDetector:
             raise ValueError("a scaled detector cannot wrap another scaled detector")
-        return cls(from_dict(cls.Config, self.config.options), contamination=self.contamination)
+        return cls(from_dict(cls.Config, preset_options(self.config.detector, self.config.options)), contamination=self.contamination)
 
     preprocessor: TablePreprocessor | None = None
     last_unseen_: dict[str, int] = {}

@@ -21,7 +21,7 @@ from rlad.platform.runtime.bench.store import RESULT_COLUMNS
 # broken: a real detector with an impossible config (top_k > n_experts), so fit() raises
 BROKEN = {"top_k": 9, "n_experts": 2, "epochs": 1}
 DETECTORS = ["iforest", "ecod", "mamba_moe", "broken=mamba_moe"]
-CONFIGS = {"mamba_moe": {"epochs": 2}, "broken": BROKEN}
+CONFIGS = {"mamba_moe": {"epochs": 2, "members": 1, "floor_weight": 0.3}, "broken": BROKEN}  # the preset, light
 SEEDS = (0, 1)
 LA = (0.1,)
 

@@ -114,7 +114,7 @@ def test_folder_is_scored_by_ray_tasks(ray_cluster, cardio, fitted, tmp_path):
 def test_semi_supervised_fit_reports_progress(cardio, tmp_path):
     df, y = cardio
     df.to_parquet(tmp_path / "t.parquet")
-    (tmp_path / "cfg.yaml").write_text("epochs: 3\n")
+    (tmp_path / "cfg.yaml").write_text("epochs: 3\nmembers: 1\nfloor_weight: 0.3\n")  # the preset, light
     seen = []
     with progress.listen(lambda unit, done, total, metrics: seen.append((unit, done, total))):
         assert main(["fit", "mamba_moe", "--data", str(tmp_path / "t.parquet"), "--label-column", "known", "--id-column", "id",

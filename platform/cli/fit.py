@@ -44,7 +44,8 @@ def table_options(args: argparse.Namespace) -> dict:
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="train a detector on all rows of a CSV/Parquet table and save it")
-    p.add_argument("detector", help="registered detector name, e.g. iforest, mamba_moe, swift_hydra, dplan")
+    p.add_argument("detector", nargs="?", default=None,
+                   help="registered detector name, e.g. iforest, mamba_moe_fast, swift_hydra, dplan (default: the recommended mamba_moe)")
     add_data(p)
     p.add_argument("--save", required=True, help="checkpoint file to write (load it with rlad score / rlad serve)")
     p.add_argument("--label-column", default=None, help="column of labels, 1 = known anomaly, 0 = unlabelled (default: 'y' or 'label' if present)")
@@ -53,6 +54,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad-rows", action="store_true", help="fit on the good rows and list the bad ones in SAVE.bad_rows.csv")
     add_table_options(p)
     p.add_argument("--contamination", type=float, default=0.1, help="expected anomaly share; sets the decision threshold (default: 0.1)")
+    p.add_argument("--val-share", type=float, default=0.2,
+                   help="share of labelled anomalies and of unlabelled rows held out to report a validation AUC, "
+                        "by a first fit without them; the saved model then fits all rows (0: no validation fit; default: 0.2)")
     add_seed(p)
     add_ray(p)
     p.set_defaults(func=run)
@@ -92,10 +96,14 @@ def run(args: argparse.Namespace) -> int:
     X, y, label, bad = read_training_rows(args)  # a bad table fails here, before torch and Ray load
     config = load_yaml(args.config) if args.config else {}
 
-    from rlad.algorithms.registry import RAY_DETECTORS, build_detector, list_detectors
+    from rlad.algorithms.registry import DEFAULT_DETECTOR, PRESETS, RAY_DETECTORS, build_detector, list_detectors
     from rlad.core.ray_init import init_ray
     from rlad.platform.cli.progress import progress_bar
 
+    if args.detector is None:
+        args.detector = DEFAULT_DETECTOR
+    if not 0.0 <= args.val_share < 1.0:
+        raise SystemExit(f"rlad fit: --val-share must be in [0, 1), got {args.val_share}")
     if args.detector not in list_detectors() or args.detector == "scaled":
         raise SystemExit(f"rlad fit: unknown detector {args.detector!r}; registered: {', '.join(d for d in list_detectors() if d != 'scaled')}")
     n_labelled = int(y.sum()) if y is not None else 0
@@ -108,8 +116,13 @@ def run(args: argparse.Namespace) -> int:
         detector.config.columns = tuple(f"f{i}" for i in range(X.shape[1]))
     if args.detector in RAY_DETECTORS:
         init_ray(num_cpus=args.num_cpus, address=args.address)
+    auc = validation_auc(args, options, X, y)
     with progress_bar(f"fit {args.detector}"):
         detector.fit(X, y)
+    preset = "registry preset" if args.detector in PRESETS else "config defaults"
+    print(f"[fit] detector {args.detector} ({preset}{', with ' + args.config if args.config else ''}); "
+          + (f"validation AUC {auc:.4f} on a held-out {args.val_share:.0%} of labelled anomalies vs unlabelled rows"
+             if auc is not None else "no validation AUC (needs labelled anomalies and --val-share > 0)"), flush=True)
     path = detector.save(args.save)
     if bad:
         side = Path(str(path) + ".bad_rows.csv")
@@ -124,3 +137,26 @@ def run(args: argparse.Namespace) -> int:
     flagged = int((detector.decision_scores_ > detector.threshold_).sum())
     print(f"[fit] saved {path}: threshold {detector.threshold_:.4g} flags {flagged} of {len(X)} training rows", flush=True)
     return 0
+
+
+def validation_auc(args: argparse.Namespace, options: dict, X, y) -> float | None:
+    """AUC of held-out labelled anomalies against held-out unlabelled rows (``--val-share`` of
+    each, :func:`rlad.core.data.known_label_split`), scored by a copy fitted on the other rows."""
+    from sklearn.metrics import roc_auc_score
+
+    from rlad.algorithms.registry import build_detector
+    from rlad.core.data import known_label_split
+    from rlad.platform.cli.progress import progress_bar
+
+    split = None if y is None else known_label_split(y, args.val_share, args.seed)
+    if split is None:
+        return None
+    train, val = split
+    rows = (lambda idx: X.iloc[idx]) if hasattr(X, "iloc") else (lambda idx: X[idx])  # a table or an array
+    copy = build_detector("scaled", options, seed=args.seed, contamination=args.contamination)
+    with progress_bar(f"validation fit {args.detector}"):
+        try:
+            copy.fit(rows(train), y[train])
+        except ValueError:  # e.g. a supervised detector left without labelled anomalies
+            return None
+    return float(roc_auc_score(y[val], copy.decision_function(rows(val))))

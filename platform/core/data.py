@@ -198,6 +198,19 @@ def unseen_type_split(split: Split, seed: int = 0, min_test: int = 5) -> Split |
                  X_test=split.X_test[test_keep], y_test=split.y_test[test_keep], name=split.name)
 
 
+def known_label_split(y: np.ndarray, share: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Training and validation row indices from what a user knows: ``share`` of the labelled
+    anomalies (``y == 1``) and of the unlabelled rows held out, each drawn with ``seed``. None when
+    the held-out share would lack a labelled anomaly or an unlabelled row."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    held = [rng.permutation(np.flatnonzero(y == c))[: int(round(share * (y == c).sum()))] for c in (1, 0)]
+    if share <= 0 or min(len(h) for h in held) < 1:
+        return None
+    val = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(len(y)), val), val
+
+
 def write_parquet(path: str | os.PathLike, X: np.ndarray, y: np.ndarray) -> Path:
     """Write rows and labels as Parquet (feature columns ``f0..``, label column ``y``)."""
     path = Path(path)

@@ -1,0 +1,119 @@
+"""The recommended default detector against its parts and peers, on the usual ADBench split and
+(``--unseen-types``) on ``unseen_type_split`` (prints figures; not a test).
+
+Arms, per development data set and seed (la = 0.1, training rows capped by ``--max-rows``), on the
+same split: ``default`` (registry ``mamba_moe``: the large detector with the unsupervised floor),
+``large`` (the same without the floor), ``fast`` (``mamba_moe_fast``), ``catboost`` (on the
+labelled rows), ``iforest``, ``knn``, ``ecod``. Printed: mean AUC-ROC and AUC-PR per arm, the mean
+over data sets of the seed-to-seed standard deviation of AUC-PR, W/T/L (ties |d| <= 0.001) and
+Wilcoxon p of ``default`` against each arm, and the floor's chosen weights. One JSON line per
+(data set, seed) in ``--out``; ``--summarize FILE`` prints and writes the CSV
+(``benchmarks/results/default_detector[_unseen].csv``).
+
+    nice -n 15 python benchmarks/bench_default_detector.py --seeds 3 4 5 --out runs/usual.jsonl
+    nice -n 15 python benchmarks/bench_default_detector.py --seeds 3 4 5 --unseen-types --out runs/unseen.jsonl
+    python benchmarks/bench_default_detector.py --summarize runs/usual.jsonl --csv benchmarks/results/default_detector.csv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import wilcoxon
+
+from rlad.algorithms.registry import build_detector
+from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset, unseen_type_split
+from rlad.core.metrics import auc_scores
+
+DATASETS = ["thyroid", "cardio", "breastw", "Stamps", "WBC", "Ionosphere", "vertebral", "Waveform",
+            "annthyroid", "Cardiotocography", "satimage-2", "pendigits"]
+ARMS = {"default": ("mamba_moe", {}), "large": ("mamba_moe", {"floor": False}), "fast": ("mamba_moe_fast", {}),
+        "catboost": ("catboost", {}), "iforest": ("iforest", {}), "knn": ("knn", {}), "ecod": ("ecod", {})}
+
+
+def run_one(name: str, seed: int, args: argparse.Namespace, arms: list[str]) -> dict | None:
+    split = adbench_split(load_dataset(adbench_file(name)), SplitConfig(max_rows=args.max_rows, seed=seed))
+    if args.unseen_types:
+        split = unseen_type_split(split, seed=seed)
+        if split is None:
+            return None
+    row: dict = {"dataset": name, "seed": seed, "unseen": args.unseen_types}
+    for arm in arms:
+        kind, options = ARMS[arm]
+        t = time.time()
+        det = build_detector(kind, options, seed=seed).fit(split.X_train, split.y_train_semi)
+        row[arm] = {**auc_scores(split.y_test, det.decision_function(split.X_test)), "fit_s": round(time.time() - t, 2)}
+        if getattr(det, "floor_", None) is not None:
+            row[arm]["weight"] = det.floor_.weight
+            row[arm]["rule"] = det.floor_.choice.get("rule")
+    return row
+
+
+def summarize(paths: list[str], csv: str | None) -> None:
+    rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    arms = [a for a in ARMS if all(a in r for r in rows)]
+    out = []
+    print(f"{len(rows)} runs, {len({r['dataset'] for r in rows})} data sets, seeds {sorted({r['seed'] for r in rows})}")
+    print(f"{'arm':<10}{'AUC-ROC':>9}{'AUC-PR':>9}{'seed sd PR':>11}{'W/T/L PR vs it':>16}{'p':>8}{'W/T/L ROC':>12}{'p':>8}")
+    for arm in arms:
+        roc = np.array([r[arm]["auc_roc"] for r in rows]); pr = np.array([r[arm]["auc_pr"] for r in rows])
+        sds = [np.std([r[arm]["auc_pr"] for r in rows if r["dataset"] == d], ddof=1)
+               for d in sorted({r["dataset"] for r in rows}) if sum(r["dataset"] == d for r in rows) > 1]
+        line = {"arm": arm, "auc_roc": roc.mean(), "auc_pr": pr.mean(), "seed_sd_auc_pr": float(np.mean(sds)) if sds else np.nan}
+        for metric, vals in (("pr", pr), ("roc", roc)):
+            base = np.array([r["default"]["auc_" + metric] for r in rows])
+            d = base - vals
+            w, t, l = int((d > 0.001).sum()), int((abs(d) <= 0.001).sum()), int((d < -0.001).sum())
+            p = wilcoxon(base, vals).pvalue if arm != "default" and np.any(d != 0) else np.nan
+            line[f"default_wtl_{metric}"], line[f"default_p_{metric}"] = f"{w}/{t}/{l}", p
+        if arm == "default":
+            line["mean_weight"] = float(np.mean([r[arm]["weight"] for r in rows]))
+        line["fit_s"] = float(np.mean([r[arm]["fit_s"] for r in rows]))
+        out.append(line)
+        print(f"{arm:<10}{line['auc_roc']:>9.3f}{line['auc_pr']:>9.3f}{line['seed_sd_auc_pr']:>11.3f}"
+              f"{line['default_wtl_pr']:>16}{line['default_p_pr']:>8.3f}{line['default_wtl_roc']:>12}{line['default_p_roc']:>8.3f}")
+    if csv:
+        import pandas as pd
+
+        pd.DataFrame(out).round(4).to_csv(csv, index=False)
+        print(f"wrote {csv}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=DATASETS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--max-rows", type=int, default=1000)
+    ap.add_argument("--unseen-types", action="store_true")
+    ap.add_argument("--out", default="runs/default_detector.jsonl")
+    ap.add_argument("--summarize", nargs="+", default=None, metavar="JSONL")
+    ap.add_argument("--csv", default=None)
+    args = ap.parse_args()
+    if args.summarize:
+        summarize(args.summarize, args.csv)
+        return
+    import torch
+
+    torch.set_num_threads(1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if Path(args.out).exists():
+        done = {(r["dataset"], r["seed"]) for r in map(json.loads, Path(args.out).read_text().splitlines())}
+    for seed in args.seeds:
+        for name in args.datasets:
+            if (name, seed) in done:
+                continue
+            row = run_one(name, seed, args, args.arms)
+            if row is not None:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(name, seed, {a: round(row[a]["auc_pr"], 3) for a in args.arms}, flush=True)
+    summarize([args.out], args.csv)
+
+
+if __name__ == "__main__":
+    main()

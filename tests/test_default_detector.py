@@ -1,0 +1,92 @@
+"""The recommended default detector (issue 34) and its unsupervised floor (issue 37)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rlad.algorithms import floor as fl
+from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
+from rlad.algorithms.registry import DEFAULT_DETECTOR, build_detector, load_detector
+from rlad.core.data import known_label_split
+
+
+def test_calibration_keeps_order_beyond_the_training_range():
+    knots = fl.quantile_knots(np.arange(100.0))
+    q = fl.calibrate(np.array([-10.0, 0.0, 49.5, 99.0, 120.0, 200.0]), knots)
+    assert np.all(np.diff(q) > 0)  # extreme rows are not tied at 1
+    assert q[1] == pytest.approx(0.0) and q[2] == pytest.approx(0.5, abs=0.01) and q[3] == pytest.approx(1.0)
+
+
+def two_types(rng: np.random.Generator):
+    """Normal rows near 0; labelled anomalies of two types, far along feature 0 or feature 1."""
+    normal = rng.normal(0.0, 1.0, (400, 4))
+    a = rng.normal(0.0, 1.0, (10, 4)); a[:, 0] += 6
+    b = rng.normal(0.0, 1.0, (10, 4)); b[:, 1] += 6
+    X = np.vstack([normal, a, b]).astype(np.float32)
+    y = np.r_[np.zeros(400), np.ones(20)].astype(int)
+    return X, y
+
+
+def test_leave_one_type_out_moves_the_weight_to_the_iforest_when_held_out_types_are_missed():
+    X, y = two_types(np.random.default_rng(0))
+
+    def one_type_scorer(Xf, yf, seed):  # learns only the labelled anomalies' own type: near their mean
+        centre = Xf[yf == 1].mean(0)
+        return lambda Z: -np.linalg.norm(Z - centre, axis=1)
+
+    net = one_type_scorer(X, y, 0)(X)
+    chosen = fl.Floor(0).fit(X, y, net, None, one_type_scorer)
+    assert chosen.choice["rule"] == "leave-one-type-out"
+    assert chosen.weight >= 0.4  # the held-out type is found only by the IForest
+    # a scorer that sees both types needs no floor: the weight stays at the low end
+    perfect = fl.Floor(0).fit(X, y, np.linalg.norm(X, axis=1), None, lambda Xf, yf, s: (lambda Z: np.linalg.norm(Z, axis=1)))
+    assert perfect.weight < chosen.weight
+    few = fl.Floor(0).fit(X[:405], y[:405], net[:405], None, one_type_scorer)
+    assert few.choice["rule"] == "default" and few.weight == fl.DEFAULT_WEIGHT
+
+
+def test_registry_default_is_the_large_detector_with_the_floor():
+    assert DEFAULT_DETECTOR == "mamba_moe"
+    cfg = build_detector("mamba_moe").config
+    assert (cfg.members, cfg.d_model, cfg.n_experts, cfg.top_k, cfg.floor) == (3, 64, 1, 1, True)
+    assert build_detector("mamba_moe_fast").config == MambaMoEConfig()
+    assert build_detector("mamba_moe", {"members": 1}, seed=4).config.members == 1  # options override the preset
+    scaled = build_detector("scaled", {"detector": "mamba_moe", "options": {"epochs": 1}})
+    assert scaled._inner().config.floor
+
+
+def test_known_label_split_holds_out_a_share_of_each_class():
+    y = np.r_[np.ones(10), np.zeros(90)].astype(int)
+    train, val = known_label_split(y, 0.2, seed=1)
+    assert y[val].sum() == 2 and (y[val] == 0).sum() == 18 and len(np.intersect1d(train, val)) == 0
+    assert known_label_split(y, 0.0) is None and known_label_split(np.r_[1, np.zeros(20)].astype(int), 0.2) is None
+
+
+def test_floored_detector_saves_and_scores(tmp_path):
+    X, y = two_types(np.random.default_rng(1))
+    det = MambaMoEDetector(members=1, epochs=2, floor=True, floor_weight=0.5, d_model=8, d_state=4).fit(X, y)
+    p = det.anomaly_probability(X)
+    assert p.min() >= 0 and p.max() <= 1 and det.floor_.weight == 0.5
+    back = load_detector(det.save(tmp_path / "m.pt"))
+    np.testing.assert_allclose(back.decision_function(X), det.decision_function(X), rtol=1e-5)
+    # the floor ranks the held-out type: with weight 1 only the IForest counts
+    only_free = MambaMoEDetector(members=1, epochs=1, floor=True, floor_weight=1.0, d_model=8, d_state=4).fit(X, y)
+    free = -only_free.floor_.model.score_samples(X)
+    assert np.corrcoef(np.argsort(np.argsort(only_free.decision_function(X))), np.argsort(np.argsort(free)))[0, 1] > 0.999
+
+
+def test_fit_cli_defaults_to_the_recommended_detector_and_prints_its_validation(tmp_path, capsys, monkeypatch):
+    from rlad.platform.cli import fit
+    from rlad.platform.cli.main import main
+
+    seen = {}
+    monkeypatch.setattr(fit, "validation_auc", lambda args, options, X, y: seen.setdefault("detector", args.detector) and 0.75)
+    csv = tmp_path / "t.csv"
+    X, y = two_types(np.random.default_rng(2))
+    np.savetxt(csv, np.c_[X, y], delimiter=",", header="a,b,c,d,y", comments="")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("members: 1\nepochs: 1\nd_model: 8\nd_state: 4\nfloor_weight: 0.3\n")
+    assert main(["fit", "--data", str(csv), "--save", str(tmp_path / "m.pt"), "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert seen["detector"] == "mamba_moe"
+    assert "detector mamba_moe (registry preset" in out and "validation AUC 0.7500" in out
