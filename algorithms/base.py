@@ -105,7 +105,7 @@ class BaseDetector(ABC):
         self.threshold_ = float(np.quantile(scores, 1.0 - self.contamination))
         self._train_score_range = (float(scores.min()), float(scores.max()))
         self.feature_range_ = (X.min(axis=0).astype(np.float64), X.max(axis=0).astype(np.float64))
-        self.profile_ = TrainingProfile.fit(X)
+        self.profile_ = TrainingProfile.fit(X, scores)
 
     def _check_fitted(self) -> None:
         if self.threshold_ is None:

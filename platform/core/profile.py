@@ -23,9 +23,10 @@ class TrainingProfile:
     psi_edges: list[list[float]]  # [feature] inner edges of PSI_BINS equal-share bins
     psi_shares: list[list[float]]  # [feature] training share per bin
     n_rows: int
+    score_quantiles: list[float] | None = None  # training decision scores at QUANTILES
 
     @classmethod
-    def fit(cls, X: np.ndarray, bins: int = PSI_BINS) -> "TrainingProfile":
+    def fit(cls, X: np.ndarray, scores: np.ndarray | None = None, bins: int = PSI_BINS) -> "TrainingProfile":
         X = np.asarray(X, dtype=np.float64)
         qs = np.quantile(X, QUANTILES, axis=0).T  # (d, 101)
         edges, shares = [], []
@@ -34,7 +35,8 @@ class TrainingProfile:
             edges.append(e.tolist())
             shares.append(_shares(X[:, j], e).tolist())
         return cls(mean=X.mean(axis=0).tolist(), std=X.std(axis=0).tolist(), quantiles=qs.tolist(),
-                   psi_edges=edges, psi_shares=shares, n_rows=int(X.shape[0]))
+                   psi_edges=edges, psi_shares=shares, n_rows=int(X.shape[0]),
+                   score_quantiles=None if scores is None else np.quantile(scores, QUANTILES).tolist())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -58,6 +58,18 @@ class DetectorServer:
         out = await self._score_batch(np.asarray(X, dtype=np.float32))
         return out if "error" in out else {**out, "out_of_range": screened}
 
+    def explain(self, row: list[float]) -> dict[str, Any]:
+        """Why ``row`` scores as it does (training-profile deviations, ``explain()`` attributes)."""
+        from rlad.platform.runtime.triage import explain_row
+
+        return {**explain_row(self.detector, row), "version": self.version}
+
+    def drift(self, X: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+        """PSI per feature of recent rows ``X`` and the histogram of their ``scores``, against training."""
+        from rlad.platform.runtime.triage import drift
+
+        return drift(self.detector, X, scores)
+
     def info(self) -> dict[str, Any]:
         feature_range = self.detector.feature_range_
         return {"kind": self.detector.kind, "n_features": self.detector.n_features_in_, "version": self.version,
@@ -79,6 +91,7 @@ class ServeOptions:
     http_port: int = 8000
     input_policy: InputPolicy = InputPolicy()  # for HTTP requests
     api_key_sha256: str | None = None  # HTTP requests must carry the key whose SHA-256 hex digest this is
+    workdir: str | None = None  # keeps rlad.db (scored rows, feedback) for the triage page; None: nothing kept
 
     def __post_init__(self) -> None:
         if self.num_replicas < 1 or (self.max_replicas is not None and self.max_replicas < self.num_replicas):
@@ -117,7 +130,7 @@ def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), ver
     from rlad.platform.runtime.http_api import ScoringAPI
 
     ingress = ScoringAPI.options(version="rlad-scoring-api-1", _internal=True, ray_actor_options={"num_cpus": 0}).bind(
-        detector, policy=options.input_policy, api_key_sha256=options.api_key_sha256)
+        detector, policy=options.input_policy, api_key_sha256=options.api_key_sha256, workdir=options.workdir)
     serve.run(ingress, name=options.app_name, route_prefix=options.route_prefix)
     return serve.get_deployment_handle("DetectorServer", app_name=options.app_name)
 
