@@ -4,6 +4,7 @@ Subclasses implement ``_fit``, ``_score`` (higher = more anomalous), ``_get_stat
 ``_set_state``, and keep their hyper-parameters in a dataclass ``config``. The base class adds
 ``threshold_`` (the ``1 - contamination`` quantile of training scores), ``feature_range_`` (per-feature
 min and max of the training rows, so a server can tell rows far outside what the model has seen),
+``profile_`` (a :class:`~rlad.core.profile.TrainingProfile` of the training rows, for explanations and drift),
 ``predict``, ``predict_proba`` and atomic ``save``/``load``.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from rlad.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rlad.core.config import from_dict
+from rlad.core.profile import TrainingProfile
 
 
 def check_array(X: Any, n_features: int | None = None) -> np.ndarray:
@@ -57,6 +59,7 @@ class BaseDetector(ABC):
         self.decision_scores_: np.ndarray | None = None
         self._train_score_range: tuple[float, float] | None = None
         self.feature_range_: tuple[np.ndarray, np.ndarray] | None = None  # None in checkpoints older than it
+        self.profile_: TrainingProfile | None = None  # training distribution per feature; None in older checkpoints
 
     # -- to implement ---------------------------------------------------------------------------
     @abstractmethod
@@ -102,6 +105,7 @@ class BaseDetector(ABC):
         self.threshold_ = float(np.quantile(scores, 1.0 - self.contamination))
         self._train_score_range = (float(scores.min()), float(scores.max()))
         self.feature_range_ = (X.min(axis=0).astype(np.float64), X.max(axis=0).astype(np.float64))
+        self.profile_ = TrainingProfile.fit(X, scores)
 
     def _check_fitted(self) -> None:
         if self.threshold_ is None:
@@ -142,6 +146,7 @@ class BaseDetector(ABC):
             "threshold": self.threshold_,
             "train_score_range": list(self._train_score_range),
             "feature_range": None if self.feature_range_ is None else [r.tolist() for r in self.feature_range_],
+            "profile": None if self.profile_ is None else self.profile_.to_dict(),
         }
         return save_checkpoint(path, self.kind, {"model": dataclasses.asdict(self.config), "meta": meta}, self._get_state())
 
@@ -156,6 +161,8 @@ class BaseDetector(ABC):
             det._train_score_range = tuple(meta["train_score_range"])
             if meta.get("feature_range") is not None:
                 det.feature_range_ = tuple(np.asarray(r, dtype=np.float64) for r in meta["feature_range"])
+            if meta.get("profile") is not None:
+                det.profile_ = TrainingProfile.from_dict(meta["profile"])
             det._set_state(state)
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {path} does not match {cls.__name__}: {exc}") from exc

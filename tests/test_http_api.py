@@ -68,7 +68,7 @@ def test_openapi_schema_describes_the_api(served):
     score = schema["paths"]["/score"]["post"]
     assert "ScoreRequest" in str(score["requestBody"]) and {"200", "401", "413", "422"} <= set(score["responses"])
     assert schema["components"]["schemas"]["ScoreResponse"]["required"] == \
-        ["scores", "proba", "predictions", "out_of_range", "threshold", "version"]
+        ["scores", "proba", "predictions", "out_of_range", "threshold", "version", "ids"]
 
 
 def test_http_proxy_listens_on_loopback_only(served):

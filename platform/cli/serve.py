@@ -37,6 +37,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key-file", default=None,
                    help=f"file holding the API key clients must send in X-API-Key (default: the {API_KEY_ENV} "
                         "environment variable; no key if neither is set)")
+    p.add_argument("--workdir", default=None,
+                   help="folder of the service's database (scored rows, feedback) (default: CHECKPOINT.service/ "
+                        "beside the checkpoint)")
     p.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback --host without an API key")
     add_ray(p)
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
                                target_ongoing_requests=args.target_ongoing_requests, route_prefix=args.route_prefix,
                                http_host=args.host, http_port=args.port,
                                input_policy=InputPolicy(args.out_of_range, args.range_margin),
-                               api_key_sha256=None if key is None else hash_api_key(key))
+                               api_key_sha256=None if key is None else hash_api_key(key),
+                               workdir=str(Path(args.workdir or f"{args.checkpoint}.service").resolve()))
     except ValueError as exc:
         print(f"[serve] error: {exc}", flush=True)
         return 2
@@ -107,7 +111,7 @@ def serve_forever(args: argparse.Namespace, options: ServeOptions, authenticated
     deploy_detector(args.checkpoint, options)
     base = f"http://{args.host}:{args.port}{args.route_prefix}"
     auth = "X-API-Key required" if authenticated else "no API key"
-    print(f"[serve] POST {base}/score  GET {base}/info  OpenAPI {base}/openapi.json  ({auth}; Ctrl-C to stop)", flush=True)
+    print(f"[serve] POST {base}/score  GET {base}/info  triage page {base}/ui/  OpenAPI {base}/openapi.json  ({auth}; Ctrl-C to stop)", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -19,18 +19,23 @@ import asyncio
 import hashlib
 import hmac
 import math
+import uuid
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from rlad.platform.runtime.screening import InputPolicy
+from rlad.platform.runtime.triage import LABELS, Store, ui_dir
+
+UI_FILES = {"": ("index.html", "text/html"), "index.html": ("index.html", "text/html"),
+            "triage.css": ("triage.css", "text/css"), "triage.js": ("triage.js", "text/javascript")}
 
 MAX_ROWS = 10_000
 RETRIES = 5
@@ -54,6 +59,8 @@ class ScoreRequest(BaseModel):
         ..., description="Rows as arrays of numbers in the model's column order (GET /info), or as objects keyed by "
                          "column name (any order; extra keys ignored; strings for categories and dates, null for a gap).",
         examples=[[[0.1, 0.5, 0.3]], [{"amount": 12.5, "merchant": "fuel", "ts": "2026-01-02 10:00:00"}]])
+    ids: list[str] | None = Field(None, description="Optional id per row (kept with the row for feedback); "
+                                                    "generated when absent")
 
     @field_validator("rows")
     @classmethod
@@ -81,6 +88,14 @@ class ScoreResponse(BaseModel):
     out_of_range: list[bool] = Field(..., description="Rows far outside the training range (only with the 'flag' policy)")
     threshold: float
     version: int = Field(..., description="Version of the model that answered")
+    ids: list[str] = Field(..., description="Id per row (given or generated): send it back with feedback")
+
+
+class FeedbackRequest(BaseModel):
+    id: str | None = Field(None, description="Id of a scored row")
+    row: list[float] | None = Field(None, description="The row's values, instead of an id")
+    label: str = Field(..., description="anomaly or normal")
+    analyst: str = Field("", description="Who labelled it")
 
 
 class ModelInfo(BaseModel):
@@ -110,7 +125,7 @@ async def require_api_key(request: Request, call_next):
     """Without the key nothing is read or parsed. Comparing digests of equal
     length in constant time leaks neither the key nor its length."""
     expected = getattr(request.app.state, "api_key_sha256", None)
-    if expected is not None:
+    if expected is not None and not _is_page(request):
         given = request.headers.get(API_KEY_HEADER, "").encode("latin-1")
         if not hmac.compare_digest(hashlib.sha256(given).hexdigest(), expected):
             return JSONResponse({"detail": f"missing or wrong API key: send it in the {API_KEY_HEADER} header"},
@@ -118,17 +133,27 @@ async def require_api_key(request: Request, call_next):
     return await call_next(request)
 
 
+def _is_page(request: Request) -> bool:
+    """The triage page's static files load without the key (they hold no data; the page asks for
+    the key and sends it with every data call)."""
+    parts = request.url.path.rstrip("/").split("/")
+    return request.method == "GET" and (parts[-1] == "ui" or (len(parts) > 1 and parts[-2] == "ui"))
+
+
 @serve.deployment(max_ongoing_requests=256, logging_config={"enable_access_log": False})
 @serve.ingress(api)
 class ScoringAPI:
     def __init__(self, detector: DeploymentHandle, max_rows: int = MAX_ROWS, policy: InputPolicy = InputPolicy(),
-                 api_key_sha256: str | None = None) -> None:
+                 api_key_sha256: str | None = None, workdir: str | None = None) -> None:
         self.detector, self.max_rows, self.policy = detector, max_rows, policy
+        self.store = None if workdir is None else Store(workdir)
         api.state.api_key_sha256 = api_key_sha256  # one ingress per replica process
 
     @api.post("/score", response_model=ScoreResponse,
               responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
     async def score(self, request: ScoreRequest) -> ScoreResponse | JSONResponse:
+        if request.ids is not None and len(request.ids) != len(request.rows):
+            return JSONResponse({"detail": f"{len(request.ids)} ids for {len(request.rows)} rows"}, status_code=422)
         if len(request.rows) > self.max_rows:
             return JSONResponse({"detail": f"{len(request.rows)} rows exceed the limit of {self.max_rows} per request"}, status_code=413)
         rows = request.rows
@@ -136,7 +161,10 @@ class ScoringAPI:
         if "error" in out:
             return JSONResponse({"detail": out["error"]}, status_code=out["status"])
         flagged = out["out_of_range"]
-        return ScoreResponse(scores=out["scores"].tolist(), proba=out["proba"].tolist(),
+        ids = request.ids or [uuid.uuid4().hex for _ in request.rows]
+        if self.store is not None:
+            await asyncio.to_thread(self.store.add_scored, ids, request.rows, out["scores"], out["proba"], out["version"])
+        return ScoreResponse(ids=ids, scores=out["scores"].tolist(), proba=out["proba"].tolist(),
                              predictions=((out["scores"] > out["threshold"]) | flagged).astype(int).tolist(),
                              out_of_range=flagged.tolist(), threshold=out["threshold"], version=out["version"])
 
@@ -159,3 +187,86 @@ class ScoringAPI:
         return ModelInfo(kind=info["kind"], n_features=info["n_features"], version=info["version"],
                          out_of_range=self.policy.out_of_range, accepted_low=low, accepted_high=high,
                          columns=info.get("columns"))
+
+    # -- triage page and its data (minimal feedback store; issue 32's h-live reconciles) -------------
+    def _need_store(self) -> JSONResponse | None:
+        if self.store is None:
+            return JSONResponse({"detail": "this server keeps no scored rows (start it with a workdir)"}, status_code=404)
+        return None
+
+    @api.get("/ui", include_in_schema=False, response_model=None)
+    async def ui_root(self, request: Request) -> RedirectResponse:
+        return RedirectResponse(str(request.url.path).rstrip("/") + "/")
+
+    @api.get("/ui/{name:path}", include_in_schema=False, response_model=None)
+    async def ui_file(self, name: str) -> FileResponse | JSONResponse:
+        if name not in UI_FILES:
+            return JSONResponse({"detail": f"no such file: {name}"}, status_code=404)
+        file, media = UI_FILES[name]
+        return FileResponse(ui_dir() / file, media_type=media, headers={"Cache-Control": "no-cache"})
+
+    @api.get("/recent", response_model=None, responses={401: {"model": ErrorResponse}})
+    async def recent(self, limit: int = 50, offset: int = 0, min_score: float | None = None,
+                     since: float | None = None, labelled: str = "any") -> dict[str, Any] | JSONResponse:
+        """Scored rows, highest score first, one page at a time (``limit`` <= 500, ``offset``)."""
+        if (missing := self._need_store()) is not None:
+            return missing
+        if not 1 <= limit <= 500 or offset < 0 or labelled not in ("yes", "no", "any"):
+            return JSONResponse({"detail": "need 1 <= limit <= 500, offset >= 0, labelled in yes|no|any"}, status_code=422)
+        return await asyncio.to_thread(self.store.recent, limit, offset, min_score, since, labelled)
+
+    @api.post("/feedback", response_model=None, status_code=201, responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+                                                      422: {"model": ErrorResponse}})
+    async def post_feedback(self, request: FeedbackRequest) -> dict[str, int] | JSONResponse:
+        """An analyst's label for a scored row (by id, or by its values); committed before the 201."""
+        if (missing := self._need_store()) is not None:
+            return missing
+        if request.label not in LABELS:
+            return JSONResponse({"detail": f"label must be one of {', '.join(LABELS)}, got {request.label!r}"}, status_code=422)
+        row = request.row
+        if request.id is not None:
+            found = await asyncio.to_thread(self.store.get, request.id)
+            if found is None:
+                return JSONResponse({"detail": f"no scored row with id {request.id!r} (unknown or out of the window)"},
+                                    status_code=404)
+            row = found["row"]
+        elif row is None:
+            return JSONResponse({"detail": "send the row's id or its values in row"}, status_code=422)
+        else:
+            width = (await self.detector.info.remote())["n_features"]
+            if len(row) != width or not all(math.isfinite(v) for v in row):
+                return JSONResponse({"detail": f"row must hold {width} finite values"}, status_code=422)
+        fid = await asyncio.to_thread(self.store.add_feedback, request.id, request.label, request.analyst, row)
+        return {"feedback_id": fid}
+
+    @api.get("/feedback", response_model=None, responses={401: {"model": ErrorResponse}})
+    async def get_feedback(self, limit: int = 100) -> dict[str, Any] | JSONResponse:
+        if (missing := self._need_store()) is not None:
+            return missing
+        return {"rows": await asyncio.to_thread(self.store.feedback, max(1, min(limit, 1000)))}
+
+    @api.get("/explain", response_model=None, responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
+    async def explain(self, id: str) -> dict[str, Any] | JSONResponse:
+        """Why the scored row ``id`` was flagged: top features by z-score against training, with their
+        training quantile, and the detector's anomalous attributes where it has ``explain()``."""
+        if (missing := self._need_store()) is not None:
+            return missing
+        found = await asyncio.to_thread(self.store.get, id)
+        if found is None:
+            return JSONResponse({"detail": f"no scored row with id {id!r}"}, status_code=404)
+        return {"id": id, "score": found["score"], **await self.detector.explain.remote(found["row"])}
+
+    @api.get("/drift", response_model=None, responses={401: {"model": ErrorResponse}})
+    async def drift(self) -> dict[str, Any] | JSONResponse:
+        """PSI per feature of the newest scored rows, and their score histogram, against training."""
+        if (missing := self._need_store()) is not None:
+            return missing
+        rows, scores = await asyncio.to_thread(self.store.recent_rows)
+        return await self.detector.drift.remote(rows, scores)
+
+    @api.get("/models", responses={401: {"model": ErrorResponse}})
+    async def models(self) -> dict[str, Any]:
+        """The live version; one version and no events until the registry (issue 32) records them."""
+        info = await self.detector.info.remote()
+        return {"live": info["version"], "versions": [{"version": info["version"], "kind": info["kind"], "metrics": {}}],
+                "events": []}

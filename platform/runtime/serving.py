@@ -61,6 +61,37 @@ class DetectorServer:
         out = await self._score_batch(np.asarray(X, dtype=np.float32))
         return out if "error" in out else {**out, "out_of_range": screened}
 
+    def _encoded(self, rows: list[Any]) -> np.ndarray | Rejected:
+        """Stored rows as sent (arrays, or objects by column name) as the numbers the model profiles."""
+        if not rows:
+            return np.empty((0, self.detector.n_features_in_))
+        if all(isinstance(r, list) for r in rows) and getattr(self.detector, "preprocessor", None) is None:
+            return np.asarray(rows, dtype=np.float64)
+        parts = []
+        for group in ([r for r in rows if isinstance(r, dict)], [r for r in rows if not isinstance(r, dict)]):
+            if group:
+                enc = encode_rows(self.detector, group if isinstance(group[0], dict) else np.asarray(group, dtype=object))
+                if isinstance(enc, Rejected):
+                    return enc
+                parts.append(np.asarray(enc, dtype=np.float64))
+        return np.vstack(parts)
+
+    def explain(self, row: list[Any] | dict[str, Any]) -> dict[str, Any]:
+        """Why ``row`` scores as it does (training-profile deviations, ``explain()`` attributes)."""
+        from rlad.platform.runtime.triage import explain_row
+
+        X = self._encoded([row])
+        if isinstance(X, Rejected):
+            return {"features": None, "attributes": None, "error": X.message, "version": self.version}
+        return {**explain_row(self.detector, X[0].tolist()), "version": self.version}
+
+    def drift(self, rows: list[Any], scores: np.ndarray) -> dict[str, Any]:
+        """PSI per feature of recent rows and the histogram of their ``scores``, against training."""
+        from rlad.platform.runtime.triage import drift
+
+        X = self._encoded(rows)
+        return drift(self.detector, np.empty((0, 0)) if isinstance(X, Rejected) else X, scores)
+
     def info(self) -> dict[str, Any]:
         feature_range = self.detector.feature_range_
         return {"kind": self.detector.kind, "n_features": self.detector.n_features_in_, "version": self.version,
@@ -83,6 +114,7 @@ class ServeOptions:
     http_port: int = 8000
     input_policy: InputPolicy = InputPolicy()  # for HTTP requests
     api_key_sha256: str | None = None  # HTTP requests must carry the key whose SHA-256 hex digest this is
+    workdir: str | None = None  # keeps rlad.db (scored rows, feedback) for the triage page; None: nothing kept
 
     def __post_init__(self) -> None:
         if self.num_replicas < 1 or (self.max_replicas is not None and self.max_replicas < self.num_replicas):
@@ -121,7 +153,7 @@ def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), ver
     from rlad.platform.runtime.http_api import ScoringAPI
 
     ingress = ScoringAPI.options(version="rlad-scoring-api-1", _internal=True, ray_actor_options={"num_cpus": 0}).bind(
-        detector, policy=options.input_policy, api_key_sha256=options.api_key_sha256)
+        detector, policy=options.input_policy, api_key_sha256=options.api_key_sha256, workdir=options.workdir)
     serve.run(ingress, name=options.app_name, route_prefix=options.route_prefix)
     return serve.get_deployment_handle("DetectorServer", app_name=options.app_name)
 
