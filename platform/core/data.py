@@ -150,6 +150,62 @@ def load_dataset(path: str | os.PathLike) -> TabularDataset:
     return validate(np.asarray(X), np.asarray(y), str(path))
 
 
+@dataclass(frozen=True)
+class ClassDataset:
+    """Rows ``X`` (float32) with a class per row (integers): one domain of a task family, where a
+    task takes one class as normal and the others as anomalous."""
+
+    X: np.ndarray
+    classes: np.ndarray
+    name: str
+
+
+def load_class_dataset(path: str | os.PathLike, class_column: str) -> ClassDataset:
+    """A domain file with a class column: an ``.npz`` holding ``X`` and an array named
+    ``class_column``, or a Parquet/CSV table whose other numeric columns are the features."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                missing = {"X", class_column} - set(f.files)
+                if missing:
+                    raise DatasetError(f"{path}: missing array(s) {sorted(missing)}; found {f.files}")
+                X, classes = f["X"], f[class_column]
+        except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+            if isinstance(exc, DatasetError):
+                raise
+            raise DatasetError(f"{path}: not a readable .npz file ({exc})") from exc
+    elif path.suffix in SUFFIXES:
+        try:
+            table = pq.read_table(path) if path.suffix in (".parquet", ".pq") else pa_csv.read_csv(path)
+            names = table.column_names
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{path}: not a readable {path.suffix} table ({exc})") from exc
+        check_unique_columns(path, names)
+        if class_column not in names:
+            raise DatasetError(f"{path}: no class column {class_column!r}; found {names}")
+        features = [c for c in names if c != class_column]
+        bad = [c for c in features if not (pa.types.is_integer(table[c].type) or pa.types.is_floating(table[c].type))]
+        if bad or not features:
+            raise DatasetError(f"{path}: non-numeric feature column(s) {bad}" if bad else f"{path}: no feature columns")
+        X = np.column_stack([table[c].to_numpy(zero_copy_only=False) for c in features])
+        classes = table[class_column].to_numpy(zero_copy_only=False)
+    else:
+        raise DatasetError(f"{path}: unsupported file type {path.suffix!r}; use one of {SUFFIXES}")
+    X, classes = np.asarray(X), np.asarray(classes).ravel()
+    if X.ndim != 2 or X.dtype.kind not in "biuf" or classes.shape[0] != X.shape[0]:
+        raise DatasetError(f"{path}: need numeric 2-D X and one class per row, got X {X.shape} and {classes.shape[0]} classes")
+    if classes.dtype.kind not in "biu":
+        raise DatasetError(f"{path}: class column {class_column!r} must hold integers, got dtype {classes.dtype}")
+    if not np.isfinite(X).all():
+        raise DatasetError(f"{path}: X has NaN/inf values")
+    if np.unique(classes).size < 2:
+        raise DatasetError(f"{path}: need at least 2 classes in {class_column!r}")
+    return ClassDataset(X.astype(np.float32), classes.astype(np.int64), path.stem)
+
+
 def adbench_split(ds: TabularDataset, cfg: SplitConfig = SplitConfig()) -> Split:
     """Apply the ADBench protocol (see :class:`SplitConfig`)."""
     rng = np.random.default_rng(cfg.seed)
