@@ -30,15 +30,15 @@ adapted decoder. :meth:`MetaRobustAEDetector.explain` returns a row's anomalous 
 
 Meta-training maximises a smoothed AUC on the query sets (mean over (anomaly, normal) pairs of
 ``sigmoid(score_anomaly - score_normal)``) with the model adapted to each task's support set.
-Task augmentation (ours, not the paper's): a share ``feature_permutation`` (default: all) of the
-training tasks drawn from sources have their features in a random order, the same for support
-and query. Without it the networks memorise which features mark the sources' anomalies: on
-digits the training AUC neared 1 while the validation AUC fell towards chance; with every task
-permuted it held (``benchmarks/results/meta_rae_observations.csv``). What is
-learned is then an adaptation that works whatever the feature order; per-task mode (one data set,
-no sources) never permutes. With both changes, meta-training beats per-task training on the mean
-in leave-one-category-out on MVTec, where before it lost (``benchmarks/results/meta_rae_mvtec.csv``,
-``meta_rae_observations.csv``).
+Task augmentation (ours, not the paper's): a share ``feature_permutation`` of the training tasks
+drawn from sources have their features in a random order, the same for support and query.
+Default 0: within one domain family (the paper's setting, Mnist-r) a feature means the same in
+every domain, which is what meta-training exploits; on Mnist-r's validation domains permuting
+every task cost about ten points of AUC (``benchmarks/results/mnist_r_setting.csv``). Set it to 1
+for sources whose features differ in meaning or whose anomalies differ from the target's (MVTec
+categories, digit classes as tasks): there the networks otherwise memorise which features mark the
+sources' anomalies (training AUC near 1, validation AUC falling towards chance,
+``benchmarks/results/meta_rae_observations.csv``). Per-task mode never permutes.
 Each step draws fresh tasks from one random source; every ``eval_every`` steps the hard AUC on
 fixed tasks of held-out *validation* sources is checked, the best parameters are kept and training
 stops after ``patience`` checks without improvement.
@@ -56,11 +56,19 @@ Two ways to fit:
   meta-trains on them (once per process for a given source set and config; a source holding the
   rows of ``X`` is left out automatically), then adapts to the rows of ``X`` not labelled
   anomalous. :meth:`meta_fit` / :meth:`adapt` do the same steps explicitly.
-* no ``sources`` (per-task mode, a single data set): meta-trains on random sub-tasks of ``X``
-  itself and adapts to its unlabelled rows. Query "normals" are then unlabelled rows (a single
-  task has no clean normals); anomalies are the labelled ones when there are ``min_labeled``,
-  else pseudo-anomalies (the ``contamination`` share of rows the untrained model scores highest).
-  Validation tasks come from a held-out ``val_fraction`` of the rows.
+* no ``sources`` (per-task mode, a single data set), ``per_task="auc"``: meta-trains on random
+  sub-tasks of ``X`` itself and adapts to its unlabelled rows. Query "normals" are then unlabelled
+  rows (a single task has no clean normals); anomalies are the labelled ones when there are
+  ``min_labeled``, else pseudo-anomalies (the ``contamination`` share of rows the untrained model
+  scores highest). Validation tasks come from a held-out ``val_fraction`` of the rows.
+  ``per_task="robust"``: the paper's comparator, the same model without meta-training: the
+  networks trained on the unlabelled rows by the adaptation's own robust objective.
+
+A family of domains (the paper's protocol, :func:`split_domains`, :func:`domain_pools`,
+:func:`target_tasks`, :meth:`MetaRobustAEDetector.meta_fit_domains`): files of one feature width
+with a class per row; the target domain is held out, one domain validates, the rest are sources;
+a task takes one class as normal and the others as anomalous; a target task's unlabelled support
+has an anomaly ratio from 0.1 to 0.5 and its test rows are disjoint from the support.
 """
 from __future__ import annotations
 

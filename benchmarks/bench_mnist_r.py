@@ -117,7 +117,7 @@ def summarize(args: argparse.Namespace) -> None:
     records = read(args.jsonl)
     unit = {(r["seed"], r["target"], r["method"]): r["mean_auc"] for r in records}
     targets = sorted({r["target"] for r in records})
-    header = ["method", "paper AUC %"] + [f"{g} AUC %" for g in GROUPS] + [f"{g} W/T/L" for g in GROUPS] + [f"{g} p" for g in GROUPS]
+    header = ["method", "paper AUC %"] + [f"AUC % {g}" for g in GROUPS] + [f"meta W/T/L, p: {g}" for g in GROUPS]
     rows, units = [], {}
     for g, seeds in GROUPS.items():
         keys = [(s, t) for s in seeds for t in targets if all((s, t, m) in unit for m in ("meta", *PEERS))]
@@ -125,29 +125,30 @@ def summarize(args: argparse.Namespace) -> None:
     for m in ("meta", *PEERS):
         row = [LABELS[m], f"{PAPER[m]:.2f}" if m in PAPER else ""]
         row += [f"{100 * np.mean([unit[(s, t, m)] for s, t in units[g]]):.2f}" if units[g] else "" for g in GROUPS]
-        stats = []
         for g in GROUPS:
             if m == "meta" or len(units[g]) < 2:
-                stats.append(("", ""))
+                row.append("")
                 continue
-            a = np.array([unit[(s, t, "meta")] for s, t in units[g]])
-            b = np.array([unit[(s, t, m)] for s, t in units[g]])
-            w, p = wtl(a, b)
-            stats.append((w, f"{p:.2g}"))
-        rows.append(row + [w for w, _ in stats] + [p for _, p in stats])
-    write_csv(RESULTS / "mnist_r.csv", header, rows)
+            w, p = wtl(np.array([unit[(s, t, "meta")] for s, t in units[g]]), np.array([unit[(s, t, m)] for s, t in units[g]]))
+            row.append(f"{w}, p {p:.2g}")
+        rows.append(row)
     counts = {g: len(k) for g, k in units.items()}
+    write_csv(RESULTS / "mnist_r.csv", header, rows,
+              f"AUC %: mean over (seed, target domain) units ({', '.join(f'{g}: {n}' for g, n in counts.items())} units); "
+              "W/T/L and two-sided Wilcoxon p: meta-RAE against the row's method over those units (tie: equal to 4 decimals). "
+              "Paper: Kumagai et al. (2023), Table 1.")
     print(f"Mnist-r, mean test AUC % over (seed, target domain) units, 10 target tasks each; units per group {counts}")
     print_table(header, rows)
 
-    per_target = [[t] + [f"{100 * np.mean([v for (s, tt, mm), v in unit.items() if tt == t and mm == m]):.2f}"
-                         if any(tt == t and mm == m for (s, tt, mm) in unit) else "" for m in ("meta", *PEERS)]
-                  for t in targets]
-    write_csv(RESULTS / "mnist_r_targets.csv", ["target"] + [LABELS[m] for m in ("meta", *PEERS)], per_target)
+    complete = units["seeds 0-5"]  # units every method finished
+    per_target = [[t] + [f"{100 * np.mean([unit[(s, tt, m)] for s, tt in complete if tt == t]):.2f}" for m in ("meta", *PEERS)]
+                  for t in targets if any(tt == t for _, tt in complete)]
+    write_csv(RESULTS / "mnist_r_targets.csv", ["target"] + [LABELS[m] for m in ("meta", *PEERS)], per_target,
+              f"AUC %: mean over the seeds run ({', '.join(map(str, sorted({s for s, _ in complete})))}) of the mean over the target's 10 tasks.")
     print("\nper target domain, AUC %, mean over every seed run")
     print_table(["target"] + [m for m in ("meta", *PEERS)], per_target)
 
-    trial = [(s, t) for s in SETTING_SEEDS for t in targets if (s, t, "meta_permuted") in unit and (s, t, "meta") in unit]
+    trial = [(s, t) for s, t in complete if s in SETTING_SEEDS and (s, t, "meta_permuted") in unit]
     if trial:
         val = {(r["seed"], r["target"], r["method"]): r["val_auc"] for r in records if "val_auc" in r}
         rows = []
@@ -160,16 +161,25 @@ def summarize(args: argparse.Namespace) -> None:
         w, p = wtl(a, b)
         rows.append([f"feature_permutation 0.0 vs 1.0, validation AUC: W/T/L {w}, p {p:.2g}", "", "", ""])
         head = ["arm", "feature_permutation", "validation AUC % (the choice)", "target AUC % (not used)"]
-        write_csv(RESULTS / "mnist_r_setting.csv", head, rows)
+        write_csv(RESULTS / "mnist_r_setting.csv", head, rows,
+                  f"The setting trial: development seeds {', '.join(map(str, sorted({s for s, _ in trial})))}, {len(trial)} splits; validation AUC: "
+                  "the best early-stopping check on the 10 validation-domain tasks (the choice); the target AUC is shown, not used.")
         print(f"\nsetting trial, seeds {sorted({s for s, _ in trial})}, {len(trial)} splits")
         print_table(head, rows)
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+def write_csv(path: Path, header: list[str], rows: list[list[str]], note: str) -> None:
+    """The table and its ``.source.md`` (the commands, what a figure is, the date)."""
     import csv
 
     with path.open("w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
+    path.with_suffix(".source.md").write_text(
+        "`python benchmarks/bench_mnist_r.py --seeds 0 1 2 3 4 5` (one process, `nice -n 10`, torch on one thread; "
+        "resumable: `benchmarks/results/mnist_r_runs.jsonl`), then `--summarize`: Mnist-r, each target domain in turn "
+        "(4 source / 1 validation domain drawn by the seed / 1 target), 10 target tasks per unit (support: half the "
+        f"digit's rows plus anomalies at ratio 0.1-0.5; test: every other row). {note} "
+        f"Shared 2-core VM, {time.strftime('%Y-%m-%d')}.\n")
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
