@@ -73,29 +73,31 @@ class Split:
         return self.X_train.shape[1]
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_npz(path: Path, target: str = "y") -> tuple[np.ndarray, np.ndarray]:
+    """Arrays ``X`` and ``target`` (the labels, or a class column)."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = {"X", "y"} - set(f.files)
+            missing = {"X", target} - set(f.files)
             if missing:
                 raise DatasetError(f"{path}: missing array(s) {sorted(missing)}; found {f.files}")
-            return f["X"], f["y"]
+            return f["X"], f[target]
     except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         if isinstance(exc, DatasetError):
             raise
         raise DatasetError(f"{path}: not a readable .npz file ({exc})") from exc
 
 
-def _read_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_table(path: Path, targets: tuple[str, ...] = LABEL_COLUMNS, what: str = "label") -> tuple[np.ndarray, np.ndarray]:
+    """Feature columns and the first column named in ``targets`` (the labels, or a class column)."""
     try:
         table = pq.read_table(path) if path.suffix in (".parquet", ".pq") else pa_csv.read_csv(path)
         names = table.column_names  # decodes them: a CSV header need not be UTF-8
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not a readable {path.suffix} table ({exc})") from exc
     check_unique_columns(path, names)
-    label = next((c for c in LABEL_COLUMNS if c in names), None)
+    label = next((c for c in targets if c in names), None)
     if label is None:
-        raise DatasetError(f"{path}: no label column; expected one of {LABEL_COLUMNS}, found {names}")
+        raise DatasetError(f"{path}: no {what} column; expected one of {targets}, found {names}")
     features = [c for c in names if c != label]
     bad = [c for c in features if not (pa.types.is_integer(table[c].type) or pa.types.is_floating(table[c].type))]
     if bad:
@@ -167,31 +169,9 @@ def load_class_dataset(path: str | os.PathLike, class_column: str) -> ClassDatas
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                missing = {"X", class_column} - set(f.files)
-                if missing:
-                    raise DatasetError(f"{path}: missing array(s) {sorted(missing)}; found {f.files}")
-                X, classes = f["X"], f[class_column]
-        except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-            if isinstance(exc, DatasetError):
-                raise
-            raise DatasetError(f"{path}: not a readable .npz file ({exc})") from exc
+        X, classes = _read_npz(path, class_column)
     elif path.suffix in SUFFIXES:
-        try:
-            table = pq.read_table(path) if path.suffix in (".parquet", ".pq") else pa_csv.read_csv(path)
-            names = table.column_names
-        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{path}: not a readable {path.suffix} table ({exc})") from exc
-        check_unique_columns(path, names)
-        if class_column not in names:
-            raise DatasetError(f"{path}: no class column {class_column!r}; found {names}")
-        features = [c for c in names if c != class_column]
-        bad = [c for c in features if not (pa.types.is_integer(table[c].type) or pa.types.is_floating(table[c].type))]
-        if bad or not features:
-            raise DatasetError(f"{path}: non-numeric feature column(s) {bad}" if bad else f"{path}: no feature columns")
-        X = np.column_stack([table[c].to_numpy(zero_copy_only=False) for c in features])
-        classes = table[class_column].to_numpy(zero_copy_only=False)
+        X, classes = _read_table(path, (class_column,), "class")
     else:
         raise DatasetError(f"{path}: unsupported file type {path.suffix!r}; use one of {SUFFIXES}")
     X, classes = np.asarray(X), np.asarray(classes).ravel()
