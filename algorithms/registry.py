@@ -21,6 +21,7 @@ DETECTORS: dict[str, str] = {
     "meta_rae": "rlad.algorithms.meta_robust_ae:MetaRobustAEDetector",
     "ganomaly": "rlad.algorithms.ganomaly:GANomalyDetector",
     "dec": "rlad.algorithms.deep_clustering:DECDetector",
+    "rae": "rlad.algorithms.robust_ae:RobustAEDetector",
     "residual_rl": "rlad.algorithms.residual_rl:ResidualRLDetector",
     "iforest": "rlad.algorithms.baselines:IForestDetector",
     "ecod": "rlad.algorithms.baselines:ECODDetector",

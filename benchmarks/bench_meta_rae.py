@@ -38,7 +38,9 @@ DETECTORS = ("meta", "per_task", "ae", "iforest", "knn")
 
 
 def scores_of(name: str, X: np.ndarray, X_test: np.ndarray, folder: Path, args: argparse.Namespace, seed: int) -> np.ndarray:
-    options = {"task_sizes": args.sizes, "scaling": args.scaling, "seed": seed}
+    # features permuted in every meta-training task: across MVTec categories a feature's meaning is
+    # not shared the way it is within one domain family (docs/methods/meta-rae.md)
+    options = {"task_sizes": args.sizes, "scaling": args.scaling, "feature_permutation": 1.0, "seed": seed}
     if name == "meta":
         return MetaRobustAEDetector(sources=(str(folder),), **options).fit(X).decision_function(X_test)
     if name == "per_task":

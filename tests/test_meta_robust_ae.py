@@ -21,7 +21,7 @@ from rlad.core.metrics import auc_scores
 from rlad.platform.runtime.bench.runs import BenchConfig, DetectorSpec, run_one
 
 MVTEC = adbench_dir().parent / "adbench_mvtec"
-FAST = {"task_sizes": "reduced", "max_steps": 60, "eval_every": 20, "n_val_tasks": 4}
+FAST = {"task_sizes": "reduced", "max_steps": 60, "eval_every": 20, "n_val_tasks": 4, "feature_permutation": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def digits():
     """Meta-train on digits 0-4, early-stop on 5-6; test tasks over the unseen digits 7-9."""
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
-    det = MetaRobustAEDetector(max_steps=300).meta_fit(pools_from_multiclass(X, y, range(5)), pools_from_multiclass(X, y, [5, 6]))
+    det = MetaRobustAEDetector(max_steps=300, feature_permutation=1.0).meta_fit(pools_from_multiclass(X, y, range(5)), pools_from_multiclass(X, y, [5, 6]))
     spec = TaskSpec(n_support=100, n_query=40, n_query_anomalies=40)
     test = [sample_tasks(p, spec, 2, np.random.default_rng(2)) for p in pools_from_multiclass(X, y, [7, 8, 9])]
     return det, test

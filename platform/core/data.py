@@ -75,13 +75,14 @@ class Split:
         return self.X_train.shape[1]
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_npz(path: Path, target: str = "y") -> tuple[np.ndarray, np.ndarray]:
+    """Arrays ``X`` and ``target`` (the labels, or a class column)."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = {"X", "y"} - set(f.files)
+            missing = {"X", target} - set(f.files)
             if missing:
                 raise DatasetError(f"{path}: missing array(s) {sorted(missing)}; found {f.files}")
-            return f["X"], f["y"]
+            return f["X"], f[target]
     except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         if isinstance(exc, DatasetError):
             raise
@@ -133,6 +134,64 @@ def load_dataset(path: str | os.PathLike, label_column: str | None = None, id_co
     else:
         raise DatasetError(f"{path}: unsupported file type {path.suffix!r}; use one of {SUFFIXES}")
     return validate(np.asarray(X), np.asarray(y), str(path))
+
+
+@dataclass(frozen=True)
+class ClassDataset:
+    """Rows ``X`` (float32) with a class per row (integers): one domain of a task family, where a
+    task takes one class as normal and the others as anomalous."""
+
+    X: np.ndarray
+    classes: np.ndarray
+    name: str
+
+
+def _class_table(path: Path, class_column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Numeric feature columns and the class column of a table, read by the one table reader."""
+    import pandas as pd
+
+    from rlad.core.tables import read_training_table, table_columns
+
+    if class_column not in table_columns(path):
+        raise DatasetError(f"{path}: no class column {class_column!r}")
+    table = read_training_table(path, id_column=class_column)  # the class column is kept out of the features
+    if table.bad:
+        raise DatasetError(f"{path}: row {table.bad[0].row}: {table.bad[0].reason}")
+    frame = table.frame
+    bad = [c for c in frame.columns if pd.to_numeric(frame[c], errors="coerce").isna().any()]
+    if bad:
+        raise DatasetError(f"{path}: non-numeric feature column(s) {bad}")
+    if frame.shape[1] == 0:
+        raise DatasetError(f"{path}: no feature columns")
+    X = frame.apply(pd.to_numeric).to_numpy(dtype=np.float64)
+    classes = pd.to_numeric(pd.Series(table.ids), errors="coerce")
+    if classes.isna().any():
+        raise DatasetError(f"{path}: class column {class_column!r} must hold integers")
+    return X, classes.to_numpy()
+
+
+def load_class_dataset(path: str | os.PathLike, class_column: str) -> ClassDataset:
+    """A domain file with a class column: an ``.npz`` holding ``X`` and an array named
+    ``class_column``, or a Parquet/CSV table whose other numeric columns are the features."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    if path.suffix == ".npz":
+        X, classes = _read_npz(path, class_column)
+    elif path.suffix in SUFFIXES:
+        X, classes = _class_table(path, class_column)
+    else:
+        raise DatasetError(f"{path}: unsupported file type {path.suffix!r}; use one of {SUFFIXES}")
+    X, classes = np.asarray(X), np.asarray(classes).ravel()
+    if X.ndim != 2 or X.dtype.kind not in "biuf" or classes.shape[0] != X.shape[0]:
+        raise DatasetError(f"{path}: need numeric 2-D X and one class per row, got X {X.shape} and {classes.shape[0]} classes")
+    if classes.dtype.kind not in "biu":
+        raise DatasetError(f"{path}: class column {class_column!r} must hold integers, got dtype {classes.dtype}")
+    if not np.isfinite(X).all():
+        raise DatasetError(f"{path}: X has NaN/inf values")
+    if np.unique(classes).size < 2:
+        raise DatasetError(f"{path}: need at least 2 classes in {class_column!r}")
+    return ClassDataset(X.astype(np.float32), classes.astype(np.int64), path.stem)
 
 
 def adbench_split(ds: TabularDataset, cfg: SplitConfig = SplitConfig()) -> Split:
