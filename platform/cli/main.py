@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = tuple(f"rlad.platform.cli.{name}" for name in ("fit", "score", "swift_hydra", "dplan", "residual_rl", "serve", "bench", "tune", "meta_rae"))
+COMMAND_MODULES = tuple(f"rlad.platform.cli.{name}" for name in ("fit", "score", "swift_hydra", "dplan", "residual_rl", "serve", "bench", "tune", "meta_rae", "retrain", "models"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,10 +1,10 @@
-"""``rlad serve``: serve a saved detector over HTTP (JSON in, scores out) until interrupted."""
+"""``rlad serve``: serve a saved detector over HTTP (JSON in, scores out, analysts' feedback, the
+model registry) until SIGTERM or Ctrl-C, which drain in-flight requests and exit 0 or 130."""
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -134,17 +134,17 @@ def serve_forever(args: argparse.Namespace, options: ServeOptions, authenticated
 
     from rlad.algorithms.registry import load_detector
     from rlad.core.ray_init import init_ray
+    from rlad.platform.runtime.lifecycle import SignalWaiter, shut_down
     from rlad.platform.runtime.serving import deploy_detector
 
     load_detector(args.checkpoint)  # a bad checkpoint is one message here, before Ray starts
     version, checkpoint = register(args, options.workdir)
     init_ray(num_cpus=args.num_cpus, address=args.address)
+    signals = SignalWaiter()  # after Ray's init, which installs its own SIGTERM handler
     deploy_detector(checkpoint, options, version=version)
     base = f"http://{args.host}:{args.port}{args.route_prefix}"
     auth = "X-API-Key required" if authenticated else "no API key"
-    print(f"[serve] POST {base}/score  GET {base}/info  triage page {base}/ui/  OpenAPI {base}/openapi.json  ({auth}; Ctrl-C to stop)", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
+    print(f"[serve] POST {base}/score  POST {base}/feedback  GET {base}/models  GET {base}/metrics  triage page {base}/ui/  "
+          f"OpenAPI {base}/openapi.json  ({auth}; Ctrl-C or SIGTERM to stop)", flush=True)
+    shut_down(signals.wait(), options.app_name, local=args.address is None, log=lambda line: print(line, flush=True))
+    return 0  # not reached: shut_down ends the process with the signal's exit code

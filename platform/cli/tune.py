@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import shutil
-import tempfile
-from pathlib import Path
 
 from rlad.platform.cli.args import add_data
 
@@ -26,40 +22,21 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def job_command(args: argparse.Namespace, upload: Path) -> str:
-    """The ``rlad tune`` command a submitted job runs; a local spec or data file is copied into
-    ``upload`` (the job's working_dir) and named relative to it."""
-    def ship(value: str) -> str:
-        if Path(value).is_file():
-            shutil.copy(value, upload / Path(value).name)
-            return Path(value).name
-        return value
-
+def job_command(args: argparse.Namespace, ship) -> list[str]:
+    """The ``rlad tune`` command a submitted job runs; a local spec or data file is shipped with it."""
     argv = ["rlad", "tune", ship(args.spec), "--data", ship(args.data), "--address", "auto"]
     if args.storage:
         argv += ["--storage", args.storage]
     if args.resume:
         argv.append("--resume")
-    return shlex.join(argv)
-
-
-def submit(args: argparse.Namespace) -> int:
-    from ray.job_submission import JobSubmissionClient
-
-    if not args.address:
-        raise SystemExit("rlad tune --submit needs --address http://HEAD:8265 (the Ray dashboard)")
-    upload = Path(tempfile.mkdtemp(prefix="rlad_tune_job_"))
-    entrypoint = job_command(args, upload)
-    job_id = JobSubmissionClient(args.address).submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(upload)})
-    shutil.rmtree(upload)
-    print(f"submitted {job_id}: {entrypoint}")
-    print(f"follow it with: ray job logs --follow --address {args.address} {job_id}")
-    return 0
+    return argv
 
 
 def run(args: argparse.Namespace) -> int:
     if args.submit:
-        return submit(args)
+        from rlad.platform.cli.jobs import submit_job
+
+        return submit_job(args.address, "tune", lambda ship: job_command(args, ship))
     from rlad.core.ray_init import init_ray
     from rlad.platform.runtime.tuning import build_tuner, experiment_path, prepare_data, summarize
     from rlad.tune_specs.schema import load_spec

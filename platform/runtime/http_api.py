@@ -19,20 +19,23 @@ import asyncio
 import hashlib
 import hmac
 import math
+import time
 import uuid
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from rlad.platform.runtime.screening import InputPolicy
+from rlad.platform.runtime.service_metrics import CONTENT_TYPE, DRIFT_MAX_AGE_S, ServiceMetrics, reject_reason
 from rlad.platform.runtime.feedback import DEFAULT_WINDOW, FeedbackStore, UnknownRow
+from rlad.platform.runtime.lifecycle import Drain
 from rlad.platform.runtime.model_registry import ModelRegistry
 from rlad.platform.runtime.triage import ui_dir
 
@@ -135,6 +138,34 @@ async def require_api_key(request: Request, call_next):
     return await call_next(request)
 
 
+ROUTES = ("/score", "/feedback", "/recent", "/explain", "/models", "/metrics", "/drift", "/info", "/openapi.json", "/docs")
+
+
+@api.middleware("http")
+async def observe_and_drain(request: Request, call_next):
+    """Outermost: counts and times every request (401s too) and, once the service drains on
+    SIGTERM/SIGINT, answers new ones 503 while those already accepted finish."""
+    drain, metrics = getattr(request.app.state, "drain", None), getattr(request.app.state, "metrics", None)
+    path, root = request.url.path, request.scope.get("root_path", "")
+    route = path[len(root):] if root and path.startswith(root) else path
+    route = route if route in ROUTES else "ui" if route.startswith("/ui") else "other"
+    started = time.perf_counter()
+    if drain is not None and drain.draining:
+        response = JSONResponse({"detail": "the service is shutting down: retry on another replica"}, status_code=503,
+                                headers={"Retry-After": "5", "Connection": "close"})
+    else:
+        if drain is not None:
+            drain.in_flight += 1
+        try:
+            response = await call_next(request)
+        finally:
+            if drain is not None:
+                drain.in_flight -= 1
+    if metrics is not None:
+        metrics.observe(route, response.status_code, time.perf_counter() - started, getattr(request.state, "reason", None))
+    return response
+
+
 def _is_page(request: Request) -> bool:
     """The triage page's static files load without the key (they hold no data; the page asks for
     the key and sends it with every data call)."""
@@ -151,19 +182,25 @@ class ScoringAPI:
         self.store = None if workdir is None else FeedbackStore(workdir, window)
         self.registry = None if workdir is None else ModelRegistry(workdir)
         self._n_features: int | None = None
+        api.state.drain = self.drain_state = Drain()
+        api.state.metrics = self.metrics = ServiceMetrics(self.store, self.registry)
         api.state.api_key_sha256 = api_key_sha256  # one ingress per replica process
 
     @api.post("/score", response_model=ScoreResponse,
               responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
-    async def score(self, request: ScoreRequest) -> ScoreResponse | JSONResponse:
+    async def score(self, request: ScoreRequest, http: Request) -> ScoreResponse | JSONResponse:
         if request.ids is not None and len(request.ids) != len(request.rows):
+            http.state.reason = "ids"
             return JSONResponse({"detail": f"{len(request.ids)} ids for {len(request.rows)} rows"}, status_code=422)
         if len(request.rows) > self.max_rows:
+            http.state.reason = "too_many_rows"
             return JSONResponse({"detail": f"{len(request.rows)} rows exceed the limit of {self.max_rows} per request"}, status_code=413)
         rows = request.rows
         out = await self._score_with_retry(np.asarray(rows, dtype=np.float64) if isinstance(rows[0], list) else rows)
         if "error" in out:
+            http.state.reason = reject_reason(out["status"], out["error"])
             return JSONResponse({"detail": out["error"]}, status_code=out["status"])
+        self.metrics.served_version.set(out["version"])
         flagged = out["out_of_range"]
         ids = request.ids or [uuid.uuid4().hex for _ in request.rows]
         if self.store is not None:
@@ -221,11 +258,12 @@ class ScoringAPI:
 
     @api.post("/feedback", response_model=None, status_code=201,
               responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
-    async def post_feedback(self, request: FeedbackRequest) -> dict[str, int] | JSONResponse:
+    async def post_feedback(self, request: FeedbackRequest, http: Request) -> dict[str, int] | JSONResponse:
         """An analyst's label for a scored row (by id, or by its values); committed before the 201."""
         if (missing := self._need_store()) is not None:
             return missing
         if (request.id is None) == (request.row is None):
+            http.state.reason = "id_or_row"
             return JSONResponse({"detail": "send either the row's id or its values in row"}, status_code=422)
         if request.row is not None and self._n_features is None:
             self._n_features = (await self.detector.info.remote())["n_features"]
@@ -233,8 +271,10 @@ class ScoringAPI:
             fid = await asyncio.to_thread(self.store.add_feedback, request.label, request.analyst, request.id,
                                           request.row, self._n_features)
         except UnknownRow as exc:
+            http.state.reason = "unknown_id"
             return JSONResponse({"detail": exc.args[0]}, status_code=404)
         except ValueError as exc:
+            http.state.reason = "label" if "label" in str(exc) else "row"
             return JSONResponse({"detail": str(exc)}, status_code=422)
         return {"feedback_id": fid}
 
@@ -260,8 +300,26 @@ class ScoringAPI:
         """PSI per feature of the newest scored rows, and their score histogram, against training."""
         if (missing := self._need_store()) is not None:
             return missing
+        return await self._drift()
+
+    async def _drift(self) -> dict[str, Any]:
         rows, scores = await asyncio.to_thread(self.store.recent_rows)
-        return await self.detector.drift.remote(rows, scores)
+        self.metrics.drift = report = await self.detector.drift.remote(rows, scores)
+        self._drift_ts = time.monotonic()
+        return report
+
+    @api.get("/metrics", response_class=Response, responses={401: {"model": ErrorResponse}})
+    async def prometheus(self) -> Response:
+        """Prometheus text format: requests and rejections by reason, latency, the live version,
+        feedback counts, PSI drift per feature (recomputed when older than ``DRIFT_MAX_AGE_S``)."""
+        if self.store is not None and time.monotonic() - getattr(self, "_drift_ts", -1e9) > DRIFT_MAX_AGE_S:
+            await self._drift()
+        return Response(self.metrics.text(), media_type=CONTENT_TYPE)
+
+    async def drain(self, timeout: float) -> int:
+        """Called by ``rlad serve`` on SIGTERM/SIGINT (through a handle, not over HTTP): new
+        requests get 503, accepted ones finish; returns how many are still running at ``timeout``."""
+        return await self.drain_state.wait(timeout)
 
     @api.get("/models", response_model=None, responses={401: {"model": ErrorResponse}})
     async def models(self) -> dict[str, Any] | JSONResponse:

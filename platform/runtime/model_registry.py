@@ -90,7 +90,7 @@ class ModelRegistry:
     """Versions, the live pointer and the decision log of one service folder."""
 
     def __init__(self, workdir: str | Path) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # checkpoint paths are absolute: replicas run elsewhere
         self.conn = open_db(self.workdir)
         self.conn.executescript(SCHEMA)
 
