@@ -10,8 +10,8 @@ Each round:
    started near randomly drawn anchors); the ``l`` decoded samples with the highest reward
    (``selection``) join the training data as anomalies, with ``l = min(top_l,
    max_synthetic_fraction * n_train, max_synthetic_per_anomaly * n_labelled_anomalies)`` so that
-   synthetic rows never swamp the labelled ones, and the augmented data is written to Parquet;
-4. the injected :class:`Retrainer` fits a fresh detector on that Parquet file (in this process by
+   synthetic rows never swamp the labelled ones;
+4. the injected :class:`Retrainer` fits a fresh detector on the combined data (in this process by
    default; ``rlad.platform.runtime.ray_train.RayTrainRetrainer`` uses Ray Train).
 
 :meth:`SwiftHydra.rounds` yields each round's record and detector: ``run``, the detector's
@@ -37,7 +37,6 @@ from rlad.algorithms.beta_vae import BetaVAEConfig, ConditionalBetaVAE, train_be
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, Scorer, SynthesisEnvConfig
 from rlad.core import progress
-from rlad.core.data import load_dataset, write_parquet
 from rlad.core.env_payload import EnvPayload, fetch_payload
 from rlad.core.metrics import auc_scores
 from rlad.core.ray_init import init_ray
@@ -164,17 +163,16 @@ class InProcessScoring:
 
 
 class Retrainer(Protocol):
-    """Fits a fresh detector on the rows of a round's Parquet file (``sample_weight`` and the loss
-    ``target`` per row, default 1 and the labels)."""
+    """Fits a fresh detector on a round's combined data, as ``MambaMoEDetector(cfg).fit(X, y,
+    **fit_params)`` does (``sample_weight`` and the loss ``target`` per row)."""
 
-    def __call__(self, parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int,
-                 sample_weight: np.ndarray | None = None, target: np.ndarray | None = None) -> MambaMoEDetector: ...
+    def __call__(self, cfg: MambaMoEConfig, X: np.ndarray, y: np.ndarray, workdir: Path, rnd: int,
+                 **fit_params: np.ndarray | None) -> MambaMoEDetector: ...
 
 
-def retrain_in_process(parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int,
-                       sample_weight: np.ndarray | None = None, target: np.ndarray | None = None) -> MambaMoEDetector:
-    ds = load_dataset(parquet)
-    return MambaMoEDetector(cfg).fit(ds.X, ds.y, sample_weight=sample_weight, target=target)
+def retrain_in_process(cfg: MambaMoEConfig, X: np.ndarray, y: np.ndarray, workdir: Path, rnd: int,
+                       **fit_params: np.ndarray | None) -> MambaMoEDetector:
+    return MambaMoEDetector(cfg).fit(X, y, **fit_params)
 
 
 # -- RLlib pieces -----------------------------------------------------------------------------------
@@ -359,7 +357,7 @@ class SwiftHydra:
         anchors = vae.anomaly_anchors(X[y == 1])
         self.log(f"[swift-hydra] beta-VAE trained on {len(X)} rows ({time.time() - t0:.1f}s)")
 
-        detector = self.retrain(write_parquet(self.workdir / "round_0" / "train.parquet", X, y), cfg.detector, self.workdir, 0)
+        detector = self.retrain(cfg.detector, X, y, self.workdir, 0)
         yield self._record(0, detector, X_eval, y_eval, n_synthetic=0, t=time.time() - t0), detector
         first = detector
         # the real rows' targets in every later round (None: the labels)
@@ -400,9 +398,8 @@ class SwiftHydra:
                     if cfg.retrain_generator:  # the self-reinforcing part: the generator learns from the combined data
                         vae = self._train_generator(X_aug, y_aug)
                         anchors = vae.anomaly_anchors(X[y == 1])
-                    parquet = write_parquet(self.workdir / f"round_{rnd}" / "train.parquet", X_aug, y_aug)
                     target = None if real_target is None else np.r_[real_target, np.ones(len(self.synthetic_))].astype(np.float32)
-                    detector = self.retrain(parquet, cfg.detector, self.workdir, rnd, sample_weight=w_aug, target=target)
+                    detector = self.retrain(cfg.detector, X_aug, y_aug, self.workdir, rnd, sample_weight=w_aug, target=target)
                     checkpoint = detector.save(self.workdir / f"round_{rnd}" / "detector.pt")
                     if ppo is not None:
                         scorer = self.scoring.publish(detector, checkpoint, rnd)

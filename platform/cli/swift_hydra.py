@@ -22,7 +22,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--serve-resources", default="{}", help="custom resources of the Serve replica as YAML, e.g. '{detector_node: 1}'")
     p.add_argument("--ray-train", action="store_true", help="retrain the detector with Ray Train (GPU when present)")
     p.add_argument("--train-workers", type=int, default=1, help="Ray Train workers with --ray-train (default: 1)")
-    p.add_argument("--workdir", default="runs/swift_hydra", help="checkpoints, Parquet and TensorBoard logs")
+    p.add_argument("--workdir", default="runs/swift_hydra", help="checkpoints and TensorBoard logs")
     p.add_argument("--save", default=None, help="save the scoring model (Inference Module, else the final large detector) as a swift_hydra checkpoint")
     p.set_defaults(func=run)
 
