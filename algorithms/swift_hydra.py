@@ -61,6 +61,7 @@ class RolloutConfig:
 
     num_env_runners: int = 1  # 0: sample in the driver
     num_envs_per_runner: int = 8  # walkers per env runner (one scorer call per vector step)
+    num_cpus_per_runner: float = 1.0  # CPUs each env runner reserves (its walkers step and decode in one process)
     resources: dict[str, float] = field(default_factory=dict)  # custom resources per runner, e.g. {"rollout_node": 1}
     restart_delay_s: float = 5.0  # a crashed env runner is restarted after this delay
 
@@ -209,8 +210,8 @@ def make_synthesis_env(env_config: dict[str, Any]) -> LatentSynthesisVecEnv:
 
 
 class SynthesisPPO:
-    """PPO on the synthesis env; CPUs reserved: ``rollout.num_env_runners`` (learner in the
-    driver). :meth:`push` starts a round on every env runner, and on any built later (a
+    """PPO on the synthesis env; CPUs reserved: ``rollout.num_env_runners * num_cpus_per_runner``
+    (learner in the driver). :meth:`push` starts a round on every env runner, and on any built later (a
     restarted runner walks the current round, not the first)."""
 
     def __init__(self, cfg: SwiftHydraConfig, first: SynthesisRound) -> None:
@@ -226,7 +227,7 @@ class SynthesisPPO:
             .env_runners(
                 num_env_runners=cfg.rollout.num_env_runners,
                 num_envs_per_env_runner=cfg.rollout.num_envs_per_runner,
-                num_cpus_per_env_runner=1,
+                num_cpus_per_env_runner=cfg.rollout.num_cpus_per_runner,
                 custom_resources_per_env_runner=cfg.rollout.resources,
                 gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
             )
