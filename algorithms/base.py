@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rlad.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from rlad.core.config import from_dict
+from rlad.core.config import from_dict, learned_options
 from rlad.core.profile import TrainingProfile
 
 
@@ -168,7 +168,7 @@ class BaseDetector(ABC):
             "feature_range": None if self.feature_range_ is None else [r.tolist() for r in self.feature_range_],
             "profile": None if self.profile_ is None else self.profile_.to_dict(),
         }
-        return save_checkpoint(path, self.kind, {"model": dataclasses.asdict(self.config), "meta": meta}, self._get_state())
+        return save_checkpoint(path, self.kind, {"model": learned_options(self.config), "meta": meta}, self._get_state())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BaseDetector":

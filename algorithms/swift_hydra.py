@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -92,6 +92,8 @@ class SwiftHydraConfig:
     the same number of candidates from uniformly random latent moves, no RL; ``env.w_div=0``: RL
     without the diversity term; ``retrain_generator=False``: the C-VAE is trained once;
     ``inference_module=False``: the large detector itself scores)."""
+
+    RUNTIME: ClassVar[str] = "rollout"  # resources: left out of checkpoints
 
     rounds: int = 3
     ppo_iterations: int = 4

@@ -64,7 +64,10 @@ def test_training_flags_read_their_defaults_from_the_config(command):
 
 def test_dplan_flags_name_config_options():
     from rlad.algorithms.dplan import DPLANConfig
-    from rlad.core.config import from_dict
+    from rlad.core.config import from_dict, set_dotted
     from rlad.platform.cli.dplan import CONFIG_FLAGS
 
-    from_dict(DPLANConfig, {key: 1 for _, key, _, _ in CONFIG_FLAGS})  # unknown keys would raise
+    options: dict = {}
+    for _, key, _, _ in CONFIG_FLAGS:
+        set_dotted(options, key, 1)
+    from_dict(DPLANConfig, options)  # unknown keys would raise

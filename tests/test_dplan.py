@@ -260,7 +260,7 @@ def test_fit_needs_labelled_anomalies(split):
 
 def test_remote_env_runner(ray_cluster, split):
     det = DPLANDetector(
-        contamination=0.02, num_env_runners=1, episodes=2, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200
+        contamination=0.02, runtime={"num_env_runners": 1}, episodes=2, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200
     )
     det.fit(split.X_train, split.y_train_semi)
     assert det.history_[-1]["env_steps"] >= 300

@@ -50,7 +50,7 @@ def tiny_spec(algorithm: str, storage: Path, num_samples: int = 2, **changes) ->
 def test_shipped_specs_parse(name):
     spec = load_spec(name)
     assert spec.algorithm == name and spec.metric.startswith("val_") and spec.num_samples > 1
-    runners = spec.config["rollout"]["num_env_runners"] if name == "swift_hydra" else spec.config["num_env_runners"]
+    runners = spec.config["rollout" if name == "swift_hydra" else "runtime"]["num_env_runners"]
     assert spec.cpus_per_trial == 1 and runners == 0
 
 

@@ -7,7 +7,7 @@ import argparse
 from rlad.platform.cli.args import add_data, add_ray, add_seed, add_split
 
 
-#: (flag, DPLANConfig key, type, help) of the training options this command exposes.
+#: (flag, DPLANConfig key (dotted into sections), type, help) of the options this command exposes.
 CONFIG_FLAGS = (
     ("--episodes", "episodes", int, "training episodes after warm-up"),
     ("--steps", "steps_per_episode", int, "env steps per episode (between hidden-layer refreshes)"),
@@ -15,7 +15,7 @@ CONFIG_FLAGS = (
     ("--epsilon-steps", "epsilon_steps", int, "env steps of epsilon decay"),
     ("--target-update", "target_update_freq", int, "env steps between target-network updates"),
     ("--p", "p", float, "probability of drawing the next state from labelled anomalies"),
-    ("--num-env-runners", "num_env_runners", int, "remote EnvRunner actors (0: sample in this process)"),
+    ("--num-env-runners", "runtime.num_env_runners", int, "remote EnvRunner actors (0: sample in this process)"),
 )
 
 
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from rlad.algorithms.dplan import DPLANDetector, DPLANTraining
+    from rlad.core.config import set_dotted
     from rlad.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
     from rlad.core.metrics import auc_scores
     from rlad.core.ray_init import init_ray
@@ -51,8 +52,11 @@ def run(args: argparse.Namespace) -> int:
         f"{split.X_test.shape[0]} test rows, {split.n_features} features"
     )
     init_ray(num_cpus=args.num_cpus, address=args.address)
-    given = {key: getattr(args, flag[2:].replace("-", "_")) for flag, key, _, _ in CONFIG_FLAGS}
-    det = DPLANDetector(contamination=args.contamination, seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+    options: dict = {"seed": args.seed}
+    for flag, key, _, _ in CONFIG_FLAGS:
+        if (value := getattr(args, flag[2:].replace("-", "_"))) is not None:
+            set_dotted(options, key, value)
+    det = DPLANDetector(contamination=args.contamination, **options)
     tb = TBLogger(args.logdir) if args.logdir else None
 
     def on_episode(summary: dict, training: DPLANTraining) -> None:

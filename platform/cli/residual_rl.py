@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     )
     init_ray(num_cpus=args.num_cpus, address=args.address)
     given = {"iterations": args.iterations, "ae_epochs": args.ae_epochs, "grid_size": args.grid_size}
-    det = ResidualRLDetector(image_shape=train.image_shape, seed=args.seed, verbose=True, logdir=args.logdir,
+    det = ResidualRLDetector(image_shape=train.image_shape, seed=args.seed, runtime={"verbose": True, "logdir": args.logdir},
                              **{k: v for k, v in given.items() if v is not None})
     try:
         det.fit(train.X, train.y)
