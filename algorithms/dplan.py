@@ -82,7 +82,11 @@ class DPLANRuntime:
 
 @dataclass
 class DPLANConfig:
-    """Defaults are the paper's settings; ``total steps = warmup_steps + episodes * steps_per_episode``."""
+    """Defaults are the paper's settings; ``total steps = warmup_steps + episodes * steps_per_episode``.
+
+    A DPLAN *episode* is the paper's: ``steps_per_episode`` env steps (all env runners and their
+    sub-envs together) and one hidden-layer refresh. Each sub-env's gym episode, the steps between
+    its refreshes, is that share of it (:func:`env_config`: ``refresh_every``)."""
 
     RUNTIME: ClassVar[str] = "runtime"
     # checkpoints saved before the runtime section held these at the top level
@@ -336,12 +340,14 @@ def iteration_summary(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 def env_config(cfg: DPLANConfig, data: EnvPayload) -> dict[str, Any]:
-    """The env's config: env runners fetch the rows ``(X, y)`` from ``data`` by name.
-    A sub-env's episode is ``steps_per_episode / num_envs_per_env_runner`` steps, so that each
-    runner refreshes the hidden layer every ``steps_per_episode`` of its env steps, as the paper."""
+    """The env's config: env runners fetch the rows ``(X, y)`` from ``data`` by name. A sub-env
+    refreshes the hidden layer every ``refresh_every`` of its steps: its share of a DPLAN episode
+    (``steps_per_episode`` over every sub-env of every runner), so each DPLAN episode is one
+    refresh everywhere, as the paper's one env refreshes once per episode."""
+    sub_envs = cfg.num_envs_per_env_runner * max(cfg.runtime.num_env_runners, 1)
     return {
         "data": data.name, "p": cfg.p, "n_candidates": cfg.n_candidates,
-        "steps_per_episode": max(cfg.steps_per_episode // cfg.num_envs_per_env_runner, 1),
+        "refresh_every": max(cfg.steps_per_episode // sub_envs, 1),
         "iforest_estimators": cfg.iforest_estimators,
         "intrinsic_weight": cfg.intrinsic_weight,
     }

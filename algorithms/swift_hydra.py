@@ -89,7 +89,7 @@ SELECTION = ("reward", "evasion", "random")
 @dataclass
 class SwiftHydraConfig:
     """Every part of the paper's loop can be switched off for ablations (``synthesis="random"``:
-    the same number of candidates from uniformly random latent moves, no RL; ``env.w_div=0``: RL
+    the same number of candidates from uniformly random latent moves, no RL; ``env.w_div_start=0``: RL
     without the diversity term; ``retrain_generator=False``: the C-VAE is trained once;
     ``inference_module=False``: the large detector itself scores)."""
 
@@ -369,7 +369,7 @@ class SwiftHydra:
         ppo = scorer = None
         if cfg.synthesis == "rl":
             scorer = self.scoring.publish(detector, detector.save(self.workdir / "round_0" / "detector.pt"), 0)
-            ppo = SynthesisPPO(cfg, SynthesisRound(scorer, vae, anchors, X, cfg.env.w_div))
+            ppo = SynthesisPPO(cfg, SynthesisRound(scorer, vae, anchors, X, cfg.env.w_div_at(1)))
             self.rollout_nodes_ = set(ppo.algo.env_runner_group.foreach_env_runner(
                 lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.rollout.num_env_runners == 0))
             self.log(f"[swift-hydra] {max(cfg.rollout.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
@@ -382,7 +382,7 @@ class SwiftHydra:
         try:
             with TBLogger(self.workdir / "tensorboard") as tb:
                 for rnd in range(1, cfg.rounds + 1):
-                    w_div = cfg.env.w_div * cfg.env.div_decay ** (rnd - 1)  # diverse early, evasive later
+                    w_div = cfg.env.w_div_at(rnd)
                     current = SynthesisRound(scorer, vae, anchors, X_aug, w_div)  # what the env runners walk this round
                     local = dataclasses.replace(current, scorer=LocalScorer(detector)).make_env(walkers, cfg.env, seed=rnd)
                     extra: dict[str, float] = {}

@@ -34,8 +34,8 @@ from rlad.core.verbosity import quiet
 QUICK = dict(episodes=5, steps_per_episode=500, warmup_steps=500, epsilon_steps=1000, target_update_freq=500)
 
 
-def make_env(X: np.ndarray, y: np.ndarray, cfg: DPLANConfig, steps_per_episode: int) -> DPLANEnv:
-    return DPLANEnv({"X": X, "y": y, "p": cfg.p, "n_candidates": cfg.n_candidates, "steps_per_episode": steps_per_episode,
+def make_env(X: np.ndarray, y: np.ndarray, cfg: DPLANConfig, refresh_every: int) -> DPLANEnv:
+    return DPLANEnv({"X": X, "y": y, "p": cfg.p, "n_candidates": cfg.n_candidates, "refresh_every": refresh_every,
                      "iforest_estimators": cfg.iforest_estimators, "intrinsic_weight": cfg.intrinsic_weight})
 
 

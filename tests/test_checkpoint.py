@@ -88,7 +88,7 @@ def test_checkpoints_leave_the_runtime_section_out_and_older_ones_still_load(tmp
     runtime options sat at the top level load into its runtime section, unknown keys still fail."""
     from rlad.algorithms.dplan import DPLANDetector, DPLANRuntime, QNetwork
     from rlad.algorithms.swift_hydra import SwiftHydraConfig
-    from rlad.core.config import learned_options
+    from rlad.core.config import from_dict, learned_options
 
     X = np.random.default_rng(0).random((50, 4)).astype(np.float32)
     det = DPLANDetector(runtime={"num_env_runners": 3, "num_cpus": 7}).adopt(X, {"q_network": QNetwork(4).state_dict()})
@@ -104,3 +104,4 @@ def test_checkpoints_leave_the_runtime_section_out_and_older_ones_still_load(tmp
     save_checkpoint(tmp_path / "bad.pt", kind, config, state)
     with pytest.raises(CheckpointError, match="unknown option"):
         DPLANDetector.load(tmp_path / "bad.pt")
+    assert from_dict(SwiftHydraConfig, {"env": {"w_div": 0.5}}).env.w_div_start == 0.5  # renamed: the old name loads
