@@ -350,9 +350,8 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
     teacher finds slightly suspicious (``t`` 0.05, ``pw`` 50) pulls towards 0.72, which amplifies
     the teacher's suspicion among the unlabelled rows (where most anomalies are at la = 0.1). That
     is kept on purpose: weighting labelled rows by ``pw`` instead (targets fitted as given) lowered
-    Swift Hydra's mean AUC-ROC / AUC-PR from 0.964 / 0.764 to 0.957 / 0.747 (AUC-PR lower on 15 of
-    19 runs, Wilcoxon p 0.002) and its Inference Module's from 0.962 / 0.765 to 0.946 / 0.720 (trial,
-    ablation bench on 19 of its 36 development runs). Mini-batches shrink (to 16 rows at least) so that an
+    the AUCs of Swift Hydra and of its Inference Module (trial: ``benchmarks/results/setting_trials.csv``).
+    Mini-batches shrink (to 16 rows at least) so that an
     epoch has ``min_batches`` of them: 10 epochs of a 170-row data set were 10 updates.
 
     Early stopping (unwrapped nets only: DDP workers would stop at different epochs): with

@@ -117,9 +117,8 @@ class SwiftHydraConfig:
     # the development seeds. The teacher stays the round-0 detector: chaining each round's detector as the next
     # one's teacher collapsed (both trials: benchmarks/results/setting_trials.csv).
     self_distill: float = 0.5
-    # Loss weight of a synthetic anomaly (real rows weigh 1). With the three-network detector, the final large
-    # detector on 12 development sets x 3 seeds (bench settings), mean AUC-ROC / AUC-PR: 0.909 / 0.711 at 0.5,
-    # 0.918 / 0.733 at 0.1 (W/T/L against 0.5: 13/16/7, 19/5/12); the detector alone 0.919 / 0.728.
+    # Loss weight of a synthetic anomaly (real rows weigh 1): 0.1 beat 0.5 with the three-network detector
+    # (trial: benchmarks/results/setting_trials.csv).
     synthetic_weight: float = 0.1
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     detector: MambaMoEConfig = field(default_factory=large_detector_config)
