@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rlad.platform.cli.args import add_data, add_ray, add_seed, add_split
+from rlad.platform.cli.args import add_data, add_ray, add_seed, add_split, split_options
 
 
 #: (flag, DPLANConfig key (dotted into sections), type, help) of the options this command exposes.
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from rlad.core.ray_init import init_ray
     from rlad.core.tensorboard import TBLogger
 
-    split_cfg = SplitConfig(max_rows=args.max_rows, n_labeled_anomalies=args.labeled, contamination=args.contamination, seed=args.seed)
+    split_cfg = SplitConfig(n_labeled_anomalies=args.labeled, contamination=args.contamination, **split_options(args))
     split = adbench_split(load_dataset(resolve_data(args.data)), split_cfg)
     print(
         f"{split.name}: {split.X_train.shape[0]} train rows ({int(split.y_train_semi.sum())} labelled anomalies), "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from rlad.platform.cli.args import add_data, add_ray, add_seed, add_split
+from rlad.platform.cli.args import add_data, add_ray, add_seed, add_split, split_options
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     options.setdefault("seed", args.seed)
     cfg = from_dict(SwiftHydraConfig, options)
 
-    split = adbench_split(load_dataset(resolve_data(args.data)), SplitConfig(la=args.la, max_rows=args.max_rows, seed=args.seed))
+    split = adbench_split(load_dataset(resolve_data(args.data)), SplitConfig(**split_options(args)))
     print(f"[swift-hydra] {split.name}: train {split.X_train.shape}, {int(split.y_train_semi.sum())} labelled anomalies, "
           f"test {split.X_test.shape}")
     init_ray(num_cpus=args.num_cpus, address=args.address)
