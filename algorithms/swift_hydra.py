@@ -10,8 +10,8 @@ Each round:
    started near randomly drawn anchors); the ``l`` decoded samples with the highest reward
    (``selection``) join the training data as anomalies, with ``l = min(top_l,
    max_synthetic_fraction * n_train, max_synthetic_per_anomaly * n_labelled_anomalies)`` so that
-   synthetic rows never swamp the labelled ones, and the augmented data is written to Parquet;
-4. the injected :class:`Retrainer` fits a fresh detector on that Parquet file (in this process by
+   synthetic rows never swamp the labelled ones;
+4. the injected :class:`Retrainer` fits a fresh detector on the combined data (in this process by
    default; ``rlad.platform.runtime.ray_train.RayTrainRetrainer`` uses Ray Train).
 
 :meth:`SwiftHydra.rounds` yields each round's record and detector: ``run``, the detector's
@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -37,7 +37,6 @@ from rlad.algorithms.beta_vae import BetaVAEConfig, ConditionalBetaVAE, train_be
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, Scorer, SynthesisEnvConfig
 from rlad.core import progress
-from rlad.core.data import load_dataset, write_parquet
 from rlad.core.env_payload import EnvPayload, fetch_payload
 from rlad.core.metrics import auc_scores
 from rlad.core.ray_init import init_ray
@@ -62,6 +61,7 @@ class RolloutConfig:
 
     num_env_runners: int = 1  # 0: sample in the driver
     num_envs_per_runner: int = 8  # walkers per env runner (one scorer call per vector step)
+    num_cpus_per_runner: float = 1.0  # CPUs each env runner reserves (its walkers step and decode in one process)
     resources: dict[str, float] = field(default_factory=dict)  # custom resources per runner, e.g. {"rollout_node": 1}
     restart_delay_s: float = 5.0  # a crashed env runner is restarted after this delay
 
@@ -89,9 +89,11 @@ SELECTION = ("reward", "evasion", "random")
 @dataclass
 class SwiftHydraConfig:
     """Every part of the paper's loop can be switched off for ablations (``synthesis="random"``:
-    the same number of candidates from uniformly random latent moves, no RL; ``env.w_div=0``: RL
+    the same number of candidates from uniformly random latent moves, no RL; ``env.w_div_start=0``: RL
     without the diversity term; ``retrain_generator=False``: the C-VAE is trained once;
     ``inference_module=False``: the large detector itself scores)."""
+
+    RUNTIME: ClassVar[str] = "rollout"  # resources: left out of checkpoints
 
     rounds: int = 3
     ppo_iterations: int = 4
@@ -115,9 +117,8 @@ class SwiftHydraConfig:
     # the development seeds. The teacher stays the round-0 detector: chaining each round's detector as the next
     # one's teacher collapsed (both trials: benchmarks/results/setting_trials.csv).
     self_distill: float = 0.5
-    # Loss weight of a synthetic anomaly (real rows weigh 1). With the three-network detector, the final large
-    # detector on 12 development sets x 3 seeds (bench settings), mean AUC-ROC / AUC-PR: 0.909 / 0.711 at 0.5,
-    # 0.918 / 0.733 at 0.1 (W/T/L against 0.5: 13/16/7, 19/5/12); the detector alone 0.919 / 0.728.
+    # Loss weight of a synthetic anomaly (real rows weigh 1): 0.1 beat 0.5 with the three-network detector
+    # (trial: benchmarks/results/setting_trials.csv).
     synthetic_weight: float = 0.1
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     detector: MambaMoEConfig = field(default_factory=large_detector_config)
@@ -164,17 +165,16 @@ class InProcessScoring:
 
 
 class Retrainer(Protocol):
-    """Fits a fresh detector on the rows of a round's Parquet file (``sample_weight`` and the loss
-    ``target`` per row, default 1 and the labels)."""
+    """Fits a fresh detector on a round's combined data, as ``MambaMoEDetector(cfg).fit(X, y,
+    **fit_params)`` does (``sample_weight`` and the loss ``target`` per row)."""
 
-    def __call__(self, parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int,
-                 sample_weight: np.ndarray | None = None, target: np.ndarray | None = None) -> MambaMoEDetector: ...
+    def __call__(self, cfg: MambaMoEConfig, X: np.ndarray, y: np.ndarray, workdir: Path, rnd: int,
+                 **fit_params: np.ndarray | None) -> MambaMoEDetector: ...
 
 
-def retrain_in_process(parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int,
-                       sample_weight: np.ndarray | None = None, target: np.ndarray | None = None) -> MambaMoEDetector:
-    ds = load_dataset(parquet)
-    return MambaMoEDetector(cfg).fit(ds.X, ds.y, sample_weight=sample_weight, target=target)
+def retrain_in_process(cfg: MambaMoEConfig, X: np.ndarray, y: np.ndarray, workdir: Path, rnd: int,
+                       **fit_params: np.ndarray | None) -> MambaMoEDetector:
+    return MambaMoEDetector(cfg).fit(X, y, **fit_params)
 
 
 # -- RLlib pieces -----------------------------------------------------------------------------------
@@ -211,8 +211,8 @@ def make_synthesis_env(env_config: dict[str, Any]) -> LatentSynthesisVecEnv:
 
 
 class SynthesisPPO:
-    """PPO on the synthesis env; CPUs reserved: ``rollout.num_env_runners`` (learner in the
-    driver). :meth:`push` starts a round on every env runner, and on any built later (a
+    """PPO on the synthesis env; CPUs reserved: ``rollout.num_env_runners * num_cpus_per_runner``
+    (learner in the driver). :meth:`push` starts a round on every env runner, and on any built later (a
     restarted runner walks the current round, not the first)."""
 
     def __init__(self, cfg: SwiftHydraConfig, first: SynthesisRound) -> None:
@@ -228,7 +228,7 @@ class SynthesisPPO:
             .env_runners(
                 num_env_runners=cfg.rollout.num_env_runners,
                 num_envs_per_env_runner=cfg.rollout.num_envs_per_runner,
-                num_cpus_per_env_runner=1,
+                num_cpus_per_env_runner=cfg.rollout.num_cpus_per_runner,
                 custom_resources_per_env_runner=cfg.rollout.resources,
                 gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
             )
@@ -359,7 +359,7 @@ class SwiftHydra:
         anchors = vae.anomaly_anchors(X[y == 1])
         self.log(f"[swift-hydra] beta-VAE trained on {len(X)} rows ({time.time() - t0:.1f}s)")
 
-        detector = self.retrain(write_parquet(self.workdir / "round_0" / "train.parquet", X, y), cfg.detector, self.workdir, 0)
+        detector = self.retrain(cfg.detector, X, y, self.workdir, 0)
         yield self._record(0, detector, X_eval, y_eval, n_synthetic=0, t=time.time() - t0), detector
         first = detector
         # the real rows' targets in every later round (None: the labels)
@@ -368,7 +368,7 @@ class SwiftHydra:
         ppo = scorer = None
         if cfg.synthesis == "rl":
             scorer = self.scoring.publish(detector, detector.save(self.workdir / "round_0" / "detector.pt"), 0)
-            ppo = SynthesisPPO(cfg, SynthesisRound(scorer, vae, anchors, X, cfg.env.w_div))
+            ppo = SynthesisPPO(cfg, SynthesisRound(scorer, vae, anchors, X, cfg.env.w_div_at(1)))
             self.rollout_nodes_ = set(ppo.algo.env_runner_group.foreach_env_runner(
                 lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.rollout.num_env_runners == 0))
             self.log(f"[swift-hydra] {max(cfg.rollout.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
@@ -381,7 +381,7 @@ class SwiftHydra:
         try:
             with TBLogger(self.workdir / "tensorboard") as tb:
                 for rnd in range(1, cfg.rounds + 1):
-                    w_div = cfg.env.w_div * cfg.env.div_decay ** (rnd - 1)  # diverse early, evasive later
+                    w_div = cfg.env.w_div_at(rnd)
                     current = SynthesisRound(scorer, vae, anchors, X_aug, w_div)  # what the env runners walk this round
                     local = dataclasses.replace(current, scorer=LocalScorer(detector)).make_env(walkers, cfg.env, seed=rnd)
                     extra: dict[str, float] = {}
@@ -400,9 +400,8 @@ class SwiftHydra:
                     if cfg.retrain_generator:  # the self-reinforcing part: the generator learns from the combined data
                         vae = self._train_generator(X_aug, y_aug)
                         anchors = vae.anomaly_anchors(X[y == 1])
-                    parquet = write_parquet(self.workdir / f"round_{rnd}" / "train.parquet", X_aug, y_aug)
                     target = None if real_target is None else np.r_[real_target, np.ones(len(self.synthetic_))].astype(np.float32)
-                    detector = self.retrain(parquet, cfg.detector, self.workdir, rnd, sample_weight=w_aug, target=target)
+                    detector = self.retrain(cfg.detector, X_aug, y_aug, self.workdir, rnd, sample_weight=w_aug, target=target)
                     checkpoint = detector.save(self.workdir / f"round_{rnd}" / "detector.pt")
                     if ppo is not None:
                         scorer = self.scoring.publish(detector, checkpoint, rnd)

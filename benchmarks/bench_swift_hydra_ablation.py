@@ -9,7 +9,7 @@ the same split:
   (``synthesis="random"``, no RL), ranked by the same reward: random search instead of PPO;
 - ``random_unranked``: random latent moves and random candidates (``selection="random"``):
   augmentation with random perturbations of the anomalies' latents, nothing optimised;
-- ``rl_no_div``: RL without the diversity term (``env.w_div=0``);
+- ``rl_no_div``: RL without the diversity term (``env.w_div_start=0``);
 - ``no_synthesis``: the same rounds without synthetic anomalies (``top_l=0``): what the later
   rounds' distillation from the round-0 detector (``self_distill``) does alone;
 - ``no_self_distill``: the full loop with the later rounds fitting the labels alone
@@ -68,7 +68,7 @@ DATASETS = ["thyroid", "cardio", "breastw", "Stamps", "WBC", "Ionosphere", "vert
 # label -> (config changes, which detector is measured: the final large one or the Inference Module)
 ABLATIONS = {"random_latent": ({"synthesis": "random", "inference_module": False}, "large"),
              "random_unranked": ({"synthesis": "random", "selection": "random", "inference_module": False}, "large"),
-             "rl_no_div": ({"env": {"w_div": 0.0}, "inference_module": False}, "large"),
+             "rl_no_div": ({"env": {"w_div_start": 0.0}, "inference_module": False}, "large"),
              "no_synthesis": ({"synthesis": "random", "top_l": 0, "inference_module": False}, "large"),
              "no_self_distill": ({"self_distill": 0.0, "inference_module": False}, "large"),
              "inference_no_synth": ({"synthesis": "random", "rounds": 0}, "inference")}

@@ -20,7 +20,7 @@ Serve-backed detector costs one request per vector step instead of one per walke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -47,10 +47,16 @@ class SynthesisEnvConfig:
     step_size: float = 0.3
     start_noise: float = 0.5
     w_evade: float = 1.0
-    w_div: float = 1.0  # diversity weight of round 1; round r uses w_div * div_decay ** (r - 1)
-    div_decay: float = 0.7
+    w_div_start: float = 1.0  # diversity weight of round 1 (the env's current one is its ``w_div``)
+    div_decay: float = 0.7  # round r weighs diversity w_div_start * div_decay ** (r - 1)
     latent_bound: float | None = 3.0  # latents are clipped to [-b, b]; None: unbounded
     eps: float = 1e-6
+
+    MOVED: ClassVar[dict[str, str]] = {"w_div": "w_div_start"}  # its name in older checkpoints and configs
+
+    def w_div_at(self, rnd: int) -> float:
+        """The diversity weight of Swift Hydra round ``rnd`` (from 1): diverse early, evasive later."""
+        return self.w_div_start * self.div_decay ** (rnd - 1)
 
 
 def median_nn_distance(X: np.ndarray, max_rows: int = 2000, seed: int = 0) -> float:
@@ -73,7 +79,7 @@ class LatentSynthesisVecEnv(gym.vector.VectorEnv):
         self.set_generator(vae, anchors)
         self.set_reference(reference)
         self.nn_scale = median_nn_distance(reference)
-        self.w_div = cfg.w_div
+        self.w_div = cfg.w_div_start  # the current weight: set_diversity_weight moves it per round
         d = vae.latent_dim
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (d + 2,), np.float32)
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (d,), np.float32)
