@@ -37,14 +37,15 @@ def test_recent_pages_fast_with_10000_rows(tmp_path):
     score, with filters and labels (fails without the score index only when much slower)."""
     import time
 
-    from rlad.platform.runtime.triage import Store, explain_row
+    from rlad.platform.runtime.feedback import FeedbackStore
+    from rlad.platform.runtime.triage import explain_row
 
-    store = Store(tmp_path)
+    store = FeedbackStore(tmp_path)
     rng = np.random.default_rng(2)
     X, scores = rng.normal(size=(10_000, 6)), rng.random(10_000)
     ids = store.add_scored(None, X, scores, scores, version=1)
     top = ids[int(np.argmax(scores))]
-    store.add_feedback(top, "anomaly", "a", X[0].tolist())
+    store.add_feedback("anomaly", "a", row_id=top)
     t0 = time.perf_counter()
     first = store.recent(limit=50, offset=0)
     page = store.recent(limit=50, offset=9_950)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlad.platform.cli.args import add_ray
+from rlad.platform.runtime.feedback import DEFAULT_WINDOW
 
 if TYPE_CHECKING:
     from rlad.platform.runtime.serving import ServeOptions
@@ -38,8 +39,15 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help=f"file holding the API key clients must send in X-API-Key (default: the {API_KEY_ENV} "
                         "environment variable; no key if neither is set)")
     p.add_argument("--workdir", default=None,
-                   help="folder of the service's database (scored rows, feedback) (default: CHECKPOINT.service/ "
-                        "beside the checkpoint)")
+                   help="the service's folder: rlad.db (scored rows, feedback, model registry) and model versions "
+                        "(default: CHECKPOINT.service/ beside the checkpoint)")
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                   help=f"scored rows kept for feedback by id, the newest this many (default: {DEFAULT_WINDOW})")
+    p.add_argument("--training-data", default=None,
+                   help="the table the checkpoint was trained on (as given to rlad fit --data): rlad retrain refits "
+                        "on it plus the analysts' feedback")
+    p.add_argument("--label-column", default=None, help="with --training-data: its label column (as for rlad fit)")
+    p.add_argument("--id-column", default=None, help="with --training-data: its id column (as for rlad fit)")
     p.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback --host without an API key")
     add_ray(p)
@@ -78,12 +86,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         key = read_api_key(args.api_key_file)
+        if args.window < 1:
+            raise ValueError(f"--window must be at least 1, got {args.window}")
         options = ServeOptions(num_replicas=args.replicas, max_replicas=args.max_replicas,
                                target_ongoing_requests=args.target_ongoing_requests, route_prefix=args.route_prefix,
                                http_host=args.host, http_port=args.port,
                                input_policy=InputPolicy(args.out_of_range, args.range_margin),
                                api_key_sha256=None if key is None else hash_api_key(key),
-                               workdir=str(Path(args.workdir or f"{args.checkpoint}.service").resolve()))
+                               workdir=str(Path(args.workdir or f"{args.checkpoint}.service").resolve()),
+                               window=args.window)
     except ValueError as exc:
         print(f"[serve] error: {exc}", flush=True)
         return 2
@@ -92,6 +103,25 @@ def run(args: argparse.Namespace) -> int:
               f"score. Set {API_KEY_ENV} or --api-key-file, or pass --insecure.", flush=True)
         return 2
     return serve_forever(args, options, key is not None)
+
+
+def register(args: argparse.Namespace, workdir: str) -> tuple[int, str]:
+    """The live version to serve from the service's registry (``args.checkpoint`` registered and
+    made live if new; a restart keeps serving what was promoted since)."""
+    from rlad.platform.runtime.model_registry import ModelRegistry, save_training_rows
+
+    training = hashed = None
+    if args.training_data:
+        from rlad.platform.cli.fit import read_training_rows
+
+        fit_args = argparse.Namespace(data=args.training_data, label_column=args.label_column, id_column=args.id_column,
+                                      skip_bad_rows=True)
+        X, y, _, _ = read_training_rows(fit_args)
+        training, hashed = save_training_rows(workdir, X, y)
+    with ModelRegistry(workdir) as registry:
+        version, checkpoint, what = registry.serve(args.checkpoint, training, hashed)
+    print(f"[serve] {workdir}: {what}", flush=True)
+    return version, checkpoint
 
 
 def serve_forever(args: argparse.Namespace, options: ServeOptions, authenticated: bool) -> int:
@@ -107,8 +137,9 @@ def serve_forever(args: argparse.Namespace, options: ServeOptions, authenticated
     from rlad.platform.runtime.serving import deploy_detector
 
     load_detector(args.checkpoint)  # a bad checkpoint is one message here, before Ray starts
+    version, checkpoint = register(args, options.workdir)
     init_ray(num_cpus=args.num_cpus, address=args.address)
-    deploy_detector(args.checkpoint, options)
+    deploy_detector(checkpoint, options, version=version)
     base = f"http://{args.host}:{args.port}{args.route_prefix}"
     auth = "X-API-Key required" if authenticated else "no API key"
     print(f"[serve] POST {base}/score  GET {base}/info  triage page {base}/ui/  OpenAPI {base}/openapi.json  ({auth}; Ctrl-C to stop)", flush=True)

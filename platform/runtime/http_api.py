@@ -32,7 +32,9 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from rlad.platform.runtime.screening import InputPolicy
-from rlad.platform.runtime.triage import LABELS, Store, ui_dir
+from rlad.platform.runtime.feedback import DEFAULT_WINDOW, FeedbackStore, UnknownRow
+from rlad.platform.runtime.model_registry import ModelRegistry
+from rlad.platform.runtime.triage import ui_dir
 
 UI_FILES = {"": ("index.html", "text/html"), "index.html": ("index.html", "text/html"),
             "triage.css": ("triage.css", "text/css"), "triage.js": ("triage.js", "text/javascript")}
@@ -95,7 +97,7 @@ class FeedbackRequest(BaseModel):
     id: str | None = Field(None, description="Id of a scored row")
     row: list[float] | None = Field(None, description="The row's values, instead of an id")
     label: str = Field(..., description="anomaly or normal")
-    analyst: str = Field("", description="Who labelled it")
+    analyst: str = Field("", max_length=200, description="Who labelled it")
 
 
 class ModelInfo(BaseModel):
@@ -144,9 +146,11 @@ def _is_page(request: Request) -> bool:
 @serve.ingress(api)
 class ScoringAPI:
     def __init__(self, detector: DeploymentHandle, max_rows: int = MAX_ROWS, policy: InputPolicy = InputPolicy(),
-                 api_key_sha256: str | None = None, workdir: str | None = None) -> None:
+                 api_key_sha256: str | None = None, workdir: str | None = None, window: int = DEFAULT_WINDOW) -> None:
         self.detector, self.max_rows, self.policy = detector, max_rows, policy
-        self.store = None if workdir is None else Store(workdir)
+        self.store = None if workdir is None else FeedbackStore(workdir, window)
+        self.registry = None if workdir is None else ModelRegistry(workdir)
+        self._n_features: int | None = None
         api.state.api_key_sha256 = api_key_sha256  # one ingress per replica process
 
     @api.post("/score", response_model=ScoreResponse,
@@ -188,7 +192,7 @@ class ScoringAPI:
                          out_of_range=self.policy.out_of_range, accepted_low=low, accepted_high=high,
                          columns=info.get("columns"))
 
-    # -- triage page and its data (minimal feedback store; issue 32's h-live reconciles) -------------
+    # -- the triage page, feedback and the model registry -------------------------------------------
     def _need_store(self) -> JSONResponse | None:
         if self.store is None:
             return JSONResponse({"detail": "this server keeps no scored rows (start it with a workdir)"}, status_code=404)
@@ -215,28 +219,23 @@ class ScoringAPI:
             return JSONResponse({"detail": "need 1 <= limit <= 500, offset >= 0, labelled in yes|no|any"}, status_code=422)
         return await asyncio.to_thread(self.store.recent, limit, offset, min_score, since, labelled)
 
-    @api.post("/feedback", response_model=None, status_code=201, responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-                                                      422: {"model": ErrorResponse}})
+    @api.post("/feedback", response_model=None, status_code=201,
+              responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
     async def post_feedback(self, request: FeedbackRequest) -> dict[str, int] | JSONResponse:
         """An analyst's label for a scored row (by id, or by its values); committed before the 201."""
         if (missing := self._need_store()) is not None:
             return missing
-        if request.label not in LABELS:
-            return JSONResponse({"detail": f"label must be one of {', '.join(LABELS)}, got {request.label!r}"}, status_code=422)
-        row = request.row
-        if request.id is not None:
-            found = await asyncio.to_thread(self.store.get, request.id)
-            if found is None:
-                return JSONResponse({"detail": f"no scored row with id {request.id!r} (unknown or out of the window)"},
-                                    status_code=404)
-            row = found["row"]
-        elif row is None:
-            return JSONResponse({"detail": "send the row's id or its values in row"}, status_code=422)
-        else:
-            width = (await self.detector.info.remote())["n_features"]
-            if len(row) != width or not all(math.isfinite(v) for v in row):
-                return JSONResponse({"detail": f"row must hold {width} finite values"}, status_code=422)
-        fid = await asyncio.to_thread(self.store.add_feedback, request.id, request.label, request.analyst, row)
+        if (request.id is None) == (request.row is None):
+            return JSONResponse({"detail": "send either the row's id or its values in row"}, status_code=422)
+        if request.row is not None and self._n_features is None:
+            self._n_features = (await self.detector.info.remote())["n_features"]
+        try:
+            fid = await asyncio.to_thread(self.store.add_feedback, request.label, request.analyst, request.id,
+                                          request.row, self._n_features)
+        except UnknownRow as exc:
+            return JSONResponse({"detail": exc.args[0]}, status_code=404)
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
         return {"feedback_id": fid}
 
     @api.get("/feedback", response_model=None, responses={401: {"model": ErrorResponse}})
@@ -264,9 +263,9 @@ class ScoringAPI:
         rows, scores = await asyncio.to_thread(self.store.recent_rows)
         return await self.detector.drift.remote(rows, scores)
 
-    @api.get("/models", responses={401: {"model": ErrorResponse}})
-    async def models(self) -> dict[str, Any]:
-        """The live version; one version and no events until the registry (issue 32) records them."""
-        info = await self.detector.info.remote()
-        return {"live": info["version"], "versions": [{"version": info["version"], "kind": info["kind"], "metrics": {}}],
-                "events": []}
+    @api.get("/models", response_model=None, responses={401: {"model": ErrorResponse}})
+    async def models(self) -> dict[str, Any] | JSONResponse:
+        """The live version, every registered version and the promotions, rollbacks and refusals."""
+        if (missing := self._need_store()) is not None:
+            return missing
+        return self.registry.summary()  # a few indexed reads

@@ -28,6 +28,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from rlad.algorithms.registry import load_detector
+from rlad.platform.runtime.feedback import DEFAULT_WINDOW
+from rlad.platform.runtime.live_service import LiveVersionPoller
 from rlad.platform.runtime.screening import InputPolicy, Rejected, encode_rows, expected_columns, score_isolated, screen_rows
 
 #: Requests one replica holds at once (running or queued for a batch), Serve's per-replica cap;
@@ -42,16 +44,32 @@ BATCH_WAIT_S = 0.0
 
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, logging_config={"enable_access_log": False})
 class DetectorServer:
-    """Serve replica around one detector checkpoint, hot-swappable through ``user_config``."""
+    """Serve replica around one detector checkpoint, hot-swappable through ``user_config``, and,
+    with a ``workdir`` in it, following the live version of that service's model registry."""
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Called by Serve at start and on every ``user_config`` change (no replica restart)."""
         detector = load_detector(config["checkpoint"])  # build first: a failure keeps the old model
-        self.detector, self.version = detector, int(config["version"])
+        self._swap(detector, int(config["version"]))
+        if config.get("workdir") and getattr(self, "_poller", None) is None:
+            self._poller = LiveVersionPoller(config["workdir"], load_detector, self._swap, current=self.version)
+        elif getattr(self, "_poller", None) is not None:
+            self._poller.current = self.version
+
+    def _swap(self, detector: Any, version: int) -> None:
+        self._model = (detector, version)  # one reference: a reader never pairs a model with another's version
+
+    @property
+    def detector(self) -> Any:
+        return self._model[0]
+
+    @property
+    def version(self) -> int:
+        return self._model[1]
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _score_batch(self, batches: list[np.ndarray]) -> list[dict[str, Any]]:
-        detector, version = self.detector, self.version  # one model for the whole batch, even mid-swap
+        detector, version = self._model  # one model for the whole batch, even mid-swap
         return [
             {"error": r.message, "status": r.status, "version": version} if isinstance(r, Rejected) else
             {"scores": r[0], "proba": r[1], "threshold": detector.threshold_, "version": version, "batched_requests": len(batches)}
@@ -61,13 +79,17 @@ class DetectorServer:
     async def __call__(self, X: np.ndarray, policy: InputPolicy | None = None) -> dict[str, Any]:
         """``X`` (n, d) -> ``{"scores", "proba", "threshold", "version", "batched_requests", "out_of_range"}``,
         or ``{"error", "status", "version"}`` when the request is rejected (and no other is)."""
-        X = encode_rows(self.detector, X)
-        if isinstance(X, Rejected):
-            return {"error": X.message, "status": X.status, "version": self.version}
-        screened = screen_rows(np.asarray(X), self.detector, policy)
-        if isinstance(screened, Rejected):
-            return {"error": screened.message, "status": screened.status, "version": self.version}
-        out = await self._score_batch(np.asarray(X, dtype=np.float32))
+        for _ in range(3):  # a swap between encoding and the batch: encode again for the new model
+            detector, version = self._model
+            encoded = encode_rows(detector, X)
+            if isinstance(encoded, Rejected):
+                return {"error": encoded.message, "status": encoded.status, "version": version}
+            screened = screen_rows(np.asarray(encoded), detector, policy)
+            if isinstance(screened, Rejected):
+                return {"error": screened.message, "status": screened.status, "version": version}
+            out = await self._score_batch(np.asarray(encoded, dtype=np.float32))
+            if out["version"] == version:
+                break
         return out if "error" in out else {**out, "out_of_range": screened}
 
     def _encoded(self, rows: list[Any]) -> np.ndarray | Rejected:
@@ -123,7 +145,8 @@ class ServeOptions:
     http_port: int = 8000
     input_policy: InputPolicy = InputPolicy()  # for HTTP requests
     api_key_sha256: str | None = None  # HTTP requests must carry the key whose SHA-256 hex digest this is
-    workdir: str | None = None  # keeps rlad.db (scored rows, feedback) for the triage page; None: nothing kept
+    workdir: str | None = None  # the service's folder (rlad.db: scored rows, feedback, model registry); None: none kept
+    window: int = DEFAULT_WINDOW  # scored rows kept for feedback by id (the newest this many)
 
     def __post_init__(self) -> None:
         if self.num_replicas < 1 or (self.max_replicas is not None and self.max_replicas < self.num_replicas):
@@ -149,7 +172,7 @@ def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), ver
         _internal=True,
         **options.replicas(),
         ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus, "resources": options.resources},
-        user_config={"checkpoint": str(checkpoint), "version": version},
+        user_config={"checkpoint": str(checkpoint), "version": version, "workdir": options.workdir},
     ).bind()
     if options.route_prefix is None:  # handles only: no HTTP proxy actor to start (slow on a loaded machine)
         serve.start(http_options={"location": "NoServer"})
@@ -162,7 +185,8 @@ def deploy_detector(checkpoint: str, options: ServeOptions = ServeOptions(), ver
     from rlad.platform.runtime.http_api import ScoringAPI
 
     ingress = ScoringAPI.options(version="rlad-scoring-api-1", _internal=True, ray_actor_options={"num_cpus": 0}).bind(
-        detector, policy=options.input_policy, api_key_sha256=options.api_key_sha256, workdir=options.workdir)
+        detector, policy=options.input_policy, api_key_sha256=options.api_key_sha256, workdir=options.workdir,
+        window=options.window)
     serve.run(ingress, name=options.app_name, route_prefix=options.route_prefix)
     return serve.get_deployment_handle("DetectorServer", app_name=options.app_name)
 
