@@ -46,6 +46,7 @@ class UsefulnessConfig:
     candidate_target: float = 1.0  # BCE target of a candidate (soft targets: below 1)
     repeats: int = 2  # short updates (seeds seed, seed + 1, ...) averaged: one alone is noisy
     set_size: int = 8  # candidates per set the reference scores
+    max_sets: int = 8  # sets scored per round (selection="useful"): the best candidates by the env's reward
     workers: int = 0  # Ray actors scoring sets (0: in this process)
 
     def __post_init__(self) -> None:
@@ -53,7 +54,7 @@ class UsefulnessConfig:
             raise ValueError(f"val_share must be in (0, 1), got {self.val_share}")
         if not 0.0 < self.candidate_target <= 1.0:
             raise ValueError(f"candidate_target must be in (0, 1], got {self.candidate_target}")
-        if min(self.update_steps, self.set_size, self.repeats) < 1 or self.workers < 0:
+        if min(self.update_steps, self.set_size, self.repeats, self.max_sets) < 1 or self.workers < 0:
             raise ValueError("update_steps, set_size and repeats must be >= 1, workers >= 0")
 
 

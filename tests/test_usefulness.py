@@ -2,11 +2,14 @@
 and the non-RL arms."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from rlad.algorithms.augmentation import nng_mix, smote
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
+from rlad.core.data import load_dataset
 from rlad.algorithms.usefulness import (GradientAlignment, UsefulnessConfig, UsefulnessPool, gate,
                                         honest_validation, reference_usefulness, validation_auc_pr)
 
@@ -103,3 +106,30 @@ def test_pool_on_ray_actors_gives_the_in_process_reference(toy, ray_cluster):
         pool.close()
     local = reference_usefulness(det, X[fit], y[fit], X[val], y[val], sets, cfg, seed=0)
     np.testing.assert_allclose(remote, local, atol=1e-6)
+
+
+def test_loop_gate_drops_a_round_whose_detector_is_worse_on_validation(toy, tmp_path):
+    # checked once: with the gate's comparison inverted (after <= before) this fails
+    from rlad.algorithms.swift_hydra import SwiftHydra, SwiftHydraConfig, retrain_in_process
+
+    X, y, fit, val, spare, det = toy
+    labels = y.copy()
+    labels[spare] = 0  # unlabelled, as in a user's data
+    small = dataclasses.replace(det.config, epochs=5, unvalidated_epochs=5, members=1)
+
+    def retrain(parquet, cfg, workdir, rnd, sample_weight=None, target=None):
+        if rnd == 1:  # round 1's detector learns the labels upside down
+            target = None if target is None else 1.0 - target
+            ds = load_dataset(parquet)
+            return MambaMoEDetector(cfg).fit(ds.X, 1 - ds.y, sample_weight=sample_weight, target=target)
+        return retrain_in_process(parquet, cfg, workdir, rnd, sample_weight=sample_weight, target=target)
+
+    cfg = SwiftHydraConfig(rounds=2, synthesis="smote", gate=True, refit=False, inference_module=False, detector=small,
+                           max_synthetic_per_anomaly=2.0, max_synthetic_fraction=1.0, synthetic_share=0.5)
+    loop = SwiftHydra(cfg, workdir=tmp_path, log=lambda _: None, retrain=retrain)
+    records = [rec for rec, _ in loop.rounds(X, labels)]
+    assert [r["round"] for r in records] == [0, 1, 2]
+    assert records[1]["accepted"] is False and records[1]["n_synthetic"] == 0
+    assert records[1]["val_auc_pr"] < records[0]["val_auc_pr"]
+    assert records[2]["accepted"] == (records[2]["val_auc_pr"] >= records[0]["val_auc_pr"])
+    assert all(np.isfinite(r["val_auc_pr"]) for r in records)
