@@ -276,9 +276,10 @@ def method_table(results: dict[tuple[str, int], dict[str, dict[str, float]]], ba
     return methods
 
 
-def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]]) -> None:
+def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]], csv_out: str | None = None,
+              group: str = "") -> None:
     if any("alone" in r for r in results.values()):
-        summarize_gated(results)
+        summarize_gated(results, csv_out, group)
         return
     methods = method_table(results, "mamba_moe")
     for other in ("random_latent", "random_unranked", "catboost"):
@@ -290,25 +291,32 @@ def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]]) -> No
           f"within 0.01 on {sum(abs(g) <= 0.01 for g in gap)}/{len(gap)} runs")
 
 
-def summarize_gated(results: dict[tuple[str, int], dict[str, dict[str, float]]], csv_out: str | None = None) -> None:
+def summarize_gated(results: dict[tuple[str, int], dict[str, dict[str, float]]], csv_out: str | None = None,
+                    group: str = "") -> None:
     """The ``--gated`` table against ``alone``, then each RL arm against each other arm; with
-    ``csv_out``, the pairwise rows as a results file."""
+    ``csv_out``, those pairs appended as rows labelled ``group`` (the seeds)."""
     methods = method_table(results, "alone")
     rows = []
+    mean = {m: {k: np.mean([r[m][k] for r in results.values() if m in r]) for k in METRICS} for m in methods}
     for arm in (m for m in methods if m.startswith("rl_")):
         for other in (m for m in methods if m != arm and not m.startswith("rl_")):
             (roc, pr), (p_roc, p_pr) = wins(results, arm, other), p_values(results, arm, other)
             d = paired(results, arm, other, "auc_pr")
             print(f"{arm} vs {other}: W/T/L AUC-ROC {roc} (p {p_roc:.3f}), AUC-PR {pr} (p {p_pr:.3f}), mean AUC-PR diff {d.mean():+.4f}")
-            rows.append([arm, other, len(d), f"{d.mean():+.4f}", pr, f"{p_pr:.3f}", roc, f"{p_roc:.3f}"])
+            rows.append([group, arm, other, len(d), f"{mean[arm]['auc_roc']:.4f} / {mean[arm]['auc_pr']:.4f}",
+                         f"{mean[other]['auc_roc']:.4f} / {mean[other]['auc_pr']:.4f}", f"{d.mean():+.4f}", pr,
+                         f"{p_pr:.3f}", roc, f"{p_roc:.3f}"])
     accepted = {m: np.mean([r[m]["accepted"] for r in results.values() if m in r and "accepted" in r[m]]) for m in methods}
     print("rounds accepted by the gate: " + ", ".join(f"{m} {v:.2f}" for m, v in accepted.items() if np.isfinite(v)))
     if csv_out:
         import csv
 
-        with open(csv_out, "w", newline="") as f:
+        new = not Path(csv_out).exists()
+        with open(csv_out, "a", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["arm", "vs", "runs", "mean AUC-PR diff", "W/T/L AUC-PR", "p AUC-PR", "W/T/L AUC-ROC", "p AUC-ROC"])
+            if new:
+                w.writerow(["seeds", "arm", "vs", "runs", "arm AUC-ROC / AUC-PR", "vs AUC-ROC / AUC-PR", "mean AUC-PR diff",
+                            "W/T/L AUC-PR", "p AUC-PR", "W/T/L AUC-ROC", "p AUC-ROC"])
             w.writerows(rows)
 
 
@@ -335,12 +343,14 @@ def main() -> None:
     p.add_argument("--per-anomaly", type=float, default=5.0, help="--gated: synthetic rows per labelled anomaly per round")
     p.add_argument("--w-useful", type=float, default=10.0, help="--gated: weight of the usefulness proxy in PPO's reward")
     p.add_argument("--w-evade", type=float, default=1.0, help="--gated: weight of evasion in PPO's reward")
+    p.add_argument("--csv", default=None, help="--summarize of --gated runs: append the pairwise rows to this CSV")
+    p.add_argument("--group", default="", help="--csv: the rows' label (e.g. the seeds)")
     p.add_argument("--members", type=int, default=None, help="networks in the large detector (default: its config's)")
     p.add_argument("--out", default="runs/bench_swift_hydra_ablation.jsonl", help="one JSON line per (data set, seed)")
     p.add_argument("--summarize", nargs="+", metavar="JSONL", help="print the table of earlier runs' --out files and exit")
     args = p.parse_args()
     if args.summarize:
-        summarize(load_results(args.summarize))
+        summarize(load_results(args.summarize), args.csv, args.group)
         return
     quiet()
     torch.set_num_threads(1)
