@@ -175,7 +175,7 @@ class UsefulnessWorker:
         self.round = None
 
     def set_round(self, detector, X, y, X_val, y_val) -> None:
-        self.round = (detector, X, y, X_val, y_val)
+        self.round = (detector, *(np.array(v) for v in (X, y, X_val, y_val)))  # writable copies of Ray's read-only arrays
 
     def score(self, sets: list[np.ndarray], seed: int) -> np.ndarray:
         detector, X, y, X_val, y_val = self.round
