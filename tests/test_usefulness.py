@@ -116,11 +116,11 @@ def test_loop_gate_drops_a_round_whose_detector_is_worse_on_validation(toy, tmp_
     labels[spare] = 0  # unlabelled, as in a user's data
     small = dataclasses.replace(det.config, epochs=5, unvalidated_epochs=5, members=1)
 
-    def retrain(cfg, X_fit, y_fit, workdir, rnd, sample_weight=None, target=None):
+    def retrain(cfg, X_aug, y_aug, workdir, rnd, sample_weight=None, target=None):
         if rnd == 1:  # round 1's detector learns the labels upside down
             target = None if target is None else 1.0 - target
-            return MambaMoEDetector(cfg).fit(X_fit, 1 - y_fit, sample_weight=sample_weight, target=target)
-        return retrain_in_process(cfg, X_fit, y_fit, workdir, rnd, sample_weight=sample_weight, target=target)
+            return MambaMoEDetector(cfg).fit(X_aug, 1 - y_aug, sample_weight=sample_weight, target=target)
+        return retrain_in_process(cfg, X_aug, y_aug, workdir, rnd, sample_weight=sample_weight, target=target)
 
     cfg = SwiftHydraConfig(rounds=2, synthesis="smote", gate=True, refit=False, inference_module=False, detector=small,
                            max_synthetic_per_anomaly=2.0, max_synthetic_fraction=1.0, synthetic_share=0.5)
