@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rlad.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from rlad.core.config import from_dict
+from rlad.core.config import from_dict, learned_options
 from rlad.core.profile import TrainingProfile
 
 
@@ -44,6 +44,9 @@ class BaseDetector(ABC):
 
     Config: ClassVar[type]
     kind: ClassVar[str]
+    #: Per-row arrays ``fit`` takes by name besides ``X`` and ``y`` (e.g. ``sample_weight``): checked
+    #: here (one value per row) and handed to ``_fit``, never kept on the detector.
+    fit_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None, contamination: float = 0.1, **overrides: Any) -> None:
         if config is None:  # overrides may give nested configs as dicts
@@ -63,8 +66,9 @@ class BaseDetector(ABC):
 
     # -- to implement ---------------------------------------------------------------------------
     @abstractmethod
-    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
-        """Train on ``X``; ``y`` (optional) marks known anomalies with 1, unlabelled rows with 0."""
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, **fit_params: np.ndarray) -> None:
+        """Train on ``X``; ``y`` (optional) marks known anomalies with 1, unlabelled rows with 0;
+        ``fit_params``: the given ones of :attr:`fit_params`, one float32 value per row."""
 
     @abstractmethod
     def _score(self, X: np.ndarray) -> np.ndarray:
@@ -79,16 +83,32 @@ class BaseDetector(ABC):
         """Restore what ``_get_state`` returned (called on a freshly constructed detector)."""
 
     # -- public API -----------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None) -> "BaseDetector":
+    def fit(self, X: Any, y: Any = None, **fit_params: Any) -> "BaseDetector":
+        """Train on ``X`` (``y``: 1 = known anomaly, 0 = unlabelled) and calibrate ``threshold_``;
+        ``fit_params`` are per-row arrays named in :attr:`fit_params` (None: not given)."""
         X = check_array(X)
         if y is not None:
             y = np.asarray(y).astype(np.int64).ravel()
             if y.shape[0] != X.shape[0]:
                 raise ValueError(f"y has {y.shape[0]} labels for {X.shape[0]} rows")
         self.n_features_in_ = X.shape[1]
-        self._fit(X, y)
+        self._fit(X, y, **self.check_fit_params(fit_params, len(X)))
         self._calibrate(X)
         return self
+
+    def check_fit_params(self, fit_params: dict[str, Any], n_rows: int) -> dict[str, np.ndarray]:
+        """The given ``fit_params`` as float32 vectors of one value per row; unknown names raise."""
+        unknown = sorted(set(fit_params) - set(self.fit_params))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.fit takes no {unknown}; its fit parameters: {list(self.fit_params)}")
+        rows = {}
+        for name, value in fit_params.items():
+            if value is None:
+                continue
+            rows[name] = np.asarray(value, np.float32).ravel()
+            if len(rows[name]) != n_rows:
+                raise ValueError(f"{name} has {len(rows[name])} values for {n_rows} rows")
+        return rows
 
     def adopt(self, X: Any, state: dict[str, Any]) -> "BaseDetector":
         """Take learned ``state`` trained elsewhere (e.g. by Ray Train workers) and calibrate
@@ -148,7 +168,7 @@ class BaseDetector(ABC):
             "feature_range": None if self.feature_range_ is None else [r.tolist() for r in self.feature_range_],
             "profile": None if self.profile_ is None else self.profile_.to_dict(),
         }
-        return save_checkpoint(path, self.kind, {"model": dataclasses.asdict(self.config), "meta": meta}, self._get_state())
+        return save_checkpoint(path, self.kind, {"model": learned_options(self.config), "meta": meta}, self._get_state())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BaseDetector":

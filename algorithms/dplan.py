@@ -29,9 +29,9 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -72,8 +72,25 @@ RLLIB_KEYS = {
 
 
 @dataclass
+class DPLANRuntime:
+    """Where DPLAN samples: the runtime section (resources), left out of checkpoints."""
+
+    num_env_runners: int = 0  # 0: sample in the driver; n: n remote EnvRunner actors
+    num_cpus_per_env_runner: float = 1.0
+    num_cpus: int = 2  # CPUs of the local Ray started by fit() when none is running
+
+
+@dataclass
 class DPLANConfig:
-    """Defaults are the paper's settings; ``total steps = warmup_steps + episodes * steps_per_episode``."""
+    """Defaults are the paper's settings; ``total steps = warmup_steps + episodes * steps_per_episode``.
+
+    A DPLAN *episode* is the paper's: ``steps_per_episode`` env steps (all env runners and their
+    sub-envs together) and one hidden-layer refresh. Each sub-env's gym episode, the steps between
+    its refreshes, is that share of it (:func:`env_config`: ``refresh_every``)."""
+
+    RUNTIME: ClassVar[str] = "runtime"
+    # checkpoints saved before the runtime section held these at the top level
+    MOVED: ClassVar[dict[str, str]] = {k: f"runtime.{k}" for k in ("num_env_runners", "num_cpus_per_env_runner", "num_cpus")}
 
     # environment
     p: float = 0.5  # probability that the next state comes from g_a (labelled anomalies)
@@ -99,11 +116,8 @@ class DPLANConfig:
     updates_per_step: float = 1.0  # gradient updates per sampled env step
     rollout_fragment_length: int = 8  # env steps per sub-env between update rounds/weight syncs
     num_envs_per_env_runner: int = 8  # vectorised sub-envs: one connector pass and forward per 8 env steps
-    # Ray
-    num_env_runners: int = 0  # 0: sample in the driver; n: n remote EnvRunner actors
-    num_cpus_per_env_runner: int = 1
-    num_cpus: int = 2  # CPUs of the local Ray started by fit() when none is running
     seed: int = 0
+    runtime: DPLANRuntime = field(default_factory=DPLANRuntime)
 
 
 class QNetwork(nn.Module):
@@ -274,15 +288,15 @@ class DPLANAlgorithm(DQN):
 
 
 def dqn_config(cfg: DPLANConfig, env_config: dict[str, Any]) -> DQNConfig:
-    """The RLlib ``DQNConfig`` of DPLAN (learner in the driver, ``cfg.num_env_runners`` runners),
+    """The RLlib ``DQNConfig`` of DPLAN (learner in the driver, ``cfg.runtime.num_env_runners`` runners),
     trained by :class:`DPLANAlgorithm`."""
     return (
         DQNConfig(algo_class=DPLANAlgorithm)
         .environment(DPLANEnv, env_config=env_config)
         .framework("torch")
         .env_runners(
-            num_env_runners=cfg.num_env_runners,
-            num_cpus_per_env_runner=cfg.num_cpus_per_env_runner,
+            num_env_runners=cfg.runtime.num_env_runners,
+            num_cpus_per_env_runner=cfg.runtime.num_cpus_per_env_runner,
             num_envs_per_env_runner=cfg.num_envs_per_env_runner,
             rollout_fragment_length=cfg.rollout_fragment_length,
         )
@@ -326,12 +340,14 @@ def iteration_summary(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 def env_config(cfg: DPLANConfig, data: EnvPayload) -> dict[str, Any]:
-    """The env's config: env runners fetch the rows ``(X, y)`` from ``data`` by name.
-    A sub-env's episode is ``steps_per_episode / num_envs_per_env_runner`` steps, so that each
-    runner refreshes the hidden layer every ``steps_per_episode`` of its env steps, as the paper."""
+    """The env's config: env runners fetch the rows ``(X, y)`` from ``data`` by name. A sub-env
+    refreshes the hidden layer every ``refresh_every`` of its steps: its share of a DPLAN episode
+    (``steps_per_episode`` over every sub-env of every runner), so each DPLAN episode is one
+    refresh everywhere, as the paper's one env refreshes once per episode."""
+    sub_envs = cfg.num_envs_per_env_runner * max(cfg.runtime.num_env_runners, 1)
     return {
         "data": data.name, "p": cfg.p, "n_candidates": cfg.n_candidates,
-        "steps_per_episode": max(cfg.steps_per_episode // cfg.num_envs_per_env_runner, 1),
+        "refresh_every": max(cfg.steps_per_episode // sub_envs, 1),
         "iforest_estimators": cfg.iforest_estimators,
         "intrinsic_weight": cfg.intrinsic_weight,
     }
@@ -348,7 +364,7 @@ class DPLANTraining:
     def __init__(self, cfg: DPLANConfig, X: np.ndarray, y: np.ndarray) -> None:
         if not (y == 1).any() or not (y == 0).any():
             raise ValueError("DPLAN needs y with labelled anomalies (1) and unlabelled rows (0)")
-        init_ray(num_cpus=cfg.num_cpus)
+        init_ray(num_cpus=cfg.runtime.num_cpus)
         self.cfg = cfg
         self.data = EnvPayload((X, y), prefix="rlad-dplan-data")
         try:
@@ -401,7 +417,7 @@ class DPLANTraining:
 class DPLANDetector(BaseDetector):
     """DPLAN: ``fit(X, y)`` with ``y = 1`` for labelled anomalies and 0 for unlabelled rows.
 
-    ``fit`` starts a local Ray with ``num_cpus`` CPUs when none is running (and leaves it running).
+    ``fit`` starts a local Ray with ``runtime.num_cpus`` CPUs when none is running (and leaves it running).
     Set ``on_episode(summary, training)`` to watch training; ``history_`` keeps each episode's
     summary and ``env_steps_per_s_`` the sampling throughput of the whole fit.
     """

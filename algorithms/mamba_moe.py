@@ -48,6 +48,7 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import numpy as np
@@ -349,9 +350,8 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
     teacher finds slightly suspicious (``t`` 0.05, ``pw`` 50) pulls towards 0.72, which amplifies
     the teacher's suspicion among the unlabelled rows (where most anomalies are at la = 0.1). That
     is kept on purpose: weighting labelled rows by ``pw`` instead (targets fitted as given) lowered
-    Swift Hydra's mean AUC-ROC / AUC-PR from 0.964 / 0.764 to 0.957 / 0.747 (AUC-PR lower on 15 of
-    19 runs, Wilcoxon p 0.002) and its Inference Module's from 0.962 / 0.765 to 0.946 / 0.720 (trial,
-    ablation bench on 19 of its 36 development runs). Mini-batches shrink (to 16 rows at least) so that an
+    the AUCs of Swift Hydra and of its Inference Module (trial: ``benchmarks/results/setting_trials.csv``).
+    Mini-batches shrink (to 16 rows at least) so that an
     epoch has ``min_batches`` of them: 10 epochs of a 170-row data set were 10 updates.
 
     Early stopping (unwrapped nets only: DDP workers would stop at different epochs): with
@@ -409,7 +409,33 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
 
 def member_seeds(cfg: MambaMoEConfig) -> range:
     """Each member network's seed (its initialisation, validation split and batch order)."""
+    if cfg.members < 1:
+        raise ValueError(f"members={cfg.members} must be at least 1")
     return range(cfg.seed, cfg.seed + cfg.members)
+
+
+def train_members(X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, n_experts: int, device: torch.device,
+                  pos_weight: float, inputs: np.ndarray, sample_weight: np.ndarray | None = None,
+                  target: np.ndarray | None = None, wrap: Callable[[MambaMoE], nn.Module] | None = None,
+                  on_epoch: Callable[[list[MambaMoE], int, float], None] | None = None,
+                  ) -> Iterator[tuple[list[MambaMoE], list[float]]]:
+    """The one member loop of ``MambaMoEDetector.fit`` and of Ray Train's workers: ``cfg.members``
+    networks, one after another, each built and trained with its own seed (:func:`member_seeds`)
+    by :func:`train_mamba_moe`; after each, yields the networks so far and its epoch losses.
+    ``inputs``: the real rows the neighbours' reference and rank knots come from (all of them, also
+    where ``X`` is one worker's shard, so replicas agree). ``wrap`` (Ray Train's ``prepare_model``)
+    wraps a network for training; ``on_epoch(nets, epoch, loss)`` sees the networks so far, the
+    one in training last."""
+    nets: list[MambaMoE] = []
+    for seed in member_seeds(cfg):
+        torch.manual_seed(seed)
+        net = MambaMoE(X.shape[1], n_experts, cfg)
+        net.fit_inputs(inputs, seed)
+        nets.append(net.to(device))
+        report = None if on_epoch is None else (lambda epoch, loss: on_epoch(nets, epoch, loss))
+        losses = train_mamba_moe(net if wrap is None else wrap(net), X, y, dataclasses.replace(cfg, seed=seed), device,
+                                 pos_weight, on_epoch=report, sample_weight=sample_weight, target=target)
+        yield nets, losses
 
 
 def detector_state(n_experts: int, nets: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
@@ -429,10 +455,11 @@ class MambaMoEDetector(BaseDetector):
 
     Config = MambaMoEConfig
     kind = "mamba_moe"
+    # sample_weight: per row, default 1, scales each row's loss (Swift Hydra's synthetic anomalies);
+    # target: per row in [0, 1], default y, what the loss fits (distillation)
+    fit_params = ("sample_weight", "target")
 
     def _build(self, n_features: int, n_experts: int) -> None:
-        if self.config.members < 1:
-            raise ValueError(f"members={self.config.members} must be at least 1")
         self.n_experts_ = n_experts
         self.nets: list[MambaMoE] = []
         for seed in member_seeds(self.config):
@@ -445,35 +472,21 @@ class MambaMoEDetector(BaseDetector):
         """The first member (the only one unless ``members > 1``)."""
         return self.nets[0]
 
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, target: Any = None) -> "MambaMoEDetector":
-        """``sample_weight`` (per row, default 1) scales each row's loss (synthetic anomalies);
-        ``target`` (per row, in [0, 1], default ``y``) is what the loss fits (distillation)."""
-        self._sample_weight, self._target = (None if v is None else np.asarray(v, np.float32).ravel() for v in (sample_weight, target))
-        for name, v in (("sample_weight", self._sample_weight), ("target", self._target)):
-            if v is not None and len(v) != len(X):
-                raise ValueError(f"{name} has {len(v)} values for {len(X)} rows")
-        try:
-            return super().fit(X, y)
-        finally:  # per-row arrays of one fit: not kept in the fitted detector (nor in its pickles)
-            self._sample_weight = self._target = None
-
-    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, sample_weight: np.ndarray | None = None,
+             target: np.ndarray | None = None) -> None:
         if y is None or y.sum() == 0:
             raise ValueError("MambaMoEDetector is supervised: y must mark at least one anomaly with 1")
-        n_experts = self.config.n_experts or experts_from_complexity(X, self.config.max_experts)
-        self._build(X.shape[1], n_experts)
-        losses = []
-        for net, seed in zip(self.nets, member_seeds(self.config)):  # each member its own validation split and batch order
-            net.fit_inputs(X[real_rows(len(X), self._sample_weight)], seed)
-            net.to(self.device)
-            losses.append(train_mamba_moe(net, X, y, dataclasses.replace(self.config, seed=seed), self.device,
-                                          positive_weight(y, self.config), sample_weight=self._sample_weight, target=self._target))
-        self.train_losses_ = losses[0]  # the first member's
+        self.n_experts_ = self.config.n_experts or experts_from_complexity(X, self.config.max_experts)
+        self.device = resolve_device(self.config.device)
+        members = list(train_members(X, y, self.config, self.n_experts_, self.device, positive_weight(y, self.config),
+                                     X[real_rows(len(X), sample_weight)], sample_weight, target))
+        self.nets = members[-1][0]
+        self.train_losses_ = members[0][1]  # the first member's
         self.floor_ = None
         if self.config.floor:
             from rlad.algorithms.floor import Floor
 
-            real = real_rows(len(X), self._sample_weight)
+            real = real_rows(len(X), sample_weight)
             Xr, yr = X[real], y[real]
 
             def fold_scorer(Xf: np.ndarray, yf: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:

@@ -18,8 +18,8 @@ rectangle replaced by uniform noise. The trained policy network is a plain torch
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,7 +41,20 @@ N_STATS = 4  # mean, std, max, L2 norm of the residual map
 
 
 @dataclass
+class ResidualRLRuntime:
+    """Where and how loudly it runs: the runtime section, left out of checkpoints."""
+
+    num_cpus: int = 2  # CPUs of the local Ray started by fit() when none is running
+    verbose: bool = False
+    logdir: str | None = None  # TensorBoard folder for PPO results
+
+
+@dataclass
 class ResidualRLConfig:
+    RUNTIME: ClassVar[str] = "runtime"
+    # checkpoints saved before the runtime section held these at the top level
+    MOVED: ClassVar[dict[str, str]] = {k: f"runtime.{k}" for k in ("num_cpus", "verbose", "logdir")}
+
     # (C, H, W) of the flattened rows; None: set at fit, (1, s, s) if n_features = s*s else (1, 1, n_features)
     image_shape: tuple[int, int, int] | None = None
     # convolutional autoencoder
@@ -65,11 +78,8 @@ class ResidualRLConfig:
     episode_length: int = 64
     anomaly_fraction: float = 0.5
     anomaly_weight: float = 1.0
-    # runtime
-    num_cpus: int = 2
     seed: int = 0
-    verbose: bool = False
-    logdir: str | None = None  # TensorBoard folder for PPO results
+    runtime: ResidualRLRuntime = field(default_factory=ResidualRLRuntime)
 
 
 class ResidualPolicyModule(TorchRLModule, ValueFunctionAPI):
@@ -212,12 +222,12 @@ class ResidualRLDetector(BaseDetector):
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)
-            if cfg.verbose and (epoch + 1) % max(1, cfg.ae_epochs // 5) == 0:
+            if cfg.runtime.verbose and (epoch + 1) % max(1, cfg.ae_epochs // 5) == 0:
                 print(f"[residual_rl] AE epoch {epoch + 1}/{cfg.ae_epochs} mse={total / len(x):.5f}", flush=True)
 
     def _train_policy(self, features: np.ndarray, labels: np.ndarray) -> None:
         cfg = self.config
-        init_ray(num_cpus=cfg.num_cpus)
+        init_ray(num_cpus=cfg.runtime.num_cpus)
         ppo = (
             PPOConfig()
             .environment(
@@ -245,7 +255,7 @@ class ResidualRLDetector(BaseDetector):
         )
         algo = ppo.build_algo()
         self.history = []
-        logger = TBLogger(cfg.logdir) if cfg.logdir else None
+        logger = TBLogger(cfg.runtime.logdir) if cfg.runtime.logdir else None
         try:
             for it in range(1, cfg.iterations + 1):
                 result = algo.train()
@@ -253,7 +263,7 @@ class ResidualRLDetector(BaseDetector):
                 self.history.append({"iteration": it, "episode_return_mean": float(ret)})
                 if logger:
                     logger.log(result, it, prefix="ppo/")
-                if cfg.verbose:
+                if cfg.runtime.verbose:
                     print(f"[residual_rl] PPO iter {it}/{cfg.iterations} return/step={ret / cfg.episode_length:+.3f}", flush=True)
             trained = algo.get_module().pi
             self.policy.load_state_dict({k: v.detach().cpu().clone() for k, v in trained.state_dict().items()})

@@ -49,20 +49,25 @@ class ScaledDetector(BaseDetector):
     preprocessor: TablePreprocessor | None = None
     last_unseen_: dict[str, int] = {}
 
-    def fit(self, X: Any, y: Any = None) -> "ScaledDetector":
+    @property
+    def fit_params(self) -> tuple[str, ...]:
+        """The inner detector's (passed through to its ``fit``)."""
+        return get_detector_class(self.config.detector).fit_params
+
+    def fit(self, X: Any, y: Any = None, **fit_params: Any) -> "ScaledDetector":
         """A DataFrame is encoded by a :class:`TablePreprocessor` learnt here; an array as before."""
         import pandas as pd
 
         if not isinstance(X, pd.DataFrame):
             self.preprocessor = None
-            return super().fit(X, y)
+            return super().fit(X, y, **fit_params)
         self.preprocessor = TablePreprocessor(TableOptions(**self.config.table)).fit(X)
         enc = self.preprocessor.transform(X)
         if enc.bad:
             i = min(enc.bad)
             raise ValueError(f"row {i}: {enc.bad[i]} ({len(enc.bad)} bad row(s))")
         self.config.columns = tuple(self.preprocessor.output_names)
-        return super().fit(enc.X, y)
+        return super().fit(enc.X, y, **fit_params)
 
     def encode(self, X: Any) -> np.ndarray:
         """Raw rows (DataFrame by name, dicts, or values in the fitted column order) as numbers;
@@ -85,13 +90,13 @@ class ScaledDetector(BaseDetector):
         """Rows in the inner detector's [0, 1] space (clipped)."""
         return np.clip((X - self.low_) / self.span_, *self.config.clip).astype(np.float32)
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, **fit_params: np.ndarray) -> None:
         if self.config.columns and len(self.config.columns) != X.shape[1]:
             raise ValueError(f"{len(self.config.columns)} column names for {X.shape[1]} features")
         self.low_ = X.min(axis=0).astype(np.float64)
         span = X.max(axis=0).astype(np.float64) - self.low_
         self.span_ = np.where(span > 0, span, 1.0)
-        self.inner = self._inner().fit(self.transform(X), y)
+        self.inner = self._inner().fit(self.transform(X), y, **fit_params)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self.inner.decision_function(self.transform(X))

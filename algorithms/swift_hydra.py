@@ -10,8 +10,8 @@ Each round:
    started near randomly drawn anchors); the ``l`` decoded samples with the highest reward
    (``selection``) join the training data as anomalies, with ``l = min(top_l,
    max_synthetic_fraction * n_train, max_synthetic_per_anomaly * n_labelled_anomalies)`` so that
-   synthetic rows never swamp the labelled ones, and the augmented data is written to Parquet;
-4. the injected :class:`Retrainer` fits a fresh detector on that Parquet file (in this process by
+   synthetic rows never swamp the labelled ones;
+4. the injected :class:`Retrainer` fits a fresh detector on the combined data (in this process by
    default; ``rlad.platform.runtime.ray_train.RayTrainRetrainer`` uses Ray Train).
 
 :meth:`SwiftHydra.rounds` yields each round's record and detector: ``run``, the detector's
@@ -25,19 +25,21 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import gymnasium as gym
 import numpy as np
 import ray
 import torch
 
+from rlad.algorithms.augmentation import nng_mix, smote
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.beta_vae import BetaVAEConfig, ConditionalBetaVAE, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
+from rlad.algorithms.usefulness import (GradientAlignment, UsefulnessConfig, UsefulnessPool, gate, honest_validation,
+                                        score_sets, split_sets, validation_auc_pr)
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, Scorer, SynthesisEnvConfig
 from rlad.core import progress
-from rlad.core.data import load_dataset, write_parquet
 from rlad.core.env_payload import EnvPayload, fetch_payload
 from rlad.core.metrics import auc_scores
 from rlad.core.ray_init import init_ray
@@ -62,6 +64,7 @@ class RolloutConfig:
 
     num_env_runners: int = 1  # 0: sample in the driver
     num_envs_per_runner: int = 8  # walkers per env runner (one scorer call per vector step)
+    num_cpus_per_runner: float = 1.0  # CPUs each env runner reserves (its walkers step and decode in one process)
     resources: dict[str, float] = field(default_factory=dict)  # custom resources per runner, e.g. {"rollout_node": 1}
     restart_delay_s: float = 5.0  # a crashed env runner is restarted after this delay
 
@@ -82,16 +85,30 @@ def inference_module_config() -> MambaMoEConfig:
     return MambaMoEConfig(top_k=1, d_model=32, val_fraction=0.0, unvalidated_epochs=10)
 
 
-SYNTHESIS = ("rl", "random")
-SELECTION = ("reward", "evasion", "random")
+SYNTHESIS = ("rl", "random", "nngmix", "smote")  # the last two: no generator, no RL (rlad.algorithms.augmentation)
+SELECTION = ("reward", "evasion", "random", "useful")
 
 
 @dataclass
 class SwiftHydraConfig:
     """Every part of the paper's loop can be switched off for ablations (``synthesis="random"``:
-    the same number of candidates from uniformly random latent moves, no RL; ``env.w_div=0``: RL
+    the same number of candidates from uniformly random latent moves, no RL; ``env.w_div_start=0``: RL
     without the diversity term; ``retrain_generator=False``: the C-VAE is trained once;
-    ``inference_module=False``: the large detector itself scores)."""
+    ``inference_module=False``: the large detector itself scores; ``synthesis="nngmix"`` or
+    ``"smote"``: ``l`` rows from NNG-Mix or SMOTE, no generator, no RL).
+
+    Usefulness (issue 28, ``rlad.algorithms.usefulness``): ``gate`` holds out an honest validation
+    share of the training rows (``useful.val_share`` of the labelled anomalies and of the
+    unlabelled rows) and accepts a round only when its detector's validation AUC-PR is not below
+    the best so far, so the loop cannot end below its round-0 detector on validation; ``refit``
+    then fits the final detector on all training rows plus the accepted pool. ``env.w_useful``
+    adds the gradient-alignment proxy to PPO's reward; ``selection="useful"`` keeps the candidate
+    sets whose reference usefulness (validation AUC-PR change after a short update) is positive,
+    scored on ``useful.workers`` Ray actors. ``synthetic_share`` gives the synthetic rows that share
+    of the anomaly class's loss mass, ``synthetic_target`` a soft target, ``refresh_pool`` a pool
+    that each round replaces instead of growing."""
+
+    RUNTIME: ClassVar[str] = "rollout"  # resources: left out of checkpoints
 
     rounds: int = 3
     ppo_iterations: int = 4
@@ -115,10 +132,17 @@ class SwiftHydraConfig:
     # the development seeds. The teacher stays the round-0 detector: chaining each round's detector as the next
     # one's teacher collapsed (both trials: benchmarks/results/setting_trials.csv).
     self_distill: float = 0.5
-    # Loss weight of a synthetic anomaly (real rows weigh 1). With the three-network detector, the final large
-    # detector on 12 development sets x 3 seeds (bench settings), mean AUC-ROC / AUC-PR: 0.909 / 0.711 at 0.5,
-    # 0.918 / 0.733 at 0.1 (W/T/L against 0.5: 13/16/7, 19/5/12); the detector alone 0.919 / 0.728.
+    # Loss weight of a synthetic anomaly (real rows weigh 1): 0.1 beat 0.5 with the three-network detector
+    # (trial: benchmarks/results/setting_trials.csv).
     synthetic_weight: float = 0.1
+    # When set: the synthetic rows' loss weights are chosen so that they carry this share of the anomaly class's
+    # loss mass (labelled anomalies weigh 1 each); replaces synthetic_weight.
+    synthetic_share: float | None = None
+    synthetic_target: float = 1.0  # BCE target of a synthetic anomaly (soft below 1)
+    refresh_pool: bool = False  # each round's accepted candidates replace the pool (default: the pool grows)
+    gate: bool = False  # honest validation share held out; a round is kept only when validation AUC-PR does not fall
+    refit: bool = True  # with a validation share: the final detector is refitted on all training rows + the pool
+    useful: UsefulnessConfig = field(default_factory=UsefulnessConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     detector: MambaMoEConfig = field(default_factory=large_detector_config)
     inference: MambaMoEConfig = field(default_factory=inference_module_config)
@@ -137,6 +161,16 @@ class SwiftHydraConfig:
             raise ValueError(f"max_synthetic_per_anomaly must be positive or None, got {self.max_synthetic_per_anomaly}")
         if self.selection not in SELECTION:
             raise ValueError(f"selection must be one of {SELECTION}, got {self.selection!r}")
+        if self.synthetic_share is not None and not 0.0 < self.synthetic_share < 1.0:
+            raise ValueError(f"synthetic_share must be in (0, 1) or None, got {self.synthetic_share}")
+        if not 0.0 < self.synthetic_target <= 1.0:
+            raise ValueError(f"synthetic_target must be in (0, 1], got {self.synthetic_target}")
+
+    @property
+    def validated(self) -> bool:
+        """Whether the loop holds out an honest validation share (the gate, the usefulness reward
+        or the usefulness selection needs one)."""
+        return self.gate or bool(self.env.w_useful) or self.selection == "useful"
 
 
 # -- injected deployment: how env runners score, how the detector is retrained ---------------------
@@ -164,17 +198,16 @@ class InProcessScoring:
 
 
 class Retrainer(Protocol):
-    """Fits a fresh detector on the rows of a round's Parquet file (``sample_weight`` and the loss
-    ``target`` per row, default 1 and the labels)."""
+    """Fits a fresh detector on a round's combined data, as ``MambaMoEDetector(cfg).fit(X, y,
+    **fit_params)`` does (``sample_weight`` and the loss ``target`` per row)."""
 
-    def __call__(self, parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int,
-                 sample_weight: np.ndarray | None = None, target: np.ndarray | None = None) -> MambaMoEDetector: ...
+    def __call__(self, cfg: MambaMoEConfig, X: np.ndarray, y: np.ndarray, workdir: Path, rnd: int,
+                 **fit_params: np.ndarray | None) -> MambaMoEDetector: ...
 
 
-def retrain_in_process(parquet: Path, cfg: MambaMoEConfig, workdir: Path, rnd: int,
-                       sample_weight: np.ndarray | None = None, target: np.ndarray | None = None) -> MambaMoEDetector:
-    ds = load_dataset(parquet)
-    return MambaMoEDetector(cfg).fit(ds.X, ds.y, sample_weight=sample_weight, target=target)
+def retrain_in_process(cfg: MambaMoEConfig, X: np.ndarray, y: np.ndarray, workdir: Path, rnd: int,
+                       **fit_params: np.ndarray | None) -> MambaMoEDetector:
+    return MambaMoEDetector(cfg).fit(X, y, **fit_params)
 
 
 # -- RLlib pieces -----------------------------------------------------------------------------------
@@ -188,11 +221,13 @@ class SynthesisRound:
     anchors: np.ndarray
     reference: np.ndarray
     w_div: float
+    usefulness: Scorer | None = None  # X -> what each row would teach the detector (env.w_useful)
 
     def make_env(self, num_envs: int, cfg: SynthesisEnvConfig, seed: int | None) -> LatentSynthesisVecEnv:
         """``num_envs`` walkers in this round."""
         env = LatentSynthesisVecEnv(num_envs, self.vae, self.anchors, self.reference, self.scorer, cfg, seed=seed)
         env.set_diversity_weight(self.w_div)
+        env.set_usefulness(self.usefulness)
         return env
 
     def apply(self, env: LatentSynthesisVecEnv) -> None:
@@ -201,6 +236,7 @@ class SynthesisRound:
         env.set_generator(self.vae, self.anchors)
         env.set_reference(self.reference)
         env.set_diversity_weight(self.w_div)
+        env.set_usefulness(self.usefulness)
 
 
 def make_synthesis_env(env_config: dict[str, Any]) -> LatentSynthesisVecEnv:
@@ -211,8 +247,8 @@ def make_synthesis_env(env_config: dict[str, Any]) -> LatentSynthesisVecEnv:
 
 
 class SynthesisPPO:
-    """PPO on the synthesis env; CPUs reserved: ``rollout.num_env_runners`` (learner in the
-    driver). :meth:`push` starts a round on every env runner, and on any built later (a
+    """PPO on the synthesis env; CPUs reserved: ``rollout.num_env_runners * num_cpus_per_runner``
+    (learner in the driver). :meth:`push` starts a round on every env runner, and on any built later (a
     restarted runner walks the current round, not the first)."""
 
     def __init__(self, cfg: SwiftHydraConfig, first: SynthesisRound) -> None:
@@ -228,7 +264,7 @@ class SynthesisPPO:
             .env_runners(
                 num_env_runners=cfg.rollout.num_env_runners,
                 num_envs_per_env_runner=cfg.rollout.num_envs_per_runner,
-                num_cpus_per_env_runner=1,
+                num_cpus_per_env_runner=cfg.rollout.num_cpus_per_runner,
                 custom_resources_per_env_runner=cfg.rollout.resources,
                 gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
             )
@@ -297,7 +333,7 @@ def candidate_score(selection: str, env: LatentSynthesisVecEnv, samples: np.ndar
                     seed: int) -> np.ndarray:
     """What ranks the candidates for :func:`select_top`: the env's reward, evasion alone, or a
     random draw (the ablation that adds random candidates, nothing ranked)."""
-    if selection == "reward":
+    if selection in ("reward", "useful"):  # "useful": the reward shortlists, the reference picks
         return env.reward(samples, proba)
     if selection == "evasion":
         return -proba
@@ -349,26 +385,46 @@ class SwiftHydra:
     def rounds(self, X: np.ndarray, y: np.ndarray, X_eval: np.ndarray | None = None,
                y_eval: np.ndarray | None = None) -> Iterator[tuple[dict[str, Any], MambaMoEDetector]]:
         """Train round by round; each record holds AUCs on ``(X_eval, y_eval)`` when given. After
-        the last round, the Inference Module is fitted on the final combined data set."""
+        the last round, the Inference Module is fitted on the final combined data set. With a
+        validation share (:attr:`SwiftHydraConfig.validated`) the rounds fit the rest of the
+        training rows, and (``refit``) one more record follows: the final detector refitted on all
+        of them plus the accepted pool."""
         cfg = self.cfg
         if y.sum() == 0:
             raise ValueError("Swift Hydra needs at least one labelled anomaly (y == 1) to anchor synthesis")
+        X_all, y_all = X, y
+        X_val = y_val = None
+        if cfg.validated:
+            split = honest_validation(y, cfg.useful.val_share, cfg.seed)
+            if split is None:
+                raise ValueError(f"the validation share ({cfg.useful.val_share}) of {int(y.sum())} labelled anomalies "
+                                 "holds none: label more anomalies, raise useful.val_share, or turn gate, "
+                                 "env.w_useful and selection='useful' off")
+            X, y, X_val, y_val = X_all[split[0]], y_all[split[0]], X_all[split[1]], y_all[split[1]]
         self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        vae = self._train_generator(X, y)
-        anchors = vae.anomaly_anchors(X[y == 1])
-        self.log(f"[swift-hydra] beta-VAE trained on {len(X)} rows ({time.time() - t0:.1f}s)")
+        latent = cfg.synthesis in ("rl", "random")
+        vae = self._train_generator(X, y) if latent else None
+        anchors = vae.anomaly_anchors(X[y == 1]) if latent else np.zeros((int(y.sum()), 1), np.float32)
+        if latent:
+            self.log(f"[swift-hydra] beta-VAE trained on {len(X)} rows ({time.time() - t0:.1f}s)")
 
-        detector = self.retrain(write_parquet(self.workdir / "round_0" / "train.parquet", X, y), cfg.detector, self.workdir, 0)
-        yield self._record(0, detector, X_eval, y_eval, n_synthetic=0, t=time.time() - t0), detector
+        detector = self.retrain(cfg.detector, X, y, self.workdir, 0)
+        best_val = None if X_val is None else validation_auc_pr(detector, X_val, y_val)
+        yield self._record(0, detector, X_eval, y_eval, n_synthetic=0, t=time.time() - t0,
+                           **({} if best_val is None else {"val_auc_pr": best_val})), detector
         first = detector
         # the real rows' targets in every later round (None: the labels)
         real_target = distilled_target(y, first, X, cfg.self_distill)
+        proxy = GradientAlignment(detector, X_val, y_val) if cfg.env.w_useful else None
+        pool = None
+        if cfg.selection == "useful" and cfg.useful.workers:
+            pool = UsefulnessPool(cfg.useful)
 
         ppo = scorer = None
         if cfg.synthesis == "rl":
             scorer = self.scoring.publish(detector, detector.save(self.workdir / "round_0" / "detector.pt"), 0)
-            ppo = SynthesisPPO(cfg, SynthesisRound(scorer, vae, anchors, X, cfg.env.w_div))
+            ppo = SynthesisPPO(cfg, SynthesisRound(scorer, vae, anchors, X, cfg.env.w_div_at(1), proxy))
             self.rollout_nodes_ = set(ppo.algo.env_runner_group.foreach_env_runner(
                 lambda runner: ray.get_runtime_context().get_node_id(), local_env_runner=cfg.rollout.num_env_runners == 0))
             self.log(f"[swift-hydra] {max(cfg.rollout.num_env_runners, 1)} env runner(s) on {len(self.rollout_nodes_)} node(s)")
@@ -381,31 +437,52 @@ class SwiftHydra:
         try:
             with TBLogger(self.workdir / "tensorboard") as tb:
                 for rnd in range(1, cfg.rounds + 1):
-                    w_div = cfg.env.w_div * cfg.env.div_decay ** (rnd - 1)  # diverse early, evasive later
-                    current = SynthesisRound(scorer, vae, anchors, X_aug, w_div)  # what the env runners walk this round
-                    local = dataclasses.replace(current, scorer=LocalScorer(detector)).make_env(walkers, cfg.env, seed=rnd)
+                    w_div = cfg.env.w_div_at(rnd)
                     extra: dict[str, float] = {}
-                    if ppo is not None:
-                        ppo.push(current)
-                        for it in range(cfg.ppo_iterations):
-                            result = ppo.algo.train()
-                            tb.log(result, step=(rnd - 1) * cfg.ppo_iterations + it, prefix="ppo/")
-                        extra["ppo_return"] = float(result.get("env_runners", {}).get("episode_return_mean", float("nan")))
-                        samples, proba = rollout(local, policy_actions(ppo.algo.get_module()))
+                    if latent:
+                        current = SynthesisRound(scorer, vae, anchors, X_aug, w_div, proxy)  # what the env runners walk this round
+                        local = dataclasses.replace(current, scorer=LocalScorer(detector)).make_env(walkers, cfg.env, seed=rnd)
+                        if ppo is not None:
+                            ppo.push(current)
+                            for it in range(cfg.ppo_iterations):
+                                result = ppo.algo.train()
+                                tb.log(result, step=(rnd - 1) * cfg.ppo_iterations + it, prefix="ppo/")
+                            extra["ppo_return"] = float(result.get("env_runners", {}).get("episode_return_mean", float("nan")))
+                            samples, proba = rollout(local, policy_actions(ppo.algo.get_module()))
+                        else:
+                            samples, proba = rollout(local, random_actions(local, cfg.seed + rnd))
+                        score = candidate_score(cfg.selection, local, samples, proba, cfg.seed + rnd)
+                    else:  # NNG-Mix or SMOTE: top_l rows, nothing ranked
+                        make = nng_mix if cfg.synthesis == "nngmix" else smote
+                        samples = make(X, y, top_l if top_l else 0, np.random.default_rng(cfg.seed + rnd))
+                        proba = detector.anomaly_probability(samples) if len(samples) else np.ones(1)
+                        score = np.zeros(len(samples))
+                    if cfg.selection == "useful" and top_l:
+                        new, extra["useful_sets_kept"] = self._useful(detector, X, y, X_val, y_val, samples, score,
+                                                                       top_l, pool, cfg.seed + rnd)
                     else:
-                        samples, proba = rollout(local, random_actions(local, cfg.seed + rnd))
-                    new = select_top(samples, candidate_score(cfg.selection, local, samples, proba, cfg.seed + rnd), top_l)
-                    self.synthetic_ = np.concatenate([self.synthetic_, new]).astype(np.float32)
+                        new = select_top(samples, score, top_l) if latent else samples[:top_l]
+                    before = self.synthetic_
+                    self.synthetic_ = (new if cfg.refresh_pool else np.concatenate([before, new])).astype(np.float32)
                     X_aug, y_aug, w_aug = self.combined(X, y)
-                    if cfg.retrain_generator:  # the self-reinforcing part: the generator learns from the combined data
+                    candidate = self.retrain(cfg.detector, X_aug, y_aug, self.workdir, rnd, sample_weight=w_aug,
+                                             target=self.targets(real_target, y))
+                    if best_val is not None:
+                        extra["val_auc_pr"] = validation_auc_pr(candidate, X_val, y_val)
+                        extra["accepted"] = bool(not cfg.gate or gate(best_val, extra["val_auc_pr"]))
+                    if extra.get("accepted", True):
+                        detector, best_val = candidate, extra.get("val_auc_pr", best_val)
+                    else:  # the gate refuses the round: its pool and detector are dropped
+                        self.synthetic_ = before
+                        X_aug, y_aug, w_aug = self.combined(X, y)
+                    if latent and cfg.retrain_generator:  # the self-reinforcing part: the generator learns from the combined data
                         vae = self._train_generator(X_aug, y_aug)
                         anchors = vae.anomaly_anchors(X[y == 1])
-                    parquet = write_parquet(self.workdir / f"round_{rnd}" / "train.parquet", X_aug, y_aug)
-                    target = None if real_target is None else np.r_[real_target, np.ones(len(self.synthetic_))].astype(np.float32)
-                    detector = self.retrain(parquet, cfg.detector, self.workdir, rnd, sample_weight=w_aug, target=target)
                     checkpoint = detector.save(self.workdir / f"round_{rnd}" / "detector.pt")
                     if ppo is not None:
                         scorer = self.scoring.publish(detector, checkpoint, rnd)
+                    if proxy is not None:
+                        proxy = GradientAlignment(detector, X_val, y_val)
                     rec = self._record(rnd, detector, X_eval, y_eval, n_synthetic=len(X_aug) - len(X), t=time.time() - t0,
                                        w_div=w_div, evasive_proba=float(np.mean(proba[np.argsort(proba)[:max(top_l, 1)]])), **extra)
                     tb.log(rec, step=rnd, prefix="round/")
@@ -413,6 +490,15 @@ class SwiftHydra:
         finally:
             if ppo is not None:
                 ppo.stop()
+            if pool is not None:
+                pool.close()
+        if X_val is not None and cfg.refit:
+            X, y = X_all, y_all
+            X_aug, y_aug, w_aug = self.combined(X, y)
+            detector = self.retrain(cfg.detector, X_aug, y_aug, self.workdir, cfg.rounds + 1, sample_weight=w_aug,
+                                    target=self.targets(distilled_target(y, first, X, cfg.self_distill), y))
+            yield self._record(cfg.rounds + 1, detector, X_eval, y_eval, n_synthetic=len(self.synthetic_),
+                               t=time.time() - t0, refit=True), detector
         if cfg.inference_module:
             start = time.time()
             teacher = first if cfg.self_distill else detector  # never a student of a student (see self_distill)
@@ -423,12 +509,42 @@ class SwiftHydra:
                 self.inference_record_.update(auc_scores(y_eval, self.inference_.decision_function(X_eval)))
             self.log("[swift-hydra] inference module " + " ".join(f"{k}={v:.4g}" for k, v in self.inference_record_.items()))
 
+    def targets(self, real_target: np.ndarray | None, y: np.ndarray) -> np.ndarray | None:
+        """The loss targets of the combined rows: the real rows' (None: their labels), then
+        ``synthetic_target`` per synthetic row (None when both are plain labels)."""
+        n = len(self.synthetic_)
+        if real_target is None and self.cfg.synthetic_target == 1.0:
+            return None
+        real = np.asarray(y if real_target is None else real_target, np.float32)
+        return np.r_[real, np.full(n, self.cfg.synthetic_target, np.float32)].astype(np.float32)
+
+    def _useful(self, detector, X, y, X_val, y_val, samples, score, top_l, pool, seed) -> tuple[np.ndarray, int]:
+        """The candidate sets (of ``useful.set_size``, from the ``useful.max_sets * set_size`` best
+        distinct candidates by ``score``) whose reference usefulness is positive, best first, up to
+        ``top_l`` rows; and how many sets were kept."""
+        u = self.cfg.useful
+        shortlist = select_top(samples, score, u.max_sets * u.set_size)
+        sets = split_sets(np.random.default_rng(seed).permutation(shortlist), u.set_size)
+        if pool is not None:
+            pool.set_round(detector, X, y, X_val, y_val)
+        gain = score_sets(detector, X, y, X_val, y_val, sets, u, seed, pool)
+        keep = [sets[i] for i in np.argsort(-gain) if gain[i] > 0]
+        rows = np.concatenate(keep)[:top_l] if keep else np.empty((0, samples.shape[1]), np.float32)
+        return rows, len(keep)
+
     def combined(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The combined data set: training rows ``(X, y)`` then the synthetic anomalies accepted so
-        far (label 1), with each row's loss weight (1, ``synthetic_weight`` for synthetic rows)."""
+        far (label 1), with each row's loss weight: 1 for real rows; ``synthetic_weight`` for
+        synthetic rows, or (``synthetic_share``) the weight that gives them that share of the
+        anomaly class's loss mass (never exactly 1: weight 1 marks real rows)."""
         n = len(self.synthetic_)
+        w = self.cfg.synthetic_weight
+        if self.cfg.synthetic_share is not None and n:
+            share = self.cfg.synthetic_share
+            w = share / (1.0 - share) * float(y.sum()) / n
+            w = np.nextafter(np.float32(1.0), np.float32(0.0)) if np.float32(w) == 1.0 else w
         return (np.concatenate([X, self.synthetic_]).astype(np.float32), np.concatenate([y, np.ones(n, dtype=y.dtype)]),
-                np.concatenate([np.ones(len(y), np.float32), np.full(n, self.cfg.synthetic_weight, np.float32)]))
+                np.concatenate([np.ones(len(y), np.float32), np.full(n, w, np.float32)]))
 
     def _train_generator(self, X: np.ndarray, y: np.ndarray) -> ConditionalBetaVAE:
         self.generator_rows_.append(len(X))

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from pyod.models.iforest import IForest
 
-from rlad.algorithms.dplan import DPLANConfig, DPLANDetector, QNetwork
+from rlad.algorithms.dplan import DPLANConfig, DPLANDetector, DPLANRuntime, QNetwork
 from rlad.envs.dplan_env import DPLANEnv
 from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
 from rlad.core.metrics import auc_scores
@@ -34,8 +34,8 @@ from rlad.core.verbosity import quiet
 QUICK = dict(episodes=5, steps_per_episode=500, warmup_steps=500, epsilon_steps=1000, target_update_freq=500)
 
 
-def make_env(X: np.ndarray, y: np.ndarray, cfg: DPLANConfig, steps_per_episode: int) -> DPLANEnv:
-    return DPLANEnv({"X": X, "y": y, "p": cfg.p, "n_candidates": cfg.n_candidates, "steps_per_episode": steps_per_episode,
+def make_env(X: np.ndarray, y: np.ndarray, cfg: DPLANConfig, refresh_every: int) -> DPLANEnv:
+    return DPLANEnv({"X": X, "y": y, "p": cfg.p, "n_candidates": cfg.n_candidates, "refresh_every": refresh_every,
                      "iforest_estimators": cfg.iforest_estimators, "intrinsic_weight": cfg.intrinsic_weight})
 
 
@@ -125,7 +125,7 @@ def main() -> None:
     torch.set_num_threads(1)
     quiet()  # our figures, not Ray's INFO lines
     init_ray(num_cpus=args.num_cpus)
-    cfg = DPLANConfig(num_env_runners=args.num_env_runners, num_cpus=args.num_cpus,
+    cfg = DPLANConfig(runtime=DPLANRuntime(num_env_runners=args.num_env_runners, num_cpus=args.num_cpus),
                       rollout_fragment_length=args.rollout_fragment_length,
                       num_envs_per_env_runner=args.num_envs_per_env_runner, **({} if args.full else QUICK))
     print(f"DPLAN budget: {cfg.warmup_steps} warm-up + {cfg.episodes} x {cfg.steps_per_episode} env steps; "

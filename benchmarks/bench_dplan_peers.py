@@ -43,7 +43,7 @@ import torch
 
 from bench_dplan import QUICK, bare_dqn_steps_per_s  # this script's folder is on sys.path
 from bench_swift_hydra_ablation import DATASETS, METRICS, p_values, wins
-from rlad.algorithms.dplan import DPLANConfig, DPLANDetector, QNetwork
+from rlad.algorithms.dplan import DPLANConfig, DPLANDetector, DPLANRuntime, QNetwork
 from rlad.algorithms.registry import build_detector
 from rlad.core.data import SplitConfig, adbench_file, adbench_split, contaminate, load_dataset, unseen_type_split
 from rlad.core.metrics import auc_scores
@@ -223,7 +223,7 @@ def main() -> None:
     torch.set_num_threads(1)
     quiet()
     init_ray(num_cpus=args.num_cpus)
-    cfg = DPLANConfig(num_cpus=args.num_cpus, **({} if args.budget == "paper" else QUICK))
+    cfg = DPLANConfig(runtime=DPLANRuntime(num_cpus=args.num_cpus), **({} if args.budget == "paper" else QUICK))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.datasets:

@@ -175,7 +175,9 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]], note: str) -
     with path.open("w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
     path.with_suffix(".source.md").write_text(
-        "`python benchmarks/bench_mnist_r.py --seeds 0 1 2 3 4 5` (one process, `nice -n 10`, torch on one thread; "
+        "`python benchmarks/bench_mnist_r.py --seeds S...` for the seeds the runs file holds (the setting trial on seed 0 "
+        "with `meta_permuted`; seeds 3-5 with `--methods meta per_task ae rae ocsvm iforest knn`; one process, "
+        "`nice -n 10`, torch on one thread; "
         "resumable: `benchmarks/results/mnist_r_runs.jsonl`), then `--summarize`: Mnist-r, each target domain in turn "
         "(4 source / 1 validation domain drawn by the seed / 1 target), 10 target tasks per unit (support: half the "
         f"digit's rows plus anomalies at ratio 0.1-0.5; test: every other row). {note} "

@@ -50,7 +50,7 @@ def main() -> None:
     base = None
     for n in args.runners:
         cfg = SwiftHydraConfig(rollout=RolloutConfig(num_env_runners=n, num_envs_per_runner=args.envs_per_runner))
-        ppo = SynthesisPPO(cfg, SynthesisRound(scorer, vae, anchors, split.X_train, cfg.env.w_div))
+        ppo = SynthesisPPO(cfg, SynthesisRound(scorer, vae, anchors, split.X_train, cfg.env.w_div_at(1)))
         algo = ppo.algo
         steps = args.steps
         algo.env_runner_group.foreach_env_runner(lambda r: r.sample(num_timesteps=200), local_env_runner=False)  # warm-up

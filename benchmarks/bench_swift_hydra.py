@@ -30,14 +30,15 @@ from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv
 from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
 from rlad.core.ray_init import init_ray
 from rlad.core.verbosity import quiet
-from rlad.platform.runtime.serving import ServeOptions, ServeScorer, ServeScoring, deploy_detector
+from rlad.platform.runtime.serving import (BATCH_WAIT_S, MAX_BATCH_SIZE, MAX_ONGOING_REQUESTS, ServeOptions, ServeScorer,
+                                          ServeScoring, deploy_detector)
 
 
-@serve.deployment(max_ongoing_requests=256, logging_config={"enable_access_log": False})
+@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, logging_config={"enable_access_log": False})
 class EmptyServer:
     """``DetectorServer``'s request path without the detector: what Serve alone costs a call."""
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _score_batch(self, batches: list[np.ndarray]) -> list[dict]:
         return [{"proba": np.zeros(len(X), np.float32)} for X in batches]
 

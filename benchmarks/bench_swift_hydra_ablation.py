@@ -9,7 +9,7 @@ the same split:
   (``synthesis="random"``, no RL), ranked by the same reward: random search instead of PPO;
 - ``random_unranked``: random latent moves and random candidates (``selection="random"``):
   augmentation with random perturbations of the anomalies' latents, nothing optimised;
-- ``rl_no_div``: RL without the diversity term (``env.w_div=0``);
+- ``rl_no_div``: RL without the diversity term (``env.w_div_start=0``);
 - ``no_synthesis``: the same rounds without synthetic anomalies (``top_l=0``): what the later
   rounds' distillation from the round-0 detector (``self_distill``) does alone;
 - ``no_self_distill``: the full loop with the later rounds fitting the labels alone
@@ -21,6 +21,14 @@ the same split:
   (``rounds=0``), which separates what distillation does from what synthesis does;
 - peers, when the ``[peers]`` extra is installed: DeepSAD, PReNet, RoSAS (DeepOD) and CatBoost
   on the labelled rows.
+
+``--gated`` (issue 28, usefulness) runs instead, on the same split: ``alone`` (the large detector
+on all training rows, no synthesis) and the arms of ``GATED``, every one with the same honest
+validation share, gate, refit on all rows and weighting (``GATE``: the synthetic rows carry
+``--share`` of the anomaly class's loss mass at target ``--target``, the pool refreshed each
+round): PPO with the usefulness reward (``rl_useful``; ``rl_useful_sel`` also keeps only the
+candidate sets whose reference usefulness is positive), random latent moves (``random_moves``),
+NNG-Mix at 1x, 5x and 10x the labelled count, SMOTE (5x), and the peers.
 
 Printed: mean AUC-ROC and AUC-PR per method, wins/ties/losses against ``mamba_moe`` (ties:
 |difference| <= 0.001) and the two-sided Wilcoxon signed-rank p-value of the paired differences
@@ -40,6 +48,7 @@ side (e.g. one per core).
     python benchmarks/bench_swift_hydra_ablation.py --ablations random_unranked --peers   # fewer arms, no peers
     python benchmarks/bench_swift_hydra_ablation.py --unseen-types --ablations random_latent --peers catboost
     python benchmarks/bench_swift_hydra_ablation.py --summarize runs/a.jsonl runs/b.jsonl
+    python benchmarks/bench_swift_hydra_ablation.py --gated --datasets Ionosphere breastw --seeds 0 1 2 --peers catboost
 """
 from __future__ import annotations
 
@@ -68,10 +77,18 @@ DATASETS = ["thyroid", "cardio", "breastw", "Stamps", "WBC", "Ionosphere", "vert
 # label -> (config changes, which detector is measured: the final large one or the Inference Module)
 ABLATIONS = {"random_latent": ({"synthesis": "random", "inference_module": False}, "large"),
              "random_unranked": ({"synthesis": "random", "selection": "random", "inference_module": False}, "large"),
-             "rl_no_div": ({"env": {"w_div": 0.0}, "inference_module": False}, "large"),
+             "rl_no_div": ({"env": {"w_div_start": 0.0}, "inference_module": False}, "large"),
              "no_synthesis": ({"synthesis": "random", "top_l": 0, "inference_module": False}, "large"),
              "no_self_distill": ({"self_distill": 0.0, "inference_module": False}, "large"),
              "inference_no_synth": ({"synthesis": "random", "rounds": 0}, "inference")}
+# --gated arms: config changes on top of GATE (per_anomaly: synthetic rows per labelled anomaly per round)
+GATED = {"rl_useful": {"synthesis": "rl", "env": {"w_useful": 10.0}},
+         "rl_useful_sel": {"synthesis": "rl", "env": {"w_useful": 10.0}, "selection": "useful"},
+         "random_moves": {"synthesis": "random", "env": {"w_useful": 10.0}},  # ranked by the same reward as PPO
+         "nngmix1": {"synthesis": "nngmix", "max_synthetic_per_anomaly": 1.0},
+         "nngmix5": {"synthesis": "nngmix"},
+         "nngmix10": {"synthesis": "nngmix", "max_synthetic_per_anomaly": 10.0},
+         "smote": {"synthesis": "smote"}}
 METRICS = ("auc_roc", "auc_pr")  # what every arm reports and is compared on
 PEERS = {"deepsad": ("deepod", {"epochs": 20}), "prenet": ("deepod", {"epochs": 20}),
          "rosas": ("deepod", {"epochs": 20}), "catboost": ("catboost", {})}
@@ -81,17 +98,51 @@ def loop_config(args: argparse.Namespace, seed: int, **changes) -> SwiftHydraCon
     base = SwiftHydraConfig(rounds=args.rounds, ppo_iterations=args.ppo_iterations, seed=seed,
                             rollout=RolloutConfig(num_env_runners=0, num_envs_per_runner=8))
     epochs = {} if args.epochs is None else {"epochs": args.epochs}
-    base = dataclasses.replace(base, detector=dataclasses.replace(base.detector, seed=seed, **epochs),
+    members = {} if getattr(args, "members", None) is None else {"members": args.members}
+    base = dataclasses.replace(base, detector=dataclasses.replace(base.detector, seed=seed, **epochs, **members),
                                inference=dataclasses.replace(base.inference, seed=seed, **epochs))
     if "env" in changes:
         changes["env"] = dataclasses.replace(base.env, **changes["env"])
     return dataclasses.replace(base, **changes)
 
 
+def gated_config(args: argparse.Namespace, seed: int, **changes) -> SwiftHydraConfig:
+    """A ``--gated`` arm: the same validation share, gate, refit and weighting for every arm."""
+    # self_distill off: with an empty pool the refit is then the detector alone, so only synthetic rows differ
+    shared = {"gate": True, "refit": True, "refresh_pool": True, "inference_module": False, "top_l": 10 ** 6, "self_distill": 0.0,
+              "max_synthetic_fraction": 1.0, "max_synthetic_per_anomaly": args.per_anomaly,
+              "synthetic_share": args.share, "synthetic_target": args.target}
+    env = {"w_evade": args.w_evade, **changes.pop("env", {})}
+    if "w_useful" in env:
+        env["w_useful"] = args.w_useful
+    return loop_config(args, seed, **{**shared, **changes, "env": env})
+
+
+def gated_split(args: argparse.Namespace, split) -> dict[str, dict[str, float]]:
+    """``alone`` and every ``--gated-arms`` arm on one split."""
+    seed = args.seed_now
+    out: dict[str, dict[str, float]] = {}
+    start = time.perf_counter()
+    cfg = loop_config(args, seed).detector
+    alone = MambaMoEDetector(cfg).fit(split.X_train, split.y_train_semi)
+    out["alone"] = {**auc_scores(split.y_test, alone.decision_function(split.X_test)), "fit_s": time.perf_counter() - start}
+    for label in args.gated_arms:
+        start = time.perf_counter()
+        try:
+            loop, _ = run_loop(gated_config(args, seed, **dict(GATED[label])), split)
+        except ValueError as exc:  # too few labelled anomalies for a validation share
+            print(f"{split.name} seed {seed}: {label} skipped ({exc})")
+            continue
+        accepted = [h["accepted"] for h in loop.history if "accepted" in h]
+        out[label] = {**loop_record(loop), "fit_s": time.perf_counter() - start, "accepted": float(np.mean(accepted)),
+                      "val_gain": loop.history[-2 if loop.cfg.refit else -1].get("val_auc_pr", np.nan) - loop.history[0]["val_auc_pr"]}
+    return out
+
+
 def loop_record(loop: SwiftHydra) -> dict[str, float]:
     """The final large detector's AUCs and, when anything was synthesised, the search's mean evasive P."""
     rec = {k: loop.history[-1][k] for k in METRICS}
-    evasive = [h["evasive_proba"] for h in loop.history[1:] if h.get("n_synthetic")]
+    evasive = [h["evasive_proba"] for h in loop.history[1:] if h.get("n_synthetic") and "evasive_proba" in h]
     return {**rec, "evasive_p": float(np.mean(evasive))} if evasive else rec
 
 
@@ -110,6 +161,11 @@ def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[
     if split is None or split.y_train_semi.sum() == 0:
         return {}
     out: dict[str, dict[str, float]] = {}
+    if args.gated:
+        args.seed_now = seed
+        out = gated_split(args, split)
+        peers(args, name, seed, split, out)
+        return out
     start = time.perf_counter()
     full, large = run_loop(loop_config(args, seed), split)
     wall = time.perf_counter() - start
@@ -126,6 +182,15 @@ def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[
         loop, _ = run_loop(loop_config(args, seed, **changes), split)
         record = loop_record(loop) if measured == "large" else {k: loop.inference_record_[k] for k in METRICS}
         out[label] = {**record, "fit_s": time.perf_counter() - start}
+    peers(args, name, seed, split, out)
+    if args.speed and not getattr(args, "speed_done", False):
+        speed(large, full.inference_, split.X_test)
+        args.speed_done = True
+    return out
+
+
+def peers(args: argparse.Namespace, name: str, seed: int, split, out: dict[str, dict[str, float]]) -> None:
+    """The installed ``--peers`` on the split, into ``out``."""
     for label, (module, options) in PEERS.items():
         if label not in args.peers or importlib.util.find_spec(module) is None:
             continue
@@ -136,10 +201,6 @@ def one_split(args: argparse.Namespace, name: str, seed: int) -> dict[str, dict[
             print(f"{name} seed {seed}: {label} skipped ({exc})")
             continue
         out[label] = {**auc_scores(split.y_test, det.decision_function(split.X_test)), "fit_s": time.perf_counter() - start}
-    if args.speed and not getattr(args, "speed_done", False):
-        speed(large, full.inference_, split.X_test)
-        args.speed_done = True
-    return out
 
 
 def speed(large, small, X: np.ndarray) -> dict[str, float]:
@@ -215,7 +276,11 @@ def method_table(results: dict[tuple[str, int], dict[str, dict[str, float]]], ba
     return methods
 
 
-def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]]) -> None:
+def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]], csv_out: str | None = None,
+              group: str = "") -> None:
+    if any("alone" in r for r in results.values()):
+        summarize_gated(results, csv_out, group)
+        return
     methods = method_table(results, "mamba_moe")
     for other in ("random_latent", "random_unranked", "catboost"):
         if other in methods:
@@ -224,6 +289,35 @@ def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]]) -> No
     gap = [r["inference"]["auc_roc"] - r["swift_hydra"]["auc_roc"] for r in results.values()]
     print(f"Inference Module - large detector, AUC-ROC: mean {np.mean(gap):+.4f}, "
           f"within 0.01 on {sum(abs(g) <= 0.01 for g in gap)}/{len(gap)} runs")
+
+
+def summarize_gated(results: dict[tuple[str, int], dict[str, dict[str, float]]], csv_out: str | None = None,
+                    group: str = "") -> None:
+    """The ``--gated`` table against ``alone``, then each RL arm against each other arm; with
+    ``csv_out``, those pairs appended as rows labelled ``group`` (the seeds)."""
+    methods = method_table(results, "alone")
+    rows = []
+    mean = {m: {k: np.mean([r[m][k] for r in results.values() if m in r]) for k in METRICS} for m in methods}
+    for arm in (m for m in methods if m.startswith("rl_")):
+        for other in (m for m in methods if m != arm and not m.startswith("rl_")):
+            (roc, pr), (p_roc, p_pr) = wins(results, arm, other), p_values(results, arm, other)
+            d = paired(results, arm, other, "auc_pr")
+            print(f"{arm} vs {other}: W/T/L AUC-ROC {roc} (p {p_roc:.3f}), AUC-PR {pr} (p {p_pr:.3f}), mean AUC-PR diff {d.mean():+.4f}")
+            rows.append([group, arm, other, len(d), f"{mean[arm]['auc_roc']:.4f} / {mean[arm]['auc_pr']:.4f}",
+                         f"{mean[other]['auc_roc']:.4f} / {mean[other]['auc_pr']:.4f}", f"{d.mean():+.4f}", pr,
+                         f"{p_pr:.3f}", roc, f"{p_roc:.3f}"])
+    accepted = {m: np.mean([r[m]["accepted"] for r in results.values() if m in r and "accepted" in r[m]]) for m in methods}
+    print("rounds accepted by the gate: " + ", ".join(f"{m} {v:.2f}" for m, v in accepted.items() if np.isfinite(v)))
+    if csv_out:
+        import csv
+
+        new = not Path(csv_out).exists()
+        with open(csv_out, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["seeds", "arm", "vs", "runs", "arm AUC-ROC / AUC-PR", "vs AUC-ROC / AUC-PR", "mean AUC-PR diff",
+                            "W/T/L AUC-PR", "p AUC-PR", "W/T/L AUC-ROC", "p AUC-ROC"])
+            w.writerows(rows)
 
 
 def main() -> None:
@@ -242,11 +336,21 @@ def main() -> None:
                    help="label one k-means type of anomalies, test on the other (unseen) type: unseen_type_split")
     p.add_argument("--no-speed", dest="speed", action="store_false", help="skip the scoring-speed comparison")
     p.add_argument("--num-cpus", type=int, default=2)
+    p.add_argument("--gated", action="store_true", help="usefulness protocol: alone, the GATED arms and the peers (docstring)")
+    p.add_argument("--gated-arms", nargs="*", default=list(GATED), choices=list(GATED))
+    p.add_argument("--share", type=float, default=0.5, help="--gated: the synthetic rows' share of the anomaly loss mass")
+    p.add_argument("--target", type=float, default=0.9, help="--gated: the synthetic rows' soft target")
+    p.add_argument("--per-anomaly", type=float, default=5.0, help="--gated: synthetic rows per labelled anomaly per round")
+    p.add_argument("--w-useful", type=float, default=10.0, help="--gated: weight of the usefulness proxy in PPO's reward")
+    p.add_argument("--w-evade", type=float, default=1.0, help="--gated: weight of evasion in PPO's reward")
+    p.add_argument("--csv", default=None, help="--summarize of --gated runs: append the pairwise rows to this CSV")
+    p.add_argument("--group", default="", help="--csv: the rows' label (e.g. the seeds)")
+    p.add_argument("--members", type=int, default=None, help="networks in the large detector (default: its config's)")
     p.add_argument("--out", default="runs/bench_swift_hydra_ablation.jsonl", help="one JSON line per (data set, seed)")
     p.add_argument("--summarize", nargs="+", metavar="JSONL", help="print the table of earlier runs' --out files and exit")
     args = p.parse_args()
     if args.summarize:
-        summarize(load_results(args.summarize))
+        summarize(load_results(args.summarize), args.csv, args.group)
         return
     quiet()
     torch.set_num_threads(1)

@@ -41,7 +41,8 @@ class DPLANEnv(gym.Env):
     """Env config keys: ``X`` (rows) and ``y`` (1 = labelled anomaly, 0 = unlabelled), or ``data``:
     the name of an ``EnvPayload`` holding ``(X, y)`` (what RLlib's env runners get), ``p``
     (probability of ``g_a``, default 0.5), ``n_candidates`` (``g_u`` subsample, default 1000),
-    ``steps_per_episode`` (default 2000), ``iforest_estimators`` (default 100),
+    ``refresh_every`` (its episode: steps between two hidden-layer refreshes, default 2000),
+    ``iforest_estimators`` (default 100),
     ``intrinsic_weight`` (scale of the intrinsic reward, default 1.0)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -54,7 +55,8 @@ class DPLANEnv(gym.Env):
         self.is_anomaly = y == 1
         self.p = float(config.get("p", 0.5))
         self.n_candidates = min(int(config.get("n_candidates", 1000)), self.unlabelled.size)
-        self.steps_per_episode = int(config.get("steps_per_episode", 2000))
+        # "steps_per_episode": the key's name in RLlib configs saved in older DPLAN checkpoints
+        self.refresh_every = int(config.get("refresh_every", config.get("steps_per_episode", 2000)))
         self.iforest_estimators = int(config.get("iforest_estimators", 100))
         self.intrinsic_weight = float(config.get("intrinsic_weight", 1.0))
 
@@ -118,4 +120,4 @@ class DPLANEnv(gym.Env):
         self.state = self.g_a() if self.np_random.random() < self.p else self.g_u(action, s_t)
         self.t += 1
         info = {"extrinsic_reward": r_e, "intrinsic_reward": r_i}
-        return self.X[self.state].copy(), r_e + r_i, False, self.t >= self.steps_per_episode, info
+        return self.X[self.state].copy(), r_e + r_i, False, self.t >= self.refresh_every, info

@@ -8,7 +8,9 @@ Serve-backed detector costs one request per vector step instead of one per walke
 - observation: ``[z, t / T, p]`` (latent, episode progress, current anomaly probability)
 - action: a move in [-1, 1]^latent_dim, scaled by ``step_size``; latents stay in the prior's
   support, ``[-latent_bound, latent_bound]^d`` (N(0, I) puts 99.7% of its mass within 3)
-- reward: ``w_evade * -log p(anomaly | x) + w_div * log(1 + nn(x) / s)``, where ``x`` is the
+- reward: ``w_evade * -log p(anomaly | x) + w_div * log(1 + nn(x) / s) + w_useful * u(x)``, where
+  ``u`` is the usefulness published with the round (:meth:`set_usefulness`: what the sample would
+  teach the detector on validation; absent, the term is 0), and ``x`` is the
   decoded anomaly (condition c = 1) and ``nn(x)`` its distance to the nearest row of the
   *combined data set* (train U the synthetic anomalies accepted so far, :meth:`set_reference`): the
   per-sample term of the Kozachenko-Leonenko entropy estimate, so the reward is the entropy a new
@@ -20,7 +22,7 @@ Serve-backed detector costs one request per vector step instead of one per walke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -47,10 +49,19 @@ class SynthesisEnvConfig:
     step_size: float = 0.3
     start_noise: float = 0.5
     w_evade: float = 1.0
-    w_div: float = 1.0  # diversity weight of round 1; round r uses w_div * div_decay ** (r - 1)
-    div_decay: float = 0.7
+    w_div_start: float = 1.0  # diversity weight of round 1 (the env's current one is its ``w_div``)
+    div_decay: float = 0.7  # round r weighs diversity w_div_start * div_decay ** (r - 1)
     latent_bound: float | None = 3.0  # latents are clipped to [-b, b]; None: unbounded
+    # weight of the usefulness term: what a sample would teach the detector on validation (set_usefulness; Swift
+    # Hydra publishes the gradient-alignment proxy of rlad.algorithms.usefulness); 0: evasion and diversity only
+    w_useful: float = 0.0
     eps: float = 1e-6
+
+    MOVED: ClassVar[dict[str, str]] = {"w_div": "w_div_start"}  # its name in older checkpoints and configs
+
+    def w_div_at(self, rnd: int) -> float:
+        """The diversity weight of Swift Hydra round ``rnd`` (from 1): diverse early, evasive later."""
+        return self.w_div_start * self.div_decay ** (rnd - 1)
 
 
 def median_nn_distance(X: np.ndarray, max_rows: int = 2000, seed: int = 0) -> float:
@@ -73,7 +84,8 @@ class LatentSynthesisVecEnv(gym.vector.VectorEnv):
         self.set_generator(vae, anchors)
         self.set_reference(reference)
         self.nn_scale = median_nn_distance(reference)
-        self.w_div = cfg.w_div
+        self.w_div = cfg.w_div_start  # the current weight: set_diversity_weight moves it per round
+        self.usefulness: Scorer | None = None
         d = vae.latent_dim
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (d + 2,), np.float32)
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (d,), np.float32)
@@ -101,6 +113,10 @@ class LatentSynthesisVecEnv(gym.vector.VectorEnv):
 
     def set_diversity_weight(self, w_div: float) -> None:
         self.w_div = float(w_div)
+
+    def set_usefulness(self, usefulness: Scorer | None) -> None:
+        """``X -> usefulness per row`` under the round's detector (None: no usefulness term)."""
+        self.usefulness = usefulness
 
     def _bounded(self, z: torch.Tensor) -> torch.Tensor:
         b = self.cfg.latent_bound
@@ -138,10 +154,12 @@ class LatentSynthesisVecEnv(gym.vector.VectorEnv):
         return np.log1p(nn_dist.numpy() / self.nn_scale)
 
     def reward(self, x: np.ndarray, proba: np.ndarray) -> np.ndarray:
-        """Evasion plus the weighted diversity of decoded samples ``x`` the detector gave ``proba``."""
+        """Evasion plus the weighted diversity (and usefulness) of decoded samples ``x`` the detector gave ``proba``."""
         rewards = self.cfg.w_evade * -np.log(np.asarray(proba, np.float64) + self.cfg.eps)
         if self.w_div:
             rewards = rewards + self.w_div * self.diversity(x)
+        if self.cfg.w_useful and self.usefulness is not None:
+            rewards = rewards + self.cfg.w_useful * np.asarray(self.usefulness(x), np.float64)
         return rewards
 
     def step(self, actions: np.ndarray):

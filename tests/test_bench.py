@@ -12,11 +12,11 @@ import pytest
 
 from rlad.platform.cli.main import main
 from rlad.core.data import adbench_file
-from rlad.platform.runtime.bench.report import mean_ranks, rank_table
-from rlad.platform.runtime.bench.runs import (
+from rlad.platform.runtime.sweep.report import mean_ranks, rank_table
+from rlad.platform.runtime.sweep.runs import (
     RAY_DETECTORS, BenchConfig, BenchError, DetectorSpec, find_data_files, resolve_detectors, run_bench,
 )
-from rlad.platform.runtime.bench.store import RESULT_COLUMNS
+from rlad.platform.runtime.sweep.store import RESULT_COLUMNS
 
 # broken: a real detector with an impossible config (top_k > n_experts), so fit() raises
 BROKEN = {"top_k": 9, "n_experts": 2, "epochs": 1}

@@ -81,3 +81,27 @@ def test_mismatched_checkpoints_are_refused(detector, tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain_torch.pt")
     with pytest.raises(CheckpointError, match="not in format"):
         MambaMoEDetector.load(tmp_path / "plain_torch.pt")
+
+
+def test_checkpoints_leave_the_runtime_section_out_and_older_ones_still_load(tmp_path):
+    """Resources are where a run happened, not what it learnt; checkpoints saved while DPLAN's
+    runtime options sat at the top level load into its runtime section, unknown keys still fail."""
+    from rlad.algorithms.dplan import DPLANDetector, DPLANRuntime, QNetwork
+    from rlad.algorithms.swift_hydra import SwiftHydraConfig
+    from rlad.core.config import from_dict, learned_options
+
+    X = np.random.default_rng(0).random((50, 4)).astype(np.float32)
+    det = DPLANDetector(runtime={"num_env_runners": 3, "num_cpus": 7}).adopt(X, {"q_network": QNetwork(4).state_dict()})
+    kind, config, state = load_checkpoint(det.save(tmp_path / "d.pt"))
+    assert "runtime" not in config["model"] and "rollout" not in learned_options(SwiftHydraConfig())
+    assert DPLANDetector.load(tmp_path / "d.pt").config.runtime == DPLANRuntime()
+    config["model"].update(num_env_runners=3, num_cpus=7)  # as saved before the runtime section
+    save_checkpoint(tmp_path / "old.pt", kind, config, state)
+    old = DPLANDetector.load(tmp_path / "old.pt")
+    assert (old.config.runtime.num_env_runners, old.config.runtime.num_cpus) == (3, 7)
+    np.testing.assert_array_equal(old.decision_function(X), det.decision_function(X))
+    config["model"]["num_runners"] = 1
+    save_checkpoint(tmp_path / "bad.pt", kind, config, state)
+    with pytest.raises(CheckpointError, match="unknown option"):
+        DPLANDetector.load(tmp_path / "bad.pt")
+    assert from_dict(SwiftHydraConfig, {"env": {"w_div": 0.5}}).env.w_div_start == 0.5  # renamed: the old name loads

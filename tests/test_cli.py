@@ -44,3 +44,30 @@ def test_resolve_data_takes_files_and_adbench_names(tmp_path):
         resolve_data(tmp_path / "missing.csv")
     with pytest.raises(DatasetError, match="no ADBench file named"):
         resolve_data("no_such_dataset")
+
+
+# flags whose default is a config dataclass's (None: not given, the dataclass decides)
+CONFIG_BACKED = {
+    "dplan": ["--episodes", "--steps", "--warmup", "--epsilon-steps", "--target-update", "--p", "--num-env-runners", "--max-rows"],
+    "residual-rl": ["--iterations", "--ae-epochs", "--grid-size"],
+    "meta-rae": ["--sizes", "--max-steps", "--feature-permutation"],
+    "swift-hydra": ["--rounds", "--serve-cpus", "--train-workers", "--la", "--max-rows"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(CONFIG_BACKED))
+def test_training_flags_read_their_defaults_from_the_config(command):
+    """One source of defaults: a flag that repeats a config's default would drift from it."""
+    actions = {o: a for a in subcommands()[command]._actions for o in a.option_strings}
+    assert {flag: actions[flag].default for flag in CONFIG_BACKED[command]} == dict.fromkeys(CONFIG_BACKED[command])
+
+
+def test_dplan_flags_name_config_options():
+    from rlad.algorithms.dplan import DPLANConfig
+    from rlad.core.config import from_dict, set_dotted
+    from rlad.platform.cli.dplan import CONFIG_FLAGS
+
+    options: dict = {}
+    for _, key, _, _ in CONFIG_FLAGS:
+        set_dotted(options, key, 1)
+    from_dict(DPLANConfig, options)  # unknown keys would raise

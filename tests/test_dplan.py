@@ -76,7 +76,7 @@ def test_step_reward_is_extrinsic_plus_intrinsic_of_current_state(split):
 
 
 def test_episode_truncates_and_needs_a_hidden_layer(split):
-    env = make_env(split, steps_per_episode=5)
+    env = make_env(split, refresh_every=5)
     with pytest.raises(RuntimeError, match="set_hidden_layer"):
         env.step(0)
     env.set_hidden_layer(*random_layer(split.n_features, 0))
@@ -159,7 +159,7 @@ def test_callback_refreshes_env_from_learner_synced_module(ray_cluster, split):
     cfg = DPLANConfig(episodes=1, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200, n_candidates=200,
                       num_envs_per_env_runner=1)  # one sub-env: its episodes end every 100 steps
     data = EnvPayload((split.X_train, split.y_train_semi))
-    algo = dqn_config(cfg, {"data": data.name, "steps_per_episode": 100, "n_candidates": 200}).build_algo()
+    algo = dqn_config(cfg, {"data": data.name, "refresh_every": 100, "n_candidates": 200}).build_algo()
     try:
         optimizers = algo.learner_group.foreach_learner(lambda learner: type(learner.get_optimizer()).__name__)
         assert [r.get() for r in optimizers] == ["RMSprop"]
@@ -260,7 +260,7 @@ def test_fit_needs_labelled_anomalies(split):
 
 def test_remote_env_runner(ray_cluster, split):
     det = DPLANDetector(
-        contamination=0.02, num_env_runners=1, episodes=2, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200
+        contamination=0.02, runtime={"num_env_runners": 1}, episodes=2, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200
     )
     det.fit(split.X_train, split.y_train_semi)
     assert det.history_[-1]["env_steps"] >= 300

@@ -124,9 +124,13 @@ def test_soft_targets_replace_labels_in_the_loss():
     soft = MambaMoEDetector(epochs=2, val_fraction=0.0).fit(X, y, target=np.where(y == 1, 0.6, 0.2))
     np.testing.assert_allclose(hard.decision_function(X), same.decision_function(X), rtol=1e-5)
     assert not np.allclose(hard.decision_function(X), soft.decision_function(X))
-    assert soft._target is None and soft._sample_weight is None  # one fit's per-row arrays are not kept
+    soft_target = np.where(y == 1, 0.6, 0.2)
+    kept = [k for k, v in vars(soft).items() if isinstance(v, np.ndarray) and v.shape == y.shape and np.allclose(v, soft_target)]
+    assert not kept  # fit parameters, not attributes: one fit's per-row arrays are not kept
     with pytest.raises(ValueError, match="target has 3 values"):
         MambaMoEDetector(epochs=1).fit(X, y, target=np.ones(3))
+    with pytest.raises(TypeError, match="takes no \\['weights'\\]"):  # a misspelt fit parameter is not ignored
+        MambaMoEDetector(epochs=1).fit(X, y, weights=np.ones(len(y)))
 
 
 def test_deeper_experts_keep_one_layer_names():

@@ -18,7 +18,7 @@ from rlad.platform.cli.main import main
 from rlad.core.checkpoint import CheckpointError
 from rlad.core.data import SplitConfig, adbench_dir, adbench_file, adbench_split, load_dataset
 from rlad.core.metrics import auc_scores
-from rlad.platform.runtime.bench.runs import BenchConfig, DetectorSpec, run_one
+from rlad.platform.runtime.sweep.runs import BenchConfig, DetectorSpec, run_one
 
 MVTEC = adbench_dir().parent / "adbench_mvtec"
 FAST = {"task_sizes": "reduced", "max_steps": 60, "eval_every": 20, "n_val_tasks": 4, "feature_permutation": 1.0}

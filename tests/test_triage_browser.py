@@ -109,7 +109,11 @@ def test_rows_sorted_by_score_and_label_by_click(server, browser):
     assert any(f["row_id"] == row_id and f["label"] == "anomaly" for f in stored)
     small = open_page(browser, KEY, width=390, height=844)
     small.wait_for_selector("#rows tbody tr")
-    assert small.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scroll on a phone
+    small.wait_for_selector("#events li")  # the registry events carry the longest strings (checkpoint paths)
+    small.wait_for_selector("#psi .barrow")
+    wide = small.evaluate("Array.from(document.querySelectorAll('body *')).filter(e => e.scrollWidth > 390)"
+                          ".map(e => e.tagName + '#' + e.id + ' ' + e.scrollWidth)")
+    assert small.evaluate("document.documentElement.scrollWidth") <= 390, wide  # no sideways scroll on a phone
     small.screenshot(path=str(ARTIFACTS / "triage-390.png"))
 
 

@@ -1,6 +1,8 @@
 """A Tune run killed mid-way (SIGKILL of the whole process group, Ray included) resumes from its
 trials' checkpoints with ``rlad tune --resume`` and completes. The first run is held after its
-first report (``RLAD_TUNE_HOLD_FILE``), so the kill cannot race the run to its end."""
+first report (``RLAD_TUNE_HOLD_FILE``), so the kill cannot race the run to its end, and it is
+killed once the experiment state that ``--resume`` reads holds that report's checkpoint (read
+back, not waited for), so the kill cannot race the driver's bookkeeping either."""
 from __future__ import annotations
 
 import json
@@ -13,6 +15,8 @@ import time
 import pandas as pd
 import yaml
 
+from ray import tune
+
 from rlad.platform.runtime.tuning import HOLD_FILE_ENV
 from rlad.tune_specs.schema import load_spec_dict
 
@@ -23,6 +27,15 @@ EPISODES = 6
 def rlad_tune(*args: str, **kw) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "rlad.platform.cli", "tune", *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+
+
+def checkpoint_recorded(experiment) -> bool:
+    """Whether the experiment state ``--resume`` reads already holds the trial's checkpoint."""
+    try:
+        trials = tune.ExperimentAnalysis(str(experiment)).trials
+    except Exception:  # not written yet, or caught mid-write
+        return False
+    return len(trials) == 1 and trials[0].checkpoint is not None
 
 
 def test_killed_tune_run_resumes_from_checkpoints(tmp_path):
@@ -39,13 +52,18 @@ def test_killed_tune_run_resumes_from_checkpoints(tmp_path):
 
     hold = tmp_path / "hold"
     hold.touch()
-    first = rlad_tune(*args, env={**os.environ, HOLD_FILE_ENV: str(hold)})
+    # Tune saves its experiment state at most every 10 s by default: every second here, so the
+    # recorded checkpoint shows up soon after the report (the test reads it back either way).
+    first = rlad_tune(*args, env={**os.environ, HOLD_FILE_ENV: str(hold), "TUNE_GLOBAL_CHECKPOINT_S": "1"})
     deadline = time.time() + 240
     while not any(p.stat().st_size > 0 and len(pd.read_csv(p)) for p in experiment.glob("*/progress.csv")):
         assert first.poll() is None, first.stdout.read()[-3000:]
         assert time.time() < deadline, "no result reported in time"
         time.sleep(0.5)
-    time.sleep(2)  # the trial is held after its first report: let the driver record its checkpoint
+    while not checkpoint_recorded(experiment):  # the trial is held after its first report meanwhile
+        assert first.poll() is None, first.stdout.read()[-3000:]
+        assert time.time() < deadline, "the first report's checkpoint was not recorded in the experiment state"
+        time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     hold.unlink()

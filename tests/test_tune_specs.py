@@ -50,7 +50,7 @@ def tiny_spec(algorithm: str, storage: Path, num_samples: int = 2, **changes) ->
 def test_shipped_specs_parse(name):
     spec = load_spec(name)
     assert spec.algorithm == name and spec.metric.startswith("val_") and spec.num_samples > 1
-    runners = spec.config["rollout"]["num_env_runners"] if name == "swift_hydra" else spec.config["num_env_runners"]
+    runners = spec.config["rollout" if name == "swift_hydra" else "runtime"]["num_env_runners"]
     assert spec.cpus_per_trial == 1 and runners == 0
 
 
@@ -61,8 +61,8 @@ def test_search_space_maps_dotted_keys_onto_nested_config():
     assert isinstance(space["detector"]["n_experts"], tune.search.sample.Categorical)
     assert space["detector"]["n_experts"].categories == [2, 4, 8]
     assert isinstance(space["env"]["w_evade"].get_sampler(), tune.search.sample.Float._Uniform)
-    assert isinstance(space["env"]["w_div"].get_sampler(), tune.search.sample.Float._LogUniform)
-    assert (space["env"]["w_div"].lower, space["env"]["w_div"].upper) == (0.1, 3.0)
+    assert isinstance(space["env"]["w_div_start"].get_sampler(), tune.search.sample.Float._LogUniform)
+    assert (space["env"]["w_div_start"].lower, space["env"]["w_div_start"].upper) == (0.1, 3.0)
 
     grid = parse_spec({**load_spec_dict("dplan"), "search": {"p": {"grid": [0.3, 0.5]}}})
     assert param_space(grid)["p"] == {"grid_search": [0.3, 0.5]}
@@ -82,11 +82,11 @@ def test_search_space_maps_dotted_keys_onto_nested_config():
         ({"search": {"detector.n_expert": {"choice": [2]}}}, "MambaMoEConfig has no option 'n_expert'"),
         ({"search": {"detectr.n_experts": {"choice": [2]}}}, "SwiftHydraConfig has no option 'detectr'"),
         ({"search": {"detector": {"choice": [2]}}}, "is a group of options"),
-        ({"search": {"env.w_div": {"normal": [0, 1]}}}, "unknown sampler 'normal'"),
-        ({"search": {"env.w_div": {"uniform": [2.0, 1.0]}}}, "low < high"),
-        ({"search": {"env.w_div": {"loguniform": [0.0, 1.0]}}}, "low > 0"),
-        ({"search": {"env.w_div": {"choice": []}}}, "non-empty list"),
-        ({"search": {"env.w_div": {"choice": [1], "uniform": [0, 1]}}}, "expected one of"),
+        ({"search": {"env.w_div_start": {"normal": [0, 1]}}}, "unknown sampler 'normal'"),
+        ({"search": {"env.w_div_start": {"uniform": [2.0, 1.0]}}}, "low < high"),
+        ({"search": {"env.w_div_start": {"loguniform": [0.0, 1.0]}}}, "low > 0"),
+        ({"search": {"env.w_div_start": {"choice": []}}}, "non-empty list"),
+        ({"search": {"env.w_div_start": {"choice": [1], "uniform": [0, 1]}}}, "expected one of"),
         ({"search": {"rounds": {"choice": [1, 2]}}}, "also fixed in config"),
     ],
 )

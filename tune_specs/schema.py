@@ -14,7 +14,7 @@ Spec grammar (see ``swift_hydra.yaml`` and ``dplan.yaml`` beside this module)::
     config: {...}                   # fixed options of the algorithm's config dataclass
     search:                         # dotted config keys -> one sampler each
       detector.n_experts: {choice: [2, 4, 8]}
-      env.w_div: {loguniform: [0.1, 3.0]}
+      env.w_div_start: {loguniform: [0.1, 3.0]}
 
 Samplers: ``{grid: [..]}``, ``{choice: [..]}``, ``{uniform: [low, high]}``,
 ``{loguniform: [low, high]}``.

@@ -26,7 +26,15 @@ def add_seed(p: argparse.ArgumentParser) -> None:
 
 
 def add_split(p: argparse.ArgumentParser, la: bool = True) -> None:
-    """ADBench protocol options of the commands that split one dataset."""
+    """ADBench protocol options of the commands that split one dataset (defaults: ``SplitConfig``'s,
+    through :func:`split_options`)."""
     if la:
-        p.add_argument("--la", type=float, default=0.1, help="fraction of training anomalies labelled (default: 0.1)")
-    p.add_argument("--max-rows", type=int, default=10_000, help="subsample larger datasets, stratified (default: 10000)")
+        p.add_argument("--la", type=float, default=None, help="fraction of training anomalies labelled (default: SplitConfig.la)")
+    p.add_argument("--max-rows", type=int, default=None, help="subsample larger datasets, stratified (default: SplitConfig.max_rows)")
+
+
+def split_options(args: argparse.Namespace) -> dict:
+    """``SplitConfig`` options from :func:`add_split`'s and :func:`add_seed`'s flags; those not given
+    are left to ``SplitConfig``."""
+    given = {"la": getattr(args, "la", None), "max_rows": args.max_rows}
+    return {"seed": args.seed, **{k: v for k, v in given.items() if v is not None}}

@@ -47,7 +47,7 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     import yaml
 
     from rlad.core.config import set_dotted
-    from rlad.platform.runtime.bench.runs import BenchError
+    from rlad.platform.runtime.sweep.runs import BenchError
 
     out: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from rlad.core.config import deep_merge, load_yaml
     from rlad.core.ray_init import init_ray
     from rlad.algorithms.registry import RAY_DETECTORS
-    from rlad.platform.runtime.bench.runs import BenchConfig, BenchError, find_data_files, resolve_detectors, run_bench
+    from rlad.platform.runtime.sweep.runs import BenchConfig, BenchError, find_data_files, resolve_detectors, run_bench
 
     try:
         configs = load_yaml(args.config) if args.config else {}

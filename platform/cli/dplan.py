@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from rlad.platform.cli.args import add_data, add_ray, add_seed, add_split
+from rlad.platform.cli.args import add_data, add_ray, add_seed, add_split, split_options
+
+
+#: (flag, DPLANConfig key (dotted into sections), type, help) of the options this command exposes.
+CONFIG_FLAGS = (
+    ("--episodes", "episodes", int, "training episodes after warm-up"),
+    ("--steps", "steps_per_episode", int, "env steps per episode (between hidden-layer refreshes)"),
+    ("--warmup", "warmup_steps", int, "env steps before learning starts"),
+    ("--epsilon-steps", "epsilon_steps", int, "env steps of epsilon decay"),
+    ("--target-update", "target_update_freq", int, "env steps between target-network updates"),
+    ("--p", "p", float, "probability of drawing the next state from labelled anomalies"),
+    ("--num-env-runners", "runtime.num_env_runners", int, "remote EnvRunner actors (0: sample in this process)"),
+)
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -15,13 +27,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     add_ray(p)
     p.add_argument("--labeled", type=int, default=60, help="labelled training anomalies (default: 60)")
     p.add_argument("--contamination", type=float, default=0.02, help="anomaly fraction kept among unlabelled rows (default: 0.02)")
-    p.add_argument("--episodes", type=int, default=10, help="training episodes after warm-up (default: 10)")
-    p.add_argument("--steps", type=int, default=2000, help="env steps per episode (default: 2000)")
-    p.add_argument("--warmup", type=int, default=10_000, help="env steps before learning starts (default: 10000)")
-    p.add_argument("--epsilon-steps", type=int, default=10_000, help="env steps of epsilon decay 1 -> 0.1 (default: 10000)")
-    p.add_argument("--target-update", type=int, default=10_000, help="env steps between target-network updates (default: 10000)")
-    p.add_argument("--p", type=float, default=0.5, help="probability of drawing the next state from labelled anomalies (default: 0.5)")
-    p.add_argument("--num-env-runners", type=int, default=0, help="remote EnvRunner actors (default: 0, sample in this process)")
+    # Training options default to DPLANConfig's (the one source of defaults): None = not given.
+    for flag, key, kind, what in CONFIG_FLAGS:
+        p.add_argument(flag, type=kind, default=None, help=f"{what} (default: DPLANConfig.{key})")
     p.add_argument("--logdir", help="TensorBoard log folder")
     p.add_argument("--save", help="write the trained detector to this checkpoint file")
     p.set_defaults(func=run)
@@ -31,23 +39,24 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from rlad.algorithms.dplan import DPLANDetector, DPLANTraining
+    from rlad.core.config import set_dotted
     from rlad.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
     from rlad.core.metrics import auc_scores
     from rlad.core.ray_init import init_ray
     from rlad.core.tensorboard import TBLogger
 
-    split_cfg = SplitConfig(max_rows=args.max_rows, n_labeled_anomalies=args.labeled, contamination=args.contamination, seed=args.seed)
+    split_cfg = SplitConfig(n_labeled_anomalies=args.labeled, contamination=args.contamination, **split_options(args))
     split = adbench_split(load_dataset(resolve_data(args.data)), split_cfg)
     print(
         f"{split.name}: {split.X_train.shape[0]} train rows ({int(split.y_train_semi.sum())} labelled anomalies), "
         f"{split.X_test.shape[0]} test rows, {split.n_features} features"
     )
     init_ray(num_cpus=args.num_cpus, address=args.address)
-    det = DPLANDetector(
-        contamination=args.contamination, episodes=args.episodes, steps_per_episode=args.steps, warmup_steps=args.warmup,
-        epsilon_steps=args.epsilon_steps, target_update_freq=args.target_update, p=args.p,
-        num_env_runners=args.num_env_runners, seed=args.seed,
-    )
+    options: dict = {"seed": args.seed}
+    for flag, key, _, _ in CONFIG_FLAGS:
+        if (value := getattr(args, flag[2:].replace("-", "_"))) is not None:
+            set_dotted(options, key, value)
+    det = DPLANDetector(contamination=args.contamination, **options)
     tb = TBLogger(args.logdir) if args.logdir else None
 
     def on_episode(summary: dict, training: DPLANTraining) -> None:

@@ -35,8 +35,10 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     add_data(p, required=False)
     p.add_argument("--labeled", type=int, default=0,
                    help="target anomalies whose labels are used: they are left out of the support set (default: 0, unlabelled)")
-    p.add_argument("--sizes", choices=["full", "reduced"], default="full", help="task sizes (K, J, I) of meta-training (default: full)")
-    p.add_argument("--max-steps", type=int, default=3000, help="meta-training steps at most, early stopping aside (default: 3000)")
+    p.add_argument("--sizes", choices=["full", "reduced"], default=None,
+                   help="task sizes (K, J, I) of meta-training (default: MetaRAEConfig.task_sizes)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="meta-training steps at most, early stopping aside (default: MetaRAEConfig.max_steps)")
     p.add_argument("--feature-permutation", type=float, default=None,
                    help="share of meta-training tasks with their features in a random order: 0 within one domain family, "
                         "1 across data sets whose features differ in meaning (default: MetaRAEConfig's, 0)")
@@ -53,8 +55,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def options(args: argparse.Namespace) -> dict:
     """Config overrides from the flags; the rest are MetaRAEConfig's defaults."""
-    given = {"feature_permutation": args.feature_permutation}
-    return {"task_sizes": args.sizes, "max_steps": args.max_steps, "seed": args.seed, **{k: v for k, v in given.items() if v is not None}}
+    given = {"feature_permutation": args.feature_permutation, "task_sizes": args.sizes, "max_steps": args.max_steps}
+    return {"seed": args.seed, **{k: v for k, v in given.items() if v is not None}}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,9 +21,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64, help="images are resized to size x size (default: 64)")
     p.add_argument("--grayscale", action="store_true", help="read images as one grey channel")
     p.add_argument("--labeled", type=int, default=20, help="test anomalies moved into training as labelled anomalies")
-    p.add_argument("--iterations", type=int, default=15, help="PPO training iterations")
-    p.add_argument("--ae-epochs", type=int, default=100, help="autoencoder training epochs (default: 100)")
-    p.add_argument("--grid-size", type=int, default=8, help="residual map pooled to grid x grid for the policy")
+    # Training options default to ResidualRLConfig's (the one source of defaults): None = not given.
+    p.add_argument("--iterations", type=int, default=None, help="PPO training iterations (default: ResidualRLConfig.iterations)")
+    p.add_argument("--ae-epochs", type=int, default=None, help="autoencoder training epochs (default: ResidualRLConfig.ae_epochs)")
+    p.add_argument("--grid-size", type=int, default=None,
+                   help="residual map pooled to grid x grid for the policy (default: ResidualRLConfig.grid_size)")
     add_seed(p)
     add_ray(p)
     p.add_argument("--logdir", help="TensorBoard log folder")
@@ -55,15 +57,9 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     init_ray(num_cpus=args.num_cpus, address=args.address)
-    det = ResidualRLDetector(
-        image_shape=train.image_shape,
-        iterations=args.iterations,
-        ae_epochs=args.ae_epochs,
-        grid_size=args.grid_size,
-        seed=args.seed,
-        verbose=True,
-        logdir=args.logdir,
-    )
+    given = {"iterations": args.iterations, "ae_epochs": args.ae_epochs, "grid_size": args.grid_size}
+    det = ResidualRLDetector(image_shape=train.image_shape, seed=args.seed, runtime={"verbose": True, "logdir": args.logdir},
+                             **{k: v for k, v in given.items() if v is not None})
     try:
         det.fit(train.X, train.y)
     finally:

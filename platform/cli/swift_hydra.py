@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from rlad.platform.cli.args import add_data, add_ray, add_seed, add_split
+from rlad.platform.cli.args import add_data, add_ray, add_seed, add_split, split_options
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -18,11 +18,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="YAML file of SwiftHydraConfig options")
     p.add_argument("--rounds", type=int, default=None, help="synthesis-retrain rounds (default: the config's, 3)")
     p.add_argument("--no-serve", action="store_true", help="score in-process instead of through Ray Serve")
-    p.add_argument("--serve-cpus", type=float, default=0.5, help="CPUs reserved by the Serve replica (default: 0.5)")
+    p.add_argument("--serve-cpus", type=float, default=None, help="CPUs reserved by the Serve replica (default: ServeScoring.num_cpus)")
     p.add_argument("--serve-resources", default="{}", help="custom resources of the Serve replica as YAML, e.g. '{detector_node: 1}'")
     p.add_argument("--ray-train", action="store_true", help="retrain the detector with Ray Train (GPU when present)")
-    p.add_argument("--train-workers", type=int, default=1, help="Ray Train workers with --ray-train (default: 1)")
-    p.add_argument("--workdir", default="runs/swift_hydra", help="checkpoints, Parquet and TensorBoard logs")
+    p.add_argument("--train-workers", type=int, default=None, help="Ray Train workers with --ray-train (default: RayTrainRetrainer.num_workers)")
+    p.add_argument("--workdir", default="runs/swift_hydra", help="checkpoints and TensorBoard logs")
     p.add_argument("--save", default=None, help="save the scoring model (Inference Module, else the final large detector) as a swift_hydra checkpoint")
     p.set_defaults(func=run)
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     options.setdefault("seed", args.seed)
     cfg = from_dict(SwiftHydraConfig, options)
 
-    split = adbench_split(load_dataset(resolve_data(args.data)), SplitConfig(la=args.la, max_rows=args.max_rows, seed=args.seed))
+    split = adbench_split(load_dataset(resolve_data(args.data)), SplitConfig(**split_options(args)))
     print(f"[swift-hydra] {split.name}: train {split.X_train.shape}, {int(split.y_train_semi.sum())} labelled anomalies, "
           f"test {split.X_test.shape}")
     init_ray(num_cpus=args.num_cpus, address=args.address)
@@ -50,11 +50,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_serve:
         from rlad.platform.runtime.serving import ServeScoring
 
-        scoring = ServeScoring(num_cpus=args.serve_cpus, resources=yaml.safe_load(args.serve_resources) or {})
+        cpus = {} if args.serve_cpus is None else {"num_cpus": args.serve_cpus}
+        scoring = ServeScoring(resources=yaml.safe_load(args.serve_resources) or {}, **cpus)
     if args.ray_train:
         from rlad.platform.runtime.ray_train import RayTrainRetrainer
 
-        retrain = RayTrainRetrainer(num_workers=args.train_workers)
+        retrain = RayTrainRetrainer(**({} if args.train_workers is None else {"num_workers": args.train_workers}))
     loop = SwiftHydra(cfg, workdir=args.workdir, scoring=scoring, retrain=retrain or retrain_in_process)
     final_large = loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
     detector = SwiftHydraDetector.from_loop(loop, final_large, split.X_train)

@@ -1,5 +1,11 @@
 """Nested dataclass configs from plain dicts / YAML (unknown keys rejected), and the one set of
-helpers for dotted keys (``"detector.epochs"``) over nested dicts."""
+helpers for dotted keys (``"detector.epochs"``) over nested dicts.
+
+Two class attributes a config dataclass may set (not fields): ``RUNTIME``, the name of its one
+runtime section (CPUs, env runners, log folders: where a run happens, not what it learns), which
+:func:`learned_options` leaves out of checkpoints; and ``MOVED``, ``{old key: new dotted key}`` for
+options renamed or moved since checkpoints were saved with them, so those still load while unknown
+keys are still refused."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +22,7 @@ T = TypeVar("T")
 
 def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     """Build dataclass ``cls`` from ``data``; nested dataclass fields take nested dicts."""
-    data = dict(data or {})
+    data = _moved(cls, dict(data or {}))
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
@@ -31,6 +37,29 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _moved(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the keys of ``cls.MOVED`` under their new (dotted) names."""
+    for old, new in getattr(cls, "MOVED", {}).items():
+        if old not in data:
+            continue
+        *sections, leaf = new.split(".")
+        tree = data
+        for key in sections:
+            section = tree.get(key)
+            tree[key] = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else dict(section or {})
+            tree = tree[key]
+        tree[leaf] = data.pop(old)  # given by its old name last (a checkpoint's, or an override): it wins
+    return data
+
+
+def learned_options(cfg: Any) -> dict[str, Any]:
+    """``cfg`` as plain data without its runtime section (``RUNTIME``): what a checkpoint keeps.
+    Loading fills that section with its defaults; the process that loads decides its resources."""
+    data = dataclasses.asdict(cfg)
+    data.pop(getattr(cfg, "RUNTIME", None), None)
+    return data
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

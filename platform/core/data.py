@@ -22,6 +22,11 @@ from rlad.core.errors import UserError
 
 LABEL_COLUMNS = ("y", "label")
 SUFFIXES = (".npz", ".parquet", ".pq", ".csv")
+#: The repository checkout (this file is ``<checkout>/platform/core/data.py``).
+CHECKOUT = Path(__file__).resolve().parents[2]
+#: Where the shared data sets sit when ``$RLAD_ADBENCH_DIR`` is unset: ``shared/datasets``
+#: beside the checkout, not inside it (no data set is copied into the repository).
+SHARED_DATASETS = CHECKOUT.parent / "shared" / "datasets"
 
 
 class DatasetError(UserError, ValueError):
@@ -286,7 +291,7 @@ def adbench_dir() -> Path:
     env = os.environ.get("RLAD_ADBENCH_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "datasets" / "adbench"
+    return SHARED_DATASETS / "adbench"
 
 
 def adbench_file(name: str) -> Path:

@@ -32,8 +32,17 @@ from rlad.platform.runtime.feedback import DEFAULT_WINDOW
 from rlad.platform.runtime.live_service import LiveVersionPoller
 from rlad.platform.runtime.screening import InputPolicy, Rejected, encode_rows, expected_columns, score_isolated, screen_rows
 
+#: Requests one replica holds at once (running or queued for a batch), Serve's per-replica cap;
+#: more wait in the caller. Well above the 64 concurrent clients of ``bench_serve_load.py``.
+MAX_ONGOING_REQUESTS = 256
+#: Requests ``@serve.batch`` merges into one forward pass (cost per row:
+#: ``benchmarks/results/serve_load.csv``).
+MAX_BATCH_SIZE = 64
+#: How long a batch waits for more requests: not at all; a call takes what queued meanwhile.
+BATCH_WAIT_S = 0.0
 
-@serve.deployment(max_ongoing_requests=256, logging_config={"enable_access_log": False})
+
+@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, logging_config={"enable_access_log": False})
 class DetectorServer:
     """Serve replica around one detector checkpoint, hot-swappable through ``user_config``, and,
     with a ``workdir`` in it, following the live version of that service's model registry."""
@@ -58,7 +67,7 @@ class DetectorServer:
     def version(self) -> int:
         return self._model[1]
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _score_batch(self, batches: list[np.ndarray]) -> list[dict[str, Any]]:
         detector, version = self._model  # one model for the whole batch, even mid-swap
         return [

@@ -122,9 +122,9 @@ class Trainable:
 
 TRAINABLES: dict[str, Trainable] = {
     "swift_hydra": Trainable(train_swift_hydra, lambda c: c.rounds,
-                             lambda c: [{"CPU": 1.0, **c.rollout.resources}] * c.rollout.num_env_runners),
+                             lambda c: [{"CPU": c.rollout.num_cpus_per_runner, **c.rollout.resources}] * c.rollout.num_env_runners),
     "dplan": Trainable(train_dplan, lambda c: c.episodes,
-                       lambda c: [{"CPU": float(c.num_cpus_per_env_runner)}] * c.num_env_runners),
+                       lambda c: [{"CPU": float(c.runtime.num_cpus_per_env_runner)}] * c.runtime.num_env_runners),
 }
 
 

@@ -39,7 +39,7 @@ from rlad.algorithms.registry import RAY_DETECTORS, build_detector, list_detecto
 from rlad.core.config import deep_merge
 from rlad.core.data import SUFFIXES, DatasetError, SplitConfig, TabularDataset, adbench_split, load_dataset, resolve_data
 from rlad.core.metrics import auc_scores
-from rlad.platform.runtime.bench.store import (
+from rlad.platform.runtime.sweep.store import (
     BenchResult, RunStore, curve_points, curves_frame, empty_record, fail, json_default, results_frame, write_results,
 )
 
@@ -292,7 +292,7 @@ def run_bench(
     result.files["runs"] = store.runs_path
     result.files["errors"] = store.errors_path
     if report:  # results are on disk already: a report failure is logged, not raised
-        from rlad.platform.runtime.bench.report import write_report
+        from rlad.platform.runtime.sweep.report import write_report
 
         try:
             result.files.update(write_report(result.results, result.curves, out, meta=meta))

@@ -1,1 +1,0 @@
-"""Benchmarks of registered detectors: ``runs`` plans and dispatches, ``store`` records, ``report`` reports."""
