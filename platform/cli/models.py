@@ -12,17 +12,18 @@ from rlad.platform.cli.retrain import add_service
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list, show, promote or roll back a served detector's versions")
-    actions = p.add_subparsers(dest="action", required=True)
+    actions = p.add_subparsers(dest="action", required=True, help="list | show | promote | rollback")
     add_service(actions.add_parser("list", help="every version and the live one"))
     show = actions.add_parser("show", help="one version: metrics, data hash, parent, checkpoint, decisions")
-    show.add_argument("version", type=int)
+    show.add_argument("version", type=int, help="the version to show")
     add_service(show)
     promote = actions.add_parser("promote", help="make a version live (hot swap)")
-    promote.add_argument("version", type=int)
+    promote.add_argument("version", type=int, help="the version to make live")
     promote.add_argument("--reason", default="manual promotion", help="recorded with the promotion")
     add_service(promote)
     rollback = actions.add_parser("rollback", help="serve an earlier version again (default: the one live before)")
-    rollback.add_argument("version", type=int, nargs="?", default=None)
+    rollback.add_argument("version", type=int, nargs="?", default=None,
+                          help="the version to serve again (default: the one live before the current)")
     rollback.add_argument("--reason", default="", help="recorded with the rollback")
     add_service(rollback)
     p.set_defaults(func=run)
