@@ -37,7 +37,8 @@ CREATE INDEX IF NOT EXISTS scored_by_score ON scored (score DESC);
 CREATE INDEX IF NOT EXISTS scored_by_ts ON scored (ts);
 CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, row_id TEXT,
                                      label TEXT NOT NULL CHECK (label IN ('anomaly', 'normal')),
-                                     analyst TEXT NOT NULL, ts REAL NOT NULL, row TEXT NOT NULL);
+                                     analyst TEXT NOT NULL, ts REAL NOT NULL, row TEXT NOT NULL,
+                                     weight REAL NOT NULL DEFAULT 1.0);
 CREATE INDEX IF NOT EXISTS feedback_by_row ON feedback (row_id);
 """
 
@@ -53,6 +54,8 @@ def open_db(workdir: str | Path, synchronous: str = "FULL") -> sqlite3.Connectio
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.executescript(SCHEMA)
+    if "weight" not in {r["name"] for r in conn.execute("PRAGMA table_info(feedback)")}:  # a folder from before weights
+        conn.execute("ALTER TABLE feedback ADD COLUMN weight REAL NOT NULL DEFAULT 1.0")
     return conn
 
 
@@ -98,11 +101,15 @@ class FeedbackStore:
         return ids
 
     def add_feedback(self, label: str, analyst: str = "", row_id: str | None = None,
-                     row: Sequence[float] | None = None, n_features: int | None = None) -> int:
+                     row: Sequence[float] | None = None, n_features: int | None = None, weight: float = 1.0) -> int:
         """Record one label for a scored row (by ``row_id``) or for a row given by its values;
-        returns the feedback id once committed. Raises :class:`UnknownRow` or ``ValueError``."""
+        returns the feedback id once committed. ``weight``: how many rows this label stands for in
+        validation (1 for a row labelled because it was flagged; N/m for one of m rows drawn at random
+        from N unflagged ones, an audit). Raises :class:`UnknownRow` or ``ValueError``."""
         if label not in LABELS:
             raise ValueError(f"label must be one of {LABELS}, got {label!r}")
+        if not (np.isfinite(weight) and weight >= 1.0):
+            raise ValueError(f"weight must be a finite number >= 1 (rows this label stands for), got {weight}")
         if (row_id is None) == (row is None):
             raise ValueError("give either the scored row's id or the row's values, not both")
         if row is not None:
@@ -119,8 +126,8 @@ class FeedbackStore:
                     raise UnknownRow(f"no scored row with id {row_id!r} (unknown, or older than the window of "
                                      f"the newest {self.window} scored rows)")
                 row_json = found["row"]
-            cur = self._feedback.execute("INSERT INTO feedback (row_id, label, analyst, ts, row) VALUES (?, ?, ?, ?, ?)",
-                                         (row_id, label, analyst, time.time(), row_json))
+            cur = self._feedback.execute("INSERT INTO feedback (row_id, label, analyst, ts, row, weight) VALUES (?, ?, ?, ?, ?, ?)",
+                                         (row_id, label, analyst, time.time(), row_json, float(weight)))
             return int(cur.lastrowid)
 
     # -- reads ----------------------------------------------------------------------------------
@@ -181,7 +188,7 @@ class FeedbackStore:
 
 def feedback_dict(r: sqlite3.Row) -> dict[str, Any]:
     return {"feedback_id": r["id"], "row_id": r["row_id"], "label": r["label"], "analyst": r["analyst"],
-            "ts": r["ts"], "row": json.loads(r["row"])}
+            "ts": r["ts"], "row": json.loads(r["row"]), "weight": r["weight"]}
 
 
 def all_feedback(workdir: str | Path) -> list[dict[str, Any]]:

@@ -101,6 +101,9 @@ class FeedbackRequest(BaseModel):
     row: list[float] | None = Field(None, description="The row's values, instead of an id")
     label: str = Field(..., description="anomaly or normal")
     analyst: str = Field("", max_length=200, description="Who labelled it")
+    weight: float = Field(1.0, ge=1.0, allow_inf_nan=False,
+                          description="Rows this label stands for in the retraining gate: 1 for a flagged row the analyst "
+                                      "reviewed; N/m for one of m rows drawn at random from N unflagged ones (an audit)")
 
 
 class ModelInfo(BaseModel):
@@ -269,7 +272,7 @@ class ScoringAPI:
             self._n_features = (await self.detector.info.remote())["n_features"]
         try:
             fid = await asyncio.to_thread(self.store.add_feedback, request.label, request.analyst, request.id,
-                                          request.row, self._n_features)
+                                          request.row, self._n_features, request.weight)
         except UnknownRow as exc:
             http.state.reason = "unknown_id"
             return JSONResponse({"detail": exc.args[0]}, status_code=404)

@@ -15,7 +15,11 @@ One retrain (:func:`retrain_once`), top to bottom:
    confidence bound of AUC-PR(candidate) - AUC-PR(live); the candidate is promoted only when that
    bound is at least ``-margin``, i.e. when it is not worse by more than the margin at the chosen
    confidence. A point comparison promoted a worse model when a handful of held-out positives
-   happened to favour it (``docs/platform/live-loop.md``).
+   happened to favour it (``docs/platform/live-loop.md``). Each held-out row counts with its
+   feedback ``weight``: flagged rows are the top of the live model's own ranking, so on them alone
+   the live model wins by construction (anomalies it missed are never labelled); a few rows drawn at
+   random from the unflagged ones and labelled with weight N/m (an audit) make the AUC-PR estimate
+   cover the whole stream (inverse-probability weighting).
 5. the candidate is registered either way (checkpoint, metrics, data hash, parent); promotion is a
    write of the registry's live pointer, which the replicas poll and hot-swap to; a refusal is
    logged with its reasons.
@@ -79,6 +83,7 @@ class LabelledRows:
     keys: list[str]
     rows: list[Any]  # arrays, or objects by column name
     y: np.ndarray  # 1 = anomaly, 0 = normal
+    w: np.ndarray  # rows each label stands for in validation (1 flagged, N/m audit)
     last_id: int  # newest feedback id read
 
     @classmethod
@@ -89,7 +94,8 @@ class LabelledRows:
             latest[key] = line
         keys = list(latest)
         y = np.asarray([latest[k]["label"] == "anomaly" for k in keys], dtype=np.int64)
-        return cls(keys, [latest[k]["row"] for k in keys], y, max((line["feedback_id"] for line in lines), default=0))
+        w = np.asarray([latest[k].get("weight", 1.0) for k in keys], dtype=np.float64)
+        return cls(keys, [latest[k]["row"] for k in keys], y, w, max((line["feedback_id"] for line in lines), default=0))
 
     def split(self, share: float) -> tuple[np.ndarray, np.ndarray]:
         """Masks (train, held out)."""
@@ -123,14 +129,14 @@ def concat_rows(a: Any, b: Any) -> Any:
     return np.concatenate([a, b]) if len(b) else a
 
 
-def auc_pr(y: np.ndarray, scores: np.ndarray) -> float:
+def auc_pr(y: np.ndarray, scores: np.ndarray, w: np.ndarray | None = None) -> float:
     from sklearn.metrics import average_precision_score
 
-    return float(average_precision_score(y, scores))
+    return float(average_precision_score(y, scores, sample_weight=w))
 
 
 def bootstrap_lower_bound(y: np.ndarray, live: np.ndarray, candidate: np.ndarray, confidence: float, n: int,
-                          seed: int = 0) -> float:
+                          seed: int = 0, w: np.ndarray | None = None) -> float:
     """Lower ``confidence`` bound of AUC-PR(candidate) - AUC-PR(live) by a paired bootstrap that
     resamples positives and negatives separately (each resample keeps the class counts)."""
     rng = np.random.default_rng(seed)
@@ -138,19 +144,23 @@ def bootstrap_lower_bound(y: np.ndarray, live: np.ndarray, candidate: np.ndarray
     diffs = np.empty(n)
     for b in range(n):
         idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        diffs[b] = auc_pr(y[idx], candidate[idx]) - auc_pr(y[idx], live[idx])
+        wb = None if w is None else w[idx]
+        diffs[b] = auc_pr(y[idx], candidate[idx], wb) - auc_pr(y[idx], live[idx], wb)
     return float(np.quantile(diffs, 1.0 - confidence))
 
 
-def gate(y: np.ndarray, live: np.ndarray, candidate: np.ndarray, config: RetrainConfig) -> tuple[bool, str, dict[str, Any]]:
-    """``(promote, reason, metrics)`` from the held-out labels and both models' scores."""
+def gate(y: np.ndarray, live: np.ndarray, candidate: np.ndarray, config: RetrainConfig,
+         w: np.ndarray | None = None) -> tuple[bool, str, dict[str, Any]]:
+    """``(promote, reason, metrics)`` from the held-out labels, their weights and both models' scores."""
     n_pos, n_neg = int(y.sum()), int((y == 0).sum())
     metrics: dict[str, Any] = {"holdout_anomalies": n_pos, "holdout_normals": n_neg}
     if n_pos < config.min_positives or n_neg < config.min_negatives:
         return False, (f"too few held-out labels to validate: {n_pos} anomalies and {n_neg} normal "
                        f"(need {config.min_positives} and {config.min_negatives})"), metrics
-    metrics.update(live_auc_pr=auc_pr(y, live), candidate_auc_pr=auc_pr(y, candidate))
-    metrics["lower_bound"] = bootstrap_lower_bound(y, live, candidate, config.confidence, config.bootstrap, config.seed)
+    metrics.update(live_auc_pr=auc_pr(y, live, w), candidate_auc_pr=auc_pr(y, candidate, w))
+    if w is not None and np.any(w > 1):
+        metrics["audit_rows"] = int((w > 1).sum())
+    metrics["lower_bound"] = bootstrap_lower_bound(y, live, candidate, config.confidence, config.bootstrap, config.seed, w)
     diff = metrics["candidate_auc_pr"] - metrics["live_auc_pr"]
     what = (f"held-out AUC-PR {metrics['candidate_auc_pr']:.4f} vs live {metrics['live_auc_pr']:.4f} "
             f"(difference {diff:+.4f}, {config.confidence:.0%} lower bound {metrics['lower_bound']:+.4f}, "
@@ -241,7 +251,8 @@ def retrain_once(workdir: str | Path, config: RetrainConfig = RetrainConfig(),
         staged = candidate.save(workdir / "models" / f".candidate-{os.getpid()}-{time.time_ns()}.pt")
         metrics: dict[str, Any] = {"feedback_upto": rows.last_id, "train_rows": len(X), "fit_seconds": time.time() - started}
         if config.gate:
-            promote, reason, gated = gate(y_out, live.decision_function(X_out), candidate.decision_function(X_out), config)
+            promote, reason, gated = gate(y_out, live.decision_function(X_out), candidate.decision_function(X_out), config,
+                                          rows.w[out])
             metrics.update(gated)
         else:
             promote, reason = True, "no validation gate"

@@ -1,0 +1,91 @@
+"""The retraining gate and the feedback it reads, in-process (no Ray, no Serve): audit weights
+stored and migrated, weighted AUC-PR in the gate, the margin, and a whole ``retrain_once`` that
+promotes a candidate that learnt the analysts' anomalies."""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from rlad.platform.runtime.feedback import DB_NAME, FeedbackStore, all_feedback
+from rlad.platform.runtime.model_registry import ModelRegistry, save_training_rows
+from rlad.platform.runtime.retraining import LabelledRows, RetrainConfig, gate, retrain_once
+
+
+def test_feedback_weight_is_stored_checked_and_added_to_old_folders(tmp_path):
+    old = sqlite3.connect(tmp_path / DB_NAME)  # a service folder from before audit weights
+    old.executescript("CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, row_id TEXT, label TEXT NOT NULL, "
+                      "analyst TEXT NOT NULL, ts REAL NOT NULL, row TEXT NOT NULL);"
+                      "INSERT INTO feedback (row_id, label, analyst, ts, row) VALUES (NULL, 'normal', 'a', 0, '[1.0]');")
+    old.close()
+    store = FeedbackStore(tmp_path)
+    try:
+        store.add_feedback("anomaly", "b", row=[2.0], weight=12.5)
+        for bad in (0.5, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="weight"):
+                store.add_feedback("anomaly", "b", row=[2.0], weight=bad)
+    finally:
+        store.close()
+    lines = all_feedback(tmp_path)
+    assert [(f["label"], f["weight"]) for f in lines] == [("normal", 1.0), ("anomaly", 12.5)]
+    rows = LabelledRows.from_feedback(lines)
+    assert rows.w.tolist() == [1.0, 12.5] and rows.y.tolist() == [0, 1]
+
+
+def test_gate_weighs_audit_rows_and_applies_the_margin():
+    """Flagged rows alone favour the live model; one audit anomaly standing for 30 rows that only
+    the candidate ranks high turns the weighted comparison."""
+    y = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1])
+    live = np.array([9, 8, 7, 6, 5, 4.5, 4, 3, 2, 1, 0, -1.0])  # misses the last anomaly
+    cand = np.array([8, 7, 6, 5, 4.6, 4.8, 4, 3, 2, 1, 0, 9.5])  # finds it, one normal a bit higher
+    config = RetrainConfig(min_positives=5, min_negatives=5, bootstrap=200)
+    unweighted = gate(y, live, cand, config)
+    weighted = gate(y, live, cand, config, np.r_[np.ones(11), 30.0])
+    assert weighted[2]["candidate_auc_pr"] - weighted[2]["live_auc_pr"] > unweighted[2]["candidate_auc_pr"] - unweighted[2]["live_auc_pr"]
+    assert weighted[2]["audit_rows"] == 1 and "audit_rows" not in unweighted[2]
+    worse = cand.copy()
+    worse[:5] = [1, 0.5, 0.2, 0.1, 0.0]  # the candidate ranks the known anomalies at the bottom
+    refused, reason, _ = gate(y, live, worse, config)
+    assert not refused and reason.startswith("worse")
+    assert gate(y, live, worse, RetrainConfig(margin=1.0, min_positives=5, min_negatives=5, bootstrap=200))[0]
+    few = gate(y[:6], live[:6], cand[:6], config)
+    assert not few[0] and few[1].startswith("too few")
+
+
+def test_retrain_once_promotes_a_candidate_that_learnt_the_feedback(tmp_path):
+    """A label-driven first model (CatBoost, else DevNet) knows one kind of anomaly; the analysts
+    confirm another kind, which a refit learns: promoted, live pointer moved, decision logged."""
+    from rlad.algorithms.registry import build_detector
+
+    rng = np.random.default_rng(0)
+    X0 = np.vstack([rng.normal(size=(400, 4)), rng.normal(size=(8, 4)) * 0.3 - 3.0])
+    y0 = np.r_[np.zeros(400, dtype=np.int64), np.ones(8, dtype=np.int64)]
+    first = build_detector("catboost", {}, seed=0) if _has_catboost() else build_detector("devnet", {}, seed=0)
+    checkpoint = first.fit(X0, y0).save(tmp_path / "first.pt")
+    training, digest = save_training_rows(tmp_path / "svc", X0, y0)
+    with ModelRegistry(tmp_path / "svc") as registry:
+        registry.serve(checkpoint, training, digest)
+    stream = np.vstack([rng.normal(size=(60, 4)) * 0.3 + [3.0, 3.0, 0, 0], rng.normal(size=(120, 4))])
+    truth = np.r_[np.ones(60), np.zeros(120)]
+    store = FeedbackStore(tmp_path / "svc")
+    try:
+        ids = store.add_scored(None, stream.tolist(), np.zeros(len(stream)), np.zeros(len(stream)), version=1)
+        for row_id, label in zip(ids, truth):
+            store.add_feedback("anomaly" if label else "normal", "sim", row_id=row_id)
+    finally:
+        store.close()
+    decision = retrain_once(tmp_path / "svc", RetrainConfig(seed=0))
+    assert decision.action == "promote", decision.reason
+    assert decision.metrics["candidate_auc_pr"] > decision.metrics["live_auc_pr"]
+    with ModelRegistry(tmp_path / "svc") as registry:
+        assert registry.live() == decision.version == 2
+        assert registry.events(1)[0]["action"] == "promote" and registry.get(2)["parent"] == 1
+
+
+def _has_catboost() -> bool:
+    try:
+        import catboost  # noqa: F401
+    except ImportError:
+        return False
+    return True
