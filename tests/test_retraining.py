@@ -89,3 +89,20 @@ def _has_catboost() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_audit_draws_unlabelled_rows_with_their_weight(tmp_path):
+    store = FeedbackStore(tmp_path)
+    try:
+        ids = store.add_scored(None, [[float(i)] for i in range(100)], np.arange(100.0), np.zeros(100), version=1)
+        for row_id in ids[90:]:  # the top ten, reviewed
+            store.add_feedback("normal", "ann", row_id=row_id)
+        drawn = store.audit(8, below=90.0)
+        assert drawn["population"] == 90 and drawn["weight"] == pytest.approx(90 / 8)
+        assert len({r["id"] for r in drawn["rows"]}) == 8 and all(r["score"] < 90 for r in drawn["rows"])
+        assert store.audit(8)["population"] == 90  # labelled rows are never drawn
+        assert store.audit(500)["weight"] == 1.0 and len(store.audit(500)["rows"]) == 90
+        with pytest.raises(ValueError):
+            store.audit(0)
+    finally:
+        store.close()

@@ -164,6 +164,25 @@ class FeedbackStore:
                                                "version": r["version"], "label": r["label"], "row": json.loads(r["row"])}
                                               for r in rows]}
 
+    def audit(self, n: int, below: float | None = None) -> dict[str, Any]:
+        """``n`` rows drawn at random from the N unlabelled scored rows in the window (those scoring
+        under ``below``: the ones nobody reviews), each with ``weight`` N/n for its feedback: labels
+        on them let the retraining gate see anomalies the live model missed."""
+        if n < 1:
+            raise ValueError(f"an audit needs at least 1 row, got {n}")
+        where, params = "NOT EXISTS (SELECT 1 FROM feedback f WHERE f.row_id = s.id)", []
+        if below is not None:
+            where += " AND score < ?"
+            params.append(float(below))
+        with self._lock:
+            total = self._scored.execute(f"SELECT count(*) FROM scored s WHERE {where}", params).fetchone()[0]
+            rows = self._scored.execute(f"SELECT * FROM scored s WHERE {where} ORDER BY random() LIMIT ?",
+                                        [*params, int(n)]).fetchall()
+        weight = total / len(rows) if rows else 1.0
+        return {"population": int(total), "weight": max(1.0, weight),
+                "rows": [{"id": r["id"], "ts": r["ts"], "score": r["score"], "proba": r["proba"], "version": r["version"],
+                          "label": None, "row": json.loads(r["row"])} for r in rows]}
+
     def feedback(self, limit: int = 100, after: int = 0) -> list[dict[str, Any]]:
         """Feedback lines, newest first (``after``: only ids above it)."""
         with self._lock:

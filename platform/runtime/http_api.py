@@ -141,7 +141,7 @@ async def require_api_key(request: Request, call_next):
     return await call_next(request)
 
 
-ROUTES = ("/score", "/feedback", "/recent", "/explain", "/models", "/metrics", "/drift", "/info", "/openapi.json", "/docs")
+ROUTES = ("/score", "/feedback", "/recent", "/audit", "/explain", "/models", "/metrics", "/drift", "/info", "/openapi.json", "/docs")
 
 
 @api.middleware("http")
@@ -258,6 +258,16 @@ class ScoringAPI:
         if not 1 <= limit <= 500 or offset < 0 or labelled not in ("yes", "no", "any"):
             return JSONResponse({"detail": "need 1 <= limit <= 500, offset >= 0, labelled in yes|no|any"}, status_code=422)
         return await asyncio.to_thread(self.store.recent, limit, offset, min_score, since, labelled)
+
+    @api.get("/audit", response_model=None, responses={401: {"model": ErrorResponse}})
+    async def audit(self, n: int = 10, below: float | None = None) -> dict[str, Any] | JSONResponse:
+        """``n`` unlabelled rows drawn at random (scoring under ``below``), each to be labelled with
+        the returned ``weight`` (rows it stands for): the retraining gate's view of what was missed."""
+        if (missing := self._need_store()) is not None:
+            return missing
+        if not 1 <= n <= 500:
+            return JSONResponse({"detail": "need 1 <= n <= 500"}, status_code=422)
+        return await asyncio.to_thread(self.store.audit, n, below)
 
     @api.post("/feedback", response_model=None, status_code=201,
               responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
