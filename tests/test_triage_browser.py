@@ -117,6 +117,27 @@ def test_rows_sorted_by_score_and_label_by_click(server, browser):
     small.screenshot(path=str(ARTIFACTS / "triage-390.png"))
 
 
+def test_audit_sample_labels_carry_their_weight(server, browser):
+    """With 25 rows on the page, the audit draws 10 of the 35 unlabelled rows below it; a label
+    given there is stored with weight 3.5 (rows it stands for)."""
+    page = open_page(browser, KEY)
+    page.wait_for_selector("#rows tbody tr")
+    page.get_by_label("Rows per page").select_option("25")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_function("document.querySelectorAll('#rows tbody tr').length === 25")
+    lowest = min(float(s) for s in page.locator("#rows tbody tr").evaluate_all("rs => rs.map(r => r.dataset.score)"))
+    page.get_by_role("button", name="Audit sample").click()
+    page.wait_for_function("document.getElementById('page-info').textContent.startsWith('audit')")
+    assert "audit: 10 of 35 unlabelled rows" in page.locator("#page-info").inner_text()
+    rows = page.locator("#rows tbody tr")
+    assert rows.count() == 10 and all(float(s) < lowest for s in rows.evaluate_all("rs => rs.map(r => r.dataset.score)"))
+    row_id = rows.first.get_attribute("data-id")
+    rows.first.get_by_role("button", name="Normal").click()
+    page.wait_for_selector(f'tr[data-id="{row_id}"].label-normal')
+    stored = requests.get(f"{BASE}/feedback", headers={"X-API-Key": KEY}, timeout=10).json()["rows"]
+    assert [f["weight"] for f in stored if f["row_id"] == row_id] == [3.5]
+
+
 def test_wrong_key_shows_message_and_no_data(server, browser):
     page = open_page(browser, "not-the-key-000000000")
     page.wait_for_function("document.getElementById('message').textContent.length > 0")

@@ -76,7 +76,9 @@ function renderLabel(tr, cell, r) {
 async function label_(tr, cell, r, label, button) {
   button.disabled = true;
   try {
-    await api("/feedback", { method: "POST", body: JSON.stringify({ id: r.id, label, analyst: "triage-page" }) });
+    const body = { id: r.id, label, analyst: "triage-page" };
+    if (r.weight) body.weight = r.weight;  // an audit row stands for the unlabelled rows it was drawn from
+    await api("/feedback", { method: "POST", body: JSON.stringify(body) });
     renderLabel(tr, cell, { ...r, label });
     cell.querySelector("button")?.focus();
   } catch (err) { fail(err); button.disabled = false; }
@@ -124,6 +126,23 @@ async function loadModel() {
     : el("p", {}, "none recorded"));
 }
 
+async function loadAudit() {
+  // n rows at random from the unlabelled ones scoring under the lowest score on this page: the rows
+  // nobody reviews. Their labels (weighted) let the retraining gate see what the live model missed.
+  const shown = [...document.querySelectorAll("#rows tbody tr")].map((tr) => Number(tr.dataset.score));
+  const p = new URLSearchParams({ n: 10 });
+  if (shown.length) p.set("below", Math.min(...shown));
+  const data = await api("/audit?" + p);
+  $("message").textContent = "";
+  const rows = data.rows.map((r) => ({ ...r, weight: data.weight }));
+  $("rows").tBodies[0].replaceChildren(...rows.map(rowElement));
+  $("page-info").textContent = rows.length
+    ? `audit: ${rows.length} of ${data.population} unlabelled rows drawn at random; each label counts ${fmt(data.weight, 1)} rows`
+    : "no unlabelled rows to audit";
+  $("prev").disabled = $("next").disabled = true;
+  rows.forEach((r) => explainInto(r.id));
+}
+
 async function refresh() {
   try { await loadRows(); await loadModel(); } catch (err) { fail(err); }
 }
@@ -135,6 +154,7 @@ $("key-form").addEventListener("submit", (e) => {
   refresh();
 });
 $("filters").addEventListener("submit", (e) => { e.preventDefault(); state.offset = 0; refresh(); });
+$("audit").addEventListener("click", () => loadAudit().catch(fail));
 $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - Number($("f-limit").value)); refresh(); });
 $("next").addEventListener("click", () => { state.offset += Number($("f-limit").value); refresh(); });
 if (sessionStorage.getItem(KEY) !== null) { $("api-key").value = sessionStorage.getItem(KEY); refresh(); }
