@@ -510,10 +510,10 @@ class MambaMoEDetector(BaseDetector):
         return self.logits(X) if floor is None else floor.score(X, self.logits(X))
 
     def proba_from_scores(self, scores: np.ndarray) -> np.ndarray:
-        """The network's own P(anomaly | x) = sigmoid(logit); with the floor, the fused quantile
-        score clipped to [0, 1]."""
+        """The network's own P(anomaly | x) = sigmoid(logit); with the floor, the fused score on
+        the quantile scale (``Floor.proba``)."""
         if getattr(self, "floor_", None) is not None:
-            return np.clip(scores, 0.0, 1.0)
+            return self.floor_.proba(scores)
         return 1.0 / (1.0 + np.exp(-scores))
 
     def _get_state(self) -> dict[str, Any]:

@@ -17,6 +17,24 @@ def test_calibration_keeps_order_beyond_the_training_range():
     assert q[1] == pytest.approx(0.0) and q[2] == pytest.approx(0.5, abs=0.01) and q[3] == pytest.approx(1.0)
 
 
+def test_fusion_keeps_the_networks_top_when_the_iforest_is_chance():
+    """Issue 28 (no collapse): the network ranks 40 anomalies above 2,000 normal rows, the IForest is
+    noise. Fused at w 0.3 on the linear quantile scale, noise lifted normal rows above them (AUC-PR
+    0.22); on the tail scale the ranking stays. Detectors saved before keep their linear fusion."""
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    net, y = np.r_[rng.normal(0, 1, 2000), rng.normal(3.2, 0.3, 40)], np.r_[np.zeros(2000), np.ones(40)]
+    free = rng.random(len(y))
+    qn, qf = fl.calibrate(net, fl.quantile_knots(net[y == 0])), fl.calibrate(free, fl.quantile_knots(free[y == 0]))
+    assert average_precision_score(y, fl.fuse(qn, qf, 0.3)) > 0.9
+    assert average_precision_score(y, fl.fuse(qn, qf, 0.3, "linear")) < 0.5
+    assert np.all(np.diff(fl.tail(np.array([-0.5, 0.0, 0.5, 0.99, 1.0, 1.5]))) > 0)  # finite, order kept beyond the range
+    state = fl.Floor(0).fit(np.c_[net, free], y.astype(int), net, 0.3, None).state()
+    assert state["floor_fusion"] == "tail"
+    assert fl.Floor.from_state({k: v for k, v in state.items() if k != "floor_fusion"}).fusion == "linear"
+
+
 def two_types(rng: np.random.Generator):
     """Normal rows near 0; labelled anomalies of two types, far along feature 0 or feature 1."""
     normal = rng.normal(0.0, 1.0, (400, 4))
