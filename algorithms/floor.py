@@ -13,7 +13,7 @@ themselves (issue 28, "no collapse"): on a linear quantile scale the top of the 
 no better than chance where they sit lifts many normal rows above the anomalies at w 0.3. That cost
 the default detector half its AUC-PR on cover and up to 0.24 on skin at 5,000 rows; on the tail
 scale a row must be rare for a detector to be lifted by it
-(``benchmarks/results/floor_fusion.csv``).
+(``benchmarks/results/floor_rules_dev.csv``, confirmed in ``floor_fusion.csv``).
 
 Weight ``w`` (when not given), by leave-one-type-out among the labelled anomalies: they fall into
 two k-means clusters ("types"); for each, a one-network copy of the detector is trained without

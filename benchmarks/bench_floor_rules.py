@@ -1,0 +1,133 @@
+"""Floor fusion rules replayed on the same fitted networks (issue 28, "no collapse"; prints figures,
+not a test).
+
+``--dump DIR``: per data set and seed (usual ADBench split, ``--max-rows`` rows at most), fits
+CatBoost and the default detector and saves, as ``DIR/NAME_SEED.npz``, the test labels, CatBoost's
+test scores, the network's and the IForest's calibrated test quantiles, and those of every
+leave-one-type-out fold (recorded from ``Floor.choose_weight``). Without ``--dump``: replays each
+rule in ``RULES`` (fusion scale, tolerance, weight without enough anomalies) on the saved files,
+choosing the weight from the folds as ``algorithms/floor.py`` does, and prints per run and per rule
+the test AUC-PR and the gap to CatBoost (``--csv``: the per-rule table). Rules are chosen on seeds
+0-2 only; ``bench_default_detector.py --compare`` confirms the chosen one on seeds 3-5.
+
+    nice -n 10 python benchmarks/bench_floor_rules.py --dump runs/floor --datasets skin Waveform pendigits cover shuttle satellite annthyroid thyroid mammography --seeds 0 1 2
+    python benchmarks/bench_floor_rules.py runs/floor --csv benchmarks/results/floor_rules_dev.csv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from rlad.algorithms import floor as fl
+
+GAP = 0.15
+#: name: (fusion, tolerance kind, tolerance, weight without enough anomalies)
+RULES = {"before: linear, abs 0.02, default 0.3": ("linear", "abs", 0.02, 0.3),
+         "tail, abs 0.02, default 0.3": ("tail", "abs", 0.02, 0.3),
+         "tail, abs 0.02, default 0.1": ("tail", "abs", 0.02, 0.1),
+         "after: tail, rel 0.1, default 0.1": ("tail", "rel", 0.1, 0.1),
+         "linear, rel 0.1, default 0.1": ("linear", "rel", 0.1, 0.1),
+         "network alone (w 0)": ("linear", "abs", 0.0, 0.0)}
+
+
+def dump(args: argparse.Namespace) -> None:
+    import torch
+
+    from rlad.algorithms.registry import build_detector
+    from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset
+
+    torch.set_num_threads(1)
+    folds, last = [], {}
+    fuse, auc = fl.fuse, fl.roc_auc_score
+
+    def recording_fuse(qn, qf, w, *rest):
+        last["q"] = (qn, qf, w)
+        return fuse(qn, qf, w, *rest)
+
+    def recording_auc(y, s):
+        qn, qf, w = last["q"]
+        if w == fl.WEIGHTS[0]:
+            folds.append((np.asarray(y), qn, qf))
+        return auc(y, s)
+
+    fl.fuse, fl.roc_auc_score = recording_fuse, recording_auc
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        for name in args.datasets:
+            folds.clear()
+            split = adbench_split(load_dataset(adbench_file(name)), SplitConfig(max_rows=args.max_rows, seed=seed))
+            y = split.y_train_semi
+            cb = build_detector("catboost", {}, seed=seed).fit(split.X_train, y).decision_function(split.X_test)
+            det = build_detector("mamba_moe", {}, seed=seed).fit(split.X_train, y)
+            f = det.floor_
+            np.savez(Path(args.dir) / f"{name}_{seed}.npz", y_test=split.y_test, catboost=cb, n_lab=int(y.sum()),
+                     qn=fl.calibrate(det.logits(split.X_test), f.net_knots),
+                     qf=fl.calibrate(f.free_score(split.X_test), f.free_knots),
+                     folds=np.frombuffer(pickle.dumps(list(folds)), np.uint8), choice=json.dumps(f.choice))
+            print(name, seed, "folds", len(folds), flush=True)
+
+
+def choose(folds: list, fusion: str, kind: str, tol: float, default: float) -> float:
+    """``Floor.choose_weight`` on recorded folds: (type rows, seen rows) per fold."""
+    if not folds:
+        return default
+    held = np.mean([[roc_auc_score(folds[i][0], fl.fuse(folds[i][1], folds[i][2], w, fusion)) for w in fl.WEIGHTS]
+                    for i in range(0, len(folds), 2)], 0)
+    seen = np.mean([[roc_auc_score(folds[i + 1][0], fl.fuse(folds[i + 1][1], folds[i + 1][2], w, fusion)) for w in fl.WEIGHTS]
+                    for i in range(0, len(folds), 2)], 0)
+    ok = (np.flatnonzero(1 - seen <= (1 - seen.max()) * (1 + tol) + 1e-12) if kind == "rel"
+          else np.flatnonzero(seen >= seen.max() - tol))
+    return fl.WEIGHTS[int(ok[np.argmax(held[ok])])]
+
+
+def replay(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    runs = []
+    for path in sorted(Path(args.dir).glob("*.npz")):
+        z = np.load(path)
+        folds = pickle.loads(z["folds"].tobytes())
+        y, cb = z["y_test"], average_precision_score(z["y_test"], z["catboost"])
+        run = {"run": path.stem, "dataset": path.stem.rsplit("_", 1)[0], "catboost": cb}
+        for rule, (fusion, kind, tol, default) in RULES.items():
+            w = 0.0 if rule.startswith("network") else choose(folds, fusion, kind, tol, default)
+            run[rule] = average_precision_score(y, fl.fuse(z["qn"], z["qf"], w, fusion))
+        runs.append(run)
+        print(f"{path.stem:<16} catboost {cb:.3f}  " + "  ".join(f"{r.split(':')[0]} {run[r]:.3f}" for r in RULES))
+    df = pd.DataFrame(runs)
+    out = []
+    for rule in RULES:
+        gap = df["catboost"] - df[rule]
+        out.append({"floor rule": rule, "mean_auc_pr": df[rule].mean(), "catboost_auc_pr": df["catboost"].mean(),
+                    "worst_gap": gap.max(), "runs_gap_over_0.15": int((gap > GAP).sum()),
+                    **{f"gap {d}": gap[df["dataset"] == d].mean() for d in sorted(df["dataset"].unique())}})
+    table = pd.DataFrame(out).round(3)
+    print(f"{len(df)} runs\n{table.to_string(index=False)}")
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dir", nargs="?", default="runs/floor")
+    ap.add_argument("--dump", metavar="DIR", default=None)
+    ap.add_argument("--datasets", nargs="+", default=["skin", "Waveform", "pendigits", "cover", "thyroid"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--max-rows", type=int, default=5000)
+    ap.add_argument("--csv", default=None)
+    args = ap.parse_args()
+    if args.dump:
+        args.dir = args.dump
+        dump(args)
+    else:
+        replay(args)
+
+
+if __name__ == "__main__":
+    main()
