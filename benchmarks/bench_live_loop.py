@@ -47,8 +47,9 @@ DATASETS = ["thyroid", "cardio", "breastw", "Waveform", "Cardiotocography", "sat
 BASELINES = ("no_gate", "static")
 
 
-def arm_names(margins: list[float]) -> list[str]:
-    return [f"margin {m:g}" for m in margins] + list(BASELINES)
+def arm_names(margins: list[float], refit_all: bool = False) -> list[str]:
+    gated = [f"margin {m:g}" for m in margins]
+    return gated + ([f"{a} refit" for a in gated] if refit_all else []) + list(BASELINES)
 TIE = 1e-3
 
 
@@ -73,8 +74,10 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict:
     try:
         first = build_detector(args.detector, {}, seed=seed).fit(split.X_train, split.y_train_semi)
         checkpoint = first.save(root / "first.pt")
-        arms = arm_names(args.margins)
+        arms = arm_names(args.margins, args.refit_all)
         configs = {f"margin {m:g}": RetrainConfig(margin=m, seed=seed) for m in args.margins}
+        if args.refit_all:
+            configs.update({f"margin {m:g} refit": RetrainConfig(margin=m, refit_all=True, seed=seed) for m in args.margins})
         configs["no_gate"] = RetrainConfig(gate=False, seed=seed)
         rng = np.random.default_rng(seed + 2000)
         folders = {}
@@ -239,6 +242,8 @@ def main() -> None:
     p.add_argument("--every", type=int, default=40, help="retrain after this many new labels")
     p.add_argument("--margins", nargs="+", type=float, default=[defaults.margin],
                    help="one gated arm per margin (rlad retrain --margin); default: RetrainConfig's")
+    p.add_argument("--refit-all", action="store_true", help="add, per margin, an arm whose promoted candidates are "
+                   "refit on all feedback (RetrainConfig.refit_all)")
     p.add_argument("--out", type=Path, default=RESULTS / "live_loop_runs.jsonl")
     p.add_argument("--csv", type=Path, default=RESULTS / "live_loop.csv")
     p.add_argument("--png", type=Path, default=RESULTS / "live_loop.png")
@@ -248,7 +253,7 @@ def main() -> None:
         from rlad.core.verbosity import quiet
 
         quiet()
-        done = {(r["dataset"], r["seed"], r["detector"]) for r in load_runs(args.out) if list(r["final"]) == arm_names(args.margins)}
+        done = {(r["dataset"], r["seed"], r["detector"]) for r in load_runs(args.out) if list(r["final"]) == arm_names(args.margins, args.refit_all)}
         for seed in args.seeds:
             for name in args.datasets:
                 if (name, seed, args.detector) in done:
@@ -260,7 +265,7 @@ def main() -> None:
                 print(f"{name:18s} seed {seed}  final AUC-PR " + "  ".join(f"{a} {v:.4f}" for a, v in run["final"].items())
                       + f"  ({run['seconds']:.0f} s)", flush=True)
     summarize([r for r in load_runs(args.out) if r["detector"] == args.detector and r["seed"] in args.seeds
-               and list(r["final"]) == arm_names(args.margins)], args)
+               and list(r["final"]) == arm_names(args.margins, args.refit_all)], args)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def test_gate_weighs_audit_rows_and_applies_the_margin():
     assert not few[0] and few[1].startswith("too few")
 
 
-def test_retrain_once_promotes_a_candidate_that_learnt_the_feedback(tmp_path):
+@pytest.mark.parametrize("refit_all", [False, True])
+def test_retrain_once_promotes_a_candidate_that_learnt_the_feedback(tmp_path, refit_all):
     """A label-driven first model (CatBoost, else DevNet) knows one kind of anomaly; the analysts
     confirm another kind, which a refit learns: promoted, live pointer moved, decision logged."""
     from rlad.algorithms.registry import build_detector
@@ -75,8 +76,10 @@ def test_retrain_once_promotes_a_candidate_that_learnt_the_feedback(tmp_path):
             store.add_feedback("anomaly" if label else "normal", "sim", row_id=row_id)
     finally:
         store.close()
-    decision = retrain_once(tmp_path / "svc", RetrainConfig(seed=0))
+    decision = retrain_once(tmp_path / "svc", RetrainConfig(seed=0, refit_all=refit_all))
     assert decision.action == "promote", decision.reason
+    held_out = decision.metrics["holdout_anomalies"] + decision.metrics["holdout_normals"]
+    assert decision.metrics["train_rows"] == len(X0) + len(stream) - (0 if refit_all else held_out)  # the live model's rows
     assert decision.metrics["candidate_auc_pr"] > decision.metrics["live_auc_pr"]
     with ModelRegistry(tmp_path / "svc") as registry:
         assert registry.live() == decision.version == 2

@@ -57,6 +57,7 @@ class RetrainConfig:
     confidence: float = 0.8  # one-sided confidence of the bootstrap lower bound on the difference
     bootstrap: int = 400  # paired bootstrap resamples of the held-out rows
     gate: bool = True  # False: train on all feedback and promote without validation (benchmark arm only)
+    refit_all: bool = False  # a promoted candidate is refit on all feedback, the held-out share too, before it goes live
     swift_hydra: bool = False  # candidate by Swift Hydra rounds instead of a plain refit
     swift_hydra_options: dict[str, Any] = field(default_factory=dict)  # SwiftHydraConfig overrides
     seed: int = 0
@@ -259,6 +260,14 @@ def retrain_once(workdir: str | Path, config: RetrainConfig = RetrainConfig(),
             metrics.update(gated)
         else:
             promote, reason = True, "no validation gate"
+        if promote and config.gate and config.refit_all and out.any():  # the recipe passed: fit it on every label
+            X_all = concat_rows(X0, as_model_input(live, rows.rows, X0))
+            y_all = np.concatenate([y0, rows.y])
+            staged.unlink()
+            candidate = build_candidate(live, config).fit(X_all, y_all)
+            staged = candidate.save(workdir / "models" / f".candidate-{os.getpid()}-{time.time_ns()}.pt")
+            X, y = X_all, y_all
+            metrics.update(refit_all=True, train_rows=len(X))
         version = registry.register(staged, candidate.kind, parent=live_version, metrics=metrics, data_hash=data_hash(X, y),
                                     training_data=record["training_data"],
                                     note="swift_hydra rounds" if config.swift_hydra else "refit")
