@@ -87,6 +87,7 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict:
             with ModelRegistry(folders[arm]) as registry:
                 registry.serve(checkpoint, training, digest)
         curves = {arm: [] for arm in arms}
+        final_scores: dict[str, np.ndarray] = {}
         decisions = {arm: [] for arm in configs}
         for step in range(labelled_steps + 1):
             unseen = np.concatenate(parts[step:])
@@ -94,7 +95,10 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict:
             for arm in arms:
                 with ModelRegistry(folders[arm]) as registry:
                     live = load_detector(registry.get(registry.live())["checkpoint"])
-                curves[arm].append(float(average_precision_score(y_te[unseen], live.decision_function(X_te[unseen]))))
+                scored = live.decision_function(X_te[unseen])
+                curves[arm].append(float(average_precision_score(y_te[unseen], scored)))
+                if step == labelled_steps:
+                    final_scores[arm] = scored
                 if step == labelled_steps or arm == "static":
                     continue
                 batch = parts[step]
@@ -130,9 +134,23 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict:
                 "every": args.every,
                 "batches": args.batches, "final_batches": args.final,
                 "final_anomalies": int(y_te[final_rows].sum()), "final": {arm: curves[arm][-1] for arm in arms},
+                "vs_static_95": {arm: difference_interval(y_te[final_rows], final_scores[arm], final_scores["static"], seed)
+                                 for arm in arms if arm != "static"},
                 "curves": curves, "decisions": decisions, "seconds": round(time.time() - started, 1)}
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def difference_interval(y: np.ndarray, a: np.ndarray, b: np.ndarray, seed: int, n: int = 1000) -> list[float]:
+    """95% interval of AUC-PR(a) - AUC-PR(b) on the same rows, by a paired bootstrap that keeps the
+    class counts: what "below the static model by more than noise" means here."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    d = np.empty(n)
+    for i in range(n):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        d[i] = average_precision_score(y[idx], a[idx]) - average_precision_score(y[idx], b[idx])
+    return [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))]
 
 
 def load_runs(path: Path) -> list[dict]:
@@ -169,7 +187,12 @@ def summarize(runs: list[dict], args: argparse.Namespace) -> None:
         fmt = lambda p: "" if np.isnan(p) else f"{p:.2g}"  # noqa: E731
         print(f"{arm:12s} {values.mean():7.4f} {values.std():6.3f} | {vs['static'][0]:>9s} {fmt(vs['static'][1]):>8s} | "
               f"{vs['no_gate'][0]:>10s} {fmt(vs['no_gate'][1]):>8s} | {counts:>19s} | {gate_right}")
+        intervals = [r["vs_static_95"][arm] for r in runs if arm in r.get("vs_static_95", {})]
+        below = f"{sum(hi < 0 for _, hi in intervals)}/{len(intervals)}" if intervals else ""
+        above = f"{sum(lo > 0 for lo, _ in intervals)}/{len(intervals)}" if intervals else ""
+        print(f"{'':12s} runs above / below static beyond noise (paired bootstrap 95%): {above} / {below}")
         rows.append({"arm": arm, "runs": len(runs), "final AUC-PR": f"{values.mean():.4f}", "sd": f"{values.std():.3f}",
+                     "above static beyond noise": above, "below static beyond noise": below,
                      "W/T/L vs static": vs["static"][0], "p vs static": fmt(vs["static"][1]),
                      "W/T/L vs no_gate": vs["no_gate"][0], "p vs no_gate": fmt(vs["no_gate"][1]),
                      "promote/refuse/skip": counts, "gate decisions right": gate_right})
