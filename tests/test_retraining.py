@@ -109,3 +109,22 @@ def test_audit_draws_unlabelled_rows_with_their_weight(tmp_path):
             store.audit(0)
     finally:
         store.close()
+
+
+def test_registry_commands_give_one_message_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    from rlad.algorithms.registry import build_detector
+
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    checkpoint = build_detector("iforest", {}, seed=0).fit(X).save(tmp_path / "m.pt")
+    with ModelRegistry(tmp_path / "svc") as registry:
+        registry.serve(checkpoint)
+    for args, message in ((["models", "show", "9"], "no model version 9"), (["models", "promote", "1"], "already live"),
+                          (["models", "rollback"], "no earlier live version"),
+                          (["retrain", "--service", str(tmp_path / "nowhere")], "not a service folder")):
+        if args[0] == "models":
+            args = [*args, "--service", str(tmp_path / "svc")]
+        out = subprocess.run([sys.executable, "-m", "rlad.platform.cli", *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and message in out.stdout and "Traceback" not in out.stdout + out.stderr, (args, out)
