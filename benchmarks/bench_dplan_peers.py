@@ -226,12 +226,16 @@ def main() -> None:
     cfg = DPLANConfig(runtime=DPLANRuntime(num_cpus=args.num_cpus), **({} if args.budget == "paper" else QUICK))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = []
+    done = ({(r["dataset"], r["seed"], r["split"], r["budget"]) for r in map(json.loads, args.out.read_text().splitlines())}
+            if args.out.is_file() else set())  # resumable: runs already in --out are kept
     for name in args.datasets:
         ds = load_dataset(adbench_file(name))
         for seed in args.seeds:
             protocol = SplitConfig(max_rows=args.max_rows, n_labeled_anomalies=60, contamination=0.02, seed=seed)
             splits = {"usual": adbench_split(ds, protocol), "unseen": protocol_unseen_split(ds, protocol)}
             for kind in args.splits:
+                if (name, seed, kind, args.budget) in done:
+                    continue
                 if splits[kind] is None:
                     print(f"{name} seed {seed} {kind}: skipped (the held-out type has too few anomalies)")
                     continue

@@ -47,8 +47,9 @@ DATASETS = ["thyroid", "cardio", "breastw", "Waveform", "Cardiotocography", "sat
 BASELINES = ("no_gate", "static")
 
 
-def arm_names(margins: list[float]) -> list[str]:
-    return [f"margin {m:g}" for m in margins] + list(BASELINES)
+def arm_names(margins: list[float], refit_all: bool = False) -> list[str]:
+    gated = [f"margin {m:g}" for m in margins]
+    return gated + ([f"{a} refit" for a in gated] if refit_all else []) + list(BASELINES)
 TIE = 1e-3
 
 
@@ -73,8 +74,10 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict:
     try:
         first = build_detector(args.detector, {}, seed=seed).fit(split.X_train, split.y_train_semi)
         checkpoint = first.save(root / "first.pt")
-        arms = arm_names(args.margins)
+        arms = arm_names(args.margins, args.refit_all)
         configs = {f"margin {m:g}": RetrainConfig(margin=m, seed=seed) for m in args.margins}
+        if args.refit_all:
+            configs.update({f"margin {m:g} refit": RetrainConfig(margin=m, refit_all=True, seed=seed) for m in args.margins})
         configs["no_gate"] = RetrainConfig(gate=False, seed=seed)
         rng = np.random.default_rng(seed + 2000)
         folders = {}
@@ -84,6 +87,7 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict:
             with ModelRegistry(folders[arm]) as registry:
                 registry.serve(checkpoint, training, digest)
         curves = {arm: [] for arm in arms}
+        final_scores: dict[str, np.ndarray] = {}
         decisions = {arm: [] for arm in configs}
         for step in range(labelled_steps + 1):
             unseen = np.concatenate(parts[step:])
@@ -91,7 +95,10 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict:
             for arm in arms:
                 with ModelRegistry(folders[arm]) as registry:
                     live = load_detector(registry.get(registry.live())["checkpoint"])
-                curves[arm].append(float(average_precision_score(y_te[unseen], live.decision_function(X_te[unseen]))))
+                scored = live.decision_function(X_te[unseen])
+                curves[arm].append(float(average_precision_score(y_te[unseen], scored)))
+                if step == labelled_steps:
+                    final_scores[arm] = scored
                 if step == labelled_steps or arm == "static":
                     continue
                 batch = parts[step]
@@ -127,9 +134,23 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict:
                 "every": args.every,
                 "batches": args.batches, "final_batches": args.final,
                 "final_anomalies": int(y_te[final_rows].sum()), "final": {arm: curves[arm][-1] for arm in arms},
+                "vs_static_95": {arm: difference_interval(y_te[final_rows], final_scores[arm], final_scores["static"], seed)
+                                 for arm in arms if arm != "static"},
                 "curves": curves, "decisions": decisions, "seconds": round(time.time() - started, 1)}
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def difference_interval(y: np.ndarray, a: np.ndarray, b: np.ndarray, seed: int, n: int = 1000) -> list[float]:
+    """95% interval of AUC-PR(a) - AUC-PR(b) on the same rows, by a paired bootstrap that keeps the
+    class counts: what "below the static model by more than noise" means here."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    d = np.empty(n)
+    for i in range(n):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        d[i] = average_precision_score(y[idx], a[idx]) - average_precision_score(y[idx], b[idx])
+    return [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))]
 
 
 def load_runs(path: Path) -> list[dict]:
@@ -166,7 +187,12 @@ def summarize(runs: list[dict], args: argparse.Namespace) -> None:
         fmt = lambda p: "" if np.isnan(p) else f"{p:.2g}"  # noqa: E731
         print(f"{arm:12s} {values.mean():7.4f} {values.std():6.3f} | {vs['static'][0]:>9s} {fmt(vs['static'][1]):>8s} | "
               f"{vs['no_gate'][0]:>10s} {fmt(vs['no_gate'][1]):>8s} | {counts:>19s} | {gate_right}")
+        intervals = [r["vs_static_95"][arm] for r in runs if arm in r.get("vs_static_95", {})]
+        below = f"{sum(hi < 0 for _, hi in intervals)}/{len(intervals)}" if intervals else ""
+        above = f"{sum(lo > 0 for lo, _ in intervals)}/{len(intervals)}" if intervals else ""
+        print(f"{'':12s} runs above / below static beyond noise (paired bootstrap 95%): {above} / {below}")
         rows.append({"arm": arm, "runs": len(runs), "final AUC-PR": f"{values.mean():.4f}", "sd": f"{values.std():.3f}",
+                     "above static beyond noise": above, "below static beyond noise": below,
                      "W/T/L vs static": vs["static"][0], "p vs static": fmt(vs["static"][1]),
                      "W/T/L vs no_gate": vs["no_gate"][0], "p vs no_gate": fmt(vs["no_gate"][1]),
                      "promote/refuse/skip": counts, "gate decisions right": gate_right})
@@ -239,6 +265,8 @@ def main() -> None:
     p.add_argument("--every", type=int, default=40, help="retrain after this many new labels")
     p.add_argument("--margins", nargs="+", type=float, default=[defaults.margin],
                    help="one gated arm per margin (rlad retrain --margin); default: RetrainConfig's")
+    p.add_argument("--refit-all", action="store_true", help="add, per margin, an arm whose promoted candidates are "
+                   "refit on all feedback (RetrainConfig.refit_all)")
     p.add_argument("--out", type=Path, default=RESULTS / "live_loop_runs.jsonl")
     p.add_argument("--csv", type=Path, default=RESULTS / "live_loop.csv")
     p.add_argument("--png", type=Path, default=RESULTS / "live_loop.png")
@@ -248,7 +276,7 @@ def main() -> None:
         from rlad.core.verbosity import quiet
 
         quiet()
-        done = {(r["dataset"], r["seed"], r["detector"]) for r in load_runs(args.out) if list(r["final"]) == arm_names(args.margins)}
+        done = {(r["dataset"], r["seed"], r["detector"]) for r in load_runs(args.out) if list(r["final"]) == arm_names(args.margins, args.refit_all)}
         for seed in args.seeds:
             for name in args.datasets:
                 if (name, seed, args.detector) in done:
@@ -260,7 +288,7 @@ def main() -> None:
                 print(f"{name:18s} seed {seed}  final AUC-PR " + "  ".join(f"{a} {v:.4f}" for a, v in run["final"].items())
                       + f"  ({run['seconds']:.0f} s)", flush=True)
     summarize([r for r in load_runs(args.out) if r["detector"] == args.detector and r["seed"] in args.seeds
-               and list(r["final"]) == arm_names(args.margins)], args)
+               and list(r["final"]) == arm_names(args.margins, args.refit_all)], args)
 
 
 if __name__ == "__main__":

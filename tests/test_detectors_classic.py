@@ -61,6 +61,15 @@ def test_save_load_predict_and_kind_check(fitted, name, tmp_path):
         get_detector_class(other).load(path)
 
 
+def test_devnet_scores_a_last_batch_of_one_row(fitted):
+    """PyOD's DevNet crashed on 1 row, or 513 with its batch of 512 (the DPLAN peers benchmark hit it)."""
+    det, split = fitted("devnet")
+    X = np.tile(split.X_test, (600 // len(split.X_test) + 1, 1))[:513]
+    scores = det.decision_function(X)
+    assert scores.shape == (513,) and np.allclose(scores[:512], det.decision_function(X[:512]))
+    assert det.decision_function(X[:1]) == pytest.approx(scores[:1])
+
+
 def test_devnet_needs_labelled_anomalies():
     split = small_split("breastw")
     with pytest.raises(ValueError, match="semi-supervised"):

@@ -300,3 +300,19 @@ def test_sigterm_under_load_answers_accepted_requests_and_exits_0(service, data)
     assert 503 in after and set(after) <= {200, 503, "no connection"}, [o for o in after if o not in (200, 503)][:3]
     if "no connection" in after:  # the port closes only after the service said 503 for a while
         assert after.index(503) < after.index("no connection"), after
+
+
+def test_ctrl_c_drains_and_exits_130(service):
+    """Ctrl-C sends SIGINT to the whole foreground process group: the service drains and exits 130
+    within 10 s, with no traceback (the README's promise)."""
+    if service.proc.poll() is not None:  # stopped by the SIGTERM test before
+        service.start()
+    assert service.post("score", {"rows": [[0.0] * 6]}).status_code == 200
+    sent = time.time()
+    os.killpg(service.proc.pid, signal.SIGINT)
+    code = service.proc.wait(timeout=30)
+    took = time.time() - sent
+    log = service.output()
+    assert code == 130 and took < 10, (code, took, log)
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    assert "stopped after" in log, log

@@ -53,30 +53,44 @@ def test_gate_weighs_audit_rows_and_applies_the_margin():
     assert not few[0] and few[1].startswith("too few")
 
 
-def test_retrain_once_promotes_a_candidate_that_learnt_the_feedback(tmp_path):
-    """A label-driven first model (CatBoost, else DevNet) knows one kind of anomaly; the analysts
-    confirm another kind, which a refit learns: promoted, live pointer moved, decision logged."""
+def labelled_service(folder, n_stream: int = 180):
+    """A service folder whose first model (CatBoost, else DevNet) knows one kind of anomaly, with
+    ``n_stream`` scored and labelled rows of another kind (a third anomalies): ``(X0, stream)``."""
     from rlad.algorithms.registry import build_detector
 
     rng = np.random.default_rng(0)
     X0 = np.vstack([rng.normal(size=(400, 4)), rng.normal(size=(8, 4)) * 0.3 - 3.0])
     y0 = np.r_[np.zeros(400, dtype=np.int64), np.ones(8, dtype=np.int64)]
     first = build_detector("catboost", {}, seed=0) if _has_catboost() else build_detector("devnet", {}, seed=0)
-    checkpoint = first.fit(X0, y0).save(tmp_path / "first.pt")
-    training, digest = save_training_rows(tmp_path / "svc", X0, y0)
-    with ModelRegistry(tmp_path / "svc") as registry:
+    checkpoint = first.fit(X0, y0).save(folder / "first.pt")
+    training, digest = save_training_rows(folder / "svc", X0, y0)
+    with ModelRegistry(folder / "svc") as registry:
         registry.serve(checkpoint, training, digest)
-    stream = np.vstack([rng.normal(size=(60, 4)) * 0.3 + [3.0, 3.0, 0, 0], rng.normal(size=(120, 4))])
-    truth = np.r_[np.ones(60), np.zeros(120)]
-    store = FeedbackStore(tmp_path / "svc")
+    n_anom = n_stream // 3
+    stream = np.vstack([rng.normal(size=(n_anom, 4)) * 0.3 + [3.0, 3.0, 0, 0], rng.normal(size=(n_stream - n_anom, 4))])
+    label(folder / "svc", stream, np.r_[np.ones(n_anom), np.zeros(n_stream - n_anom)])
+    return X0, stream
+
+
+def label(workdir, rows: np.ndarray, truth: np.ndarray) -> None:
+    store = FeedbackStore(workdir)
     try:
-        ids = store.add_scored(None, stream.tolist(), np.zeros(len(stream)), np.zeros(len(stream)), version=1)
-        for row_id, label in zip(ids, truth):
-            store.add_feedback("anomaly" if label else "normal", "sim", row_id=row_id)
+        ids = store.add_scored(None, rows.tolist(), np.zeros(len(rows)), np.zeros(len(rows)), version=1)
+        for row_id, y in zip(ids, truth):
+            store.add_feedback("anomaly" if y else "normal", "sim", row_id=row_id)
     finally:
         store.close()
-    decision = retrain_once(tmp_path / "svc", RetrainConfig(seed=0))
+
+
+@pytest.mark.parametrize("refit_all", [False, True])
+def test_retrain_once_promotes_a_candidate_that_learnt_the_feedback(tmp_path, refit_all):
+    """The analysts confirm a kind of anomaly the first model never saw labelled; a refit learns
+    it: promoted, live pointer moved, decision logged."""
+    X0, stream = labelled_service(tmp_path)
+    decision = retrain_once(tmp_path / "svc", RetrainConfig(seed=0, refit_all=refit_all))
     assert decision.action == "promote", decision.reason
+    held_out = decision.metrics["holdout_anomalies"] + decision.metrics["holdout_normals"]
+    assert decision.metrics["train_rows"] == len(X0) + len(stream) - (0 if refit_all else held_out)  # the live model's rows
     assert decision.metrics["candidate_auc_pr"] > decision.metrics["live_auc_pr"]
     with ModelRegistry(tmp_path / "svc") as registry:
         assert registry.live() == decision.version == 2
@@ -106,3 +120,53 @@ def test_audit_draws_unlabelled_rows_with_their_weight(tmp_path):
             store.audit(0)
     finally:
         store.close()
+
+
+def test_registry_commands_give_one_message_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    from rlad.algorithms.registry import build_detector
+
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    checkpoint = build_detector("iforest", {}, seed=0).fit(X).save(tmp_path / "m.pt")
+    with ModelRegistry(tmp_path / "svc") as registry:
+        registry.serve(checkpoint)
+    for args, message in ((["models", "show", "9"], "no model version 9"), (["models", "promote", "1"], "already live"),
+                          (["models", "rollback"], "no earlier live version"),
+                          (["retrain", "--service", str(tmp_path / "nowhere")], "not a service folder")):
+        if args[0] == "models":
+            args = [*args, "--service", str(tmp_path / "svc")]
+        out = subprocess.run([sys.executable, "-m", "rlad.platform.cli", *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and message in out.stdout and "Traceback" not in out.stdout + out.stderr, (args, out)
+
+
+def test_every_n_labels_retrains_in_a_loop_and_sigterm_stops_it(tmp_path):
+    """``rlad retrain --every 200`` with 180 labels waits; 30 more start a retrain (a promotion);
+    SIGTERM ends the loop with exit 0."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, stream = labelled_service(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "rlad.platform.cli", "retrain", "--service", str(tmp_path / "svc"),
+                             "--every", "200", "--poll", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(4)
+        with ModelRegistry(tmp_path / "svc") as registry:
+            assert [v["version"] for v in registry.versions()] == [1]  # 180 < 200: nothing yet
+        label(tmp_path / "svc", stream[:30] + 0.01, np.r_[np.ones(10), np.zeros(20)])
+        deadline = time.time() + 60
+        while True:
+            with ModelRegistry(tmp_path / "svc") as registry:
+                if len(registry.versions()) == 2:
+                    break
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[0] if proc.poll() is not None else "no retrain"
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=20)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "promote: version 2" in out and "Traceback" not in out, out

@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
                 record["events"] = [e for e in registry.events(1000) if e["version"] == args.version]
                 print(json.dumps(record, indent=2))
             elif args.action == "promote":
+                registry.get(args.version)  # an unknown version is a RegistryError
+                if registry.live() == args.version:
+                    raise RegistryError(f"version {args.version} is already live")
                 registry.promote(args.version, args.reason)
                 print(f"[models] version {args.version} is live")
             else:
