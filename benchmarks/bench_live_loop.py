@@ -50,6 +50,8 @@ BASELINES = ("no_gate", "static")
 def arm_names(margins: list[float], refit_all: bool = False) -> list[str]:
     gated = [f"margin {m:g}" for m in margins]
     return gated + ([f"{a} refit" for a in gated] if refit_all else []) + list(BASELINES)
+
+
 TIE = 1e-3
 
 
@@ -102,7 +104,7 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict:
                 if step == labelled_steps or arm == "static":
                     continue
                 batch = parts[step]
-                scores = live.decision_function(X_te[batch])
+                scores = scored[: len(batch)]  # unseen starts with this batch: already scored above
                 ids = [f"{step}-{i}" for i in batch]
                 store = FeedbackStore(folders[arm], window=10 * len(X_te))
                 try:
@@ -112,7 +114,8 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict:
                         store.add_feedback("anomaly" if y_te[batch[j]] else "normal", "simulated", row_id=ids[j])
                     rest = order[args.top_k:]
                     if args.audit and len(rest):  # m of the N unflagged rows, at random: weight N/m
-                        drawn = [j for j in audit_draw if j in set(rest.tolist())][: args.audit]
+                        unflagged = set(rest.tolist())
+                        drawn = [j for j in audit_draw if j in unflagged][: args.audit]
                         for j in drawn:
                             store.add_feedback("anomaly" if y_te[batch[j]] else "normal", "audit", row_id=ids[j],
                                                weight=len(rest) / len(drawn))
