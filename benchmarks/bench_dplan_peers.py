@@ -108,14 +108,30 @@ def supervised_q(X: np.ndarray, y: np.ndarray, cfg: DPLANConfig) -> QNetwork:
     return net
 
 
+def intrinsic_share(rewards: np.ndarray, weight: float) -> float | None:
+    """The intrinsic reward's share of the reward's magnitude, mean r_i / (mean |r_e| + mean r_i),
+    over the replayed transitions. ``r = r_e + weight * r_i`` with ``r_e`` in {-1, 0, 1} and
+    ``r_i`` in [0, 1], so for ``weight <= 1`` the floor of ``r`` is ``r_e`` (bar the row whose
+    iForest score is exactly 1)."""
+    if not 0 < weight <= 1 or not len(rewards):
+        return None if weight > 1 else 0.0
+    extrinsic = np.floor(rewards)
+    intrinsic = rewards - extrinsic
+    return float(intrinsic.mean() / (np.abs(extrinsic).mean() + intrinsic.mean()))
+
+
 def dplan_arm(split, cfg: DPLANConfig) -> tuple[dict, list[float]]:
     det = DPLANDetector(cfg, contamination=0.02)
     curve: list[float] = []
     marks: list[tuple[float, float]] = []  # (env steps, time) at each episode end, as bench_dplan.rllib_fit
+    share: list[float | None] = [None]
 
     def on_episode(summary: dict, training) -> None:
         marks.append((summary["env_steps"], time.perf_counter()))
         curve.append(round(q_separation(training.q_network(), split.X_train, split.y_train_semi), 3))
+        replay = getattr(training.algo, "replay", None)
+        if replay is not None:
+            share[0] = intrinsic_share(replay.rewards[:replay.size], cfg.intrinsic_weight)
 
     det.on_episode = on_episode
     start = time.perf_counter()
@@ -123,7 +139,7 @@ def dplan_arm(split, cfg: DPLANConfig) -> tuple[dict, list[float]]:
     fit_s = time.perf_counter() - start
     (s0, t0), (s1, t1) = marks[0], marks[-1]
     return {**auc_scores(split.y_test, det.decision_function(split.X_test)), "fit_s": fit_s,
-            "q_sep": curve[-1], "steps_per_s": (s1 - s0) / (t1 - t0)}, curve
+            "q_sep": curve[-1], "steps_per_s": (s1 - s0) / (t1 - t0), "intrinsic_share": share[0]}, curve
 
 
 def run_split(split, cfg: DPLANConfig, args: argparse.Namespace) -> dict[str, dict]:
@@ -163,12 +179,14 @@ def table(results: list[dict], split: str) -> list[dict]:
         got = [arms[m] for arms in runs.values() if m in arms]
         (w_roc, w_pr), (p_roc, p_pr) = wins(runs, "dplan", m), p_values(runs, "dplan", m)
         seps = [a["q_sep"] for a in got if "q_sep" in a]
+        shares = [a["intrinsic_share"] for a in got if a.get("intrinsic_share") is not None]
         rows.append({"split": split, "method": m, "runs": len(got),
                      "AUC-ROC": round(float(np.mean([a["auc_roc"] for a in got])), 4),
                      "AUC-PR": round(float(np.mean([a["auc_pr"] for a in got])), 4),
                      "DPLAN W/T/L ROC": "" if m == "dplan" else w_roc, "DPLAN W/T/L PR": "" if m == "dplan" else w_pr,
                      "p ROC": "" if m == "dplan" else round(p_roc, 3), "p PR": "" if m == "dplan" else round(p_pr, 3),
                      "Q separation": round(float(np.mean(seps)), 2) if seps else "",
+                     "intrinsic share": round(float(np.mean(shares)), 2) if shares else "",
                      "fit s": round(float(np.mean([a["fit_s"] for a in got])), 1)})
     return rows
 
@@ -207,6 +225,7 @@ def main() -> None:
     p.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     p.add_argument("--variant", action="append", type=variant, default=None,
                    help="a DPLAN arm NAME=key:value,... (repeatable; default no_intrinsic=intrinsic_weight:0)")
+    p.add_argument("--no-variants", action="store_true", help="no DPLAN variant arms (not even the default no_intrinsic)")
     p.add_argument("--no-supervised-q", dest="supervised_q", action="store_false", help="skip the supervised Q-network arm")
     p.add_argument("--speed", action="store_true", help="DPLAN vs bare PyTorch DQN steps/s on the first run")
     p.add_argument("--num-cpus", type=int, default=1)
@@ -215,7 +234,7 @@ def main() -> None:
     p.add_argument("--summarize", nargs="+", type=Path, help="print the tables of these JSONL files and stop")
     args = p.parse_args()
     if args.variant is None:
-        args.variant = [variant("no_intrinsic=intrinsic_weight:0")]
+        args.variant = [] if args.no_variants else [variant("no_intrinsic=intrinsic_weight:0")]
     if args.summarize:
         summarize([json.loads(line) for f in args.summarize for line in f.read_text().splitlines() if line.strip()], args.csv)
         return
