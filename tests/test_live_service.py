@@ -316,3 +316,38 @@ def test_ctrl_c_drains_and_exits_130(service):
     assert code == 130 and took < 10, (code, took, log)
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
     assert "stopped after" in log, log
+
+
+def test_better_candidate_is_promoted_by_rlad_retrain_and_served(tmp_path):
+    """A label-driven detector (CatBoost, else DevNet) served with its training table; analysts
+    confirm a kind of anomaly it never saw labelled; ``rlad retrain --service`` (a real process)
+    refits, the gate promotes, and the running replicas answer with the new version."""
+    from test_retraining import _has_catboost
+
+    rng = np.random.default_rng(0)
+    X0 = np.vstack([rng.normal(size=(400, 4)), rng.normal(size=(8, 4)) * 0.3 - 3.0])
+    y0 = np.r_[np.zeros(400, dtype=np.int64), np.ones(8, dtype=np.int64)]
+    np.savez(tmp_path / "train.npz", X=X0, y=y0)
+    kind = "catboost" if _has_catboost() else "devnet"
+    checkpoint = build_detector(kind, {}, seed=0).fit(X0, y0).save(tmp_path / "first.pt")
+    stream = np.vstack([rng.normal(size=(60, 4)) * 0.3 + [3.0, 3.0, 0, 0], rng.normal(size=(120, 4))])
+    svc = Service(checkpoint, tmp_path / "svc", tmp_path / "train.npz")
+    try:
+        svc.start()
+        ids = [f"b-{i}" for i in range(len(stream))]
+        assert svc.post("score", {"rows": stream.tolist(), "ids": ids}).json()["version"] == 1
+        for i, row_id in enumerate(ids):
+            assert svc.post("feedback", {"id": row_id, "label": "anomaly" if i < 60 else "normal"}).status_code == 201
+        out = rlad("retrain", "--service", str(svc.workdir), "--num-cpus", "1")
+        assert out.returncode == 0 and "promote: version 2" in out.stdout, out.stdout + out.stderr
+        models = svc.get("models")
+        event = models["events"][0]
+        assert models["live"] == 2 and event["action"] == "promote" and event["version"] == 2, models["events"][:2]
+        assert event["metrics"]["candidate_auc_pr"] > event["metrics"]["live_auc_pr"], event
+        assert event["reason"].startswith("not worse")
+        deadline = time.time() + 20
+        while svc.post("score", {"rows": stream[:4].tolist()}).json()["version"] != 2:  # the replicas' poll swaps
+            assert time.time() < deadline, "version 2 never answered"
+            time.sleep(0.2)
+    finally:
+        svc.cleanup()
