@@ -34,6 +34,26 @@ class ScaledConfig:
     table: dict[str, Any] = field(default_factory=dict)  # TableOptions for DataFrames (types, gaps, dates)
 
 
+def category_weights(Z: np.ndarray, blocks: list[list[int]]) -> np.ndarray:
+    """Per-feature weights that shrink each one-hot block of scaled rows ``Z`` so that its summed
+    variance (half the mean squared distance it puts between two rows) equals the median variance
+    of the other features; never above 1. Without other varying features, all ones."""
+    w = np.ones(Z.shape[1])
+    var = Z.astype(np.float64).var(axis=0)
+    inside = np.zeros(Z.shape[1], bool)
+    for b in blocks:
+        inside[b] = True
+    others = var[~inside & (var > 0)]
+    if not others.size:
+        return w
+    target = float(np.median(others))
+    for b in blocks:
+        total = float(var[b].sum())
+        if total > 0:
+            w[b] = min(1.0, np.sqrt(target / total))
+    return w
+
+
 class ScaledDetector(BaseDetector):
     """``fit`` learns per-feature min and range, then fits the inner detector on scaled rows."""
 
@@ -96,6 +116,8 @@ class ScaledDetector(BaseDetector):
         self.low_ = X.min(axis=0).astype(np.float64)
         span = X.max(axis=0).astype(np.float64) - self.low_
         self.span_ = np.where(span > 0, span, 1.0)
+        if self.preprocessor is not None and self.preprocessor.options.balance_categories:
+            self.span_ = self.span_ / category_weights(self.transform(X), self.preprocessor.onehot_blocks)
         self.inner = self._inner().fit(self.transform(X), y, **fit_params)
 
     def _score(self, X: np.ndarray) -> np.ndarray:

@@ -147,3 +147,25 @@ def test_every_command_gives_one_message_and_exit_2_without_traceback(tmp_path):
         assert p.returncode == 2, (name, out, err)
         assert "Traceback" not in err and err.strip().count("\n") == 0, (name, err)
         assert err.startswith(f"rlad {name}: error: ") and "nope" in err, (name, err)
+
+
+def test_one_hot_blocks_are_balanced_against_numeric_columns(tmp_path):
+    """Each one-hot block spreads rows as much as a typical scaled numeric column, so a category
+    mismatch no longer outweighs every number in a distance; old behaviour with the option off."""
+    from rlad.algorithms.scaled import category_weights
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"u": rng.random(400), "v": rng.random(400), "cat": rng.choice(list("abcde"), 400)})
+    pre = TablePreprocessor().fit(frame)
+    assert pre.onehot_blocks == [[2, 3, 4, 5, 6]]
+    balanced = build_detector("scaled", {"detector": "knn"}, seed=0).fit(frame)
+    Z = balanced.transform(pre.transform(frame).X)
+    var = Z.var(axis=0)
+    assert var[2:].sum() == pytest.approx(np.median(var[:2]), rel=1e-4)  # the block's total = the numbers' median
+    assert Z[:, 2:].max() < 0.5 and Z[:, :2].max() == pytest.approx(1.0)
+    plain = build_detector("scaled", {"detector": "knn", "table": {"balance_categories": False}}, seed=0).fit(frame)
+    assert plain.transform(pre.transform(frame).X)[:, 2:].max() == 1.0
+    balanced.save(tmp_path / "m.pt")  # the weights live in the saved scaling: a reloaded model scores the same
+    np.testing.assert_allclose(load_detector(tmp_path / "m.pt").decision_function(frame), balanced.decision_function(frame))
+    assert category_weights(Z, []).tolist() == [1.0] * Z.shape[1]
+    assert category_weights(np.eye(3), [[0, 1, 2]]).tolist() == [1.0, 1.0, 1.0]  # nothing else to match: unchanged

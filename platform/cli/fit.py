@@ -35,6 +35,8 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
                    help="with --missing impute, add a 0/1 column per column that had gaps (default: %(default)s)")
     p.add_argument("--max-onehot", type=int, default=d.max_onehot,
                    help=f"one-hot encode categorical columns up to this many categories, frequency-encode above (default: {d.max_onehot})")
+    p.add_argument("--balance-categories", action=argparse.BooleanOptionalAction, default=d.balance_categories,
+                   help="scale each one-hot block to the spread of a typical numeric column (default: %(default)s)")
 
 
 def table_options(args: argparse.Namespace) -> dict:

@@ -133,6 +133,16 @@ class TablePreprocessor:
     def output_names(self) -> list[str]:
         return [n for s in self.specs for n in s["outputs"]]
 
+    @property
+    def onehot_blocks(self) -> list[list[int]]:
+        """Output positions of each one-hot encoded column (its missing indicator left out)."""
+        blocks, start = [], 0
+        for s in self.specs:
+            if s["type"] == "categorical" and s.get("encoding") == "onehot":
+                blocks.append(list(range(start, start + len(s["categories"]))))
+            start += len(s["outputs"])
+        return blocks
+
     def choose_columns(self, available: list[str], exclude: tuple[str, ...] = ()) -> list[str]:
         """The feature columns from ``features``/``drop``; unknown names are an error."""
         o = self.options
