@@ -71,3 +71,18 @@ def test_dplan_flags_name_config_options():
     for _, key, _, _ in CONFIG_FLAGS:
         set_dotted(options, key, 1)
     from_dict(DPLANConfig, options)  # unknown keys would raise
+
+
+def test_a_long_tmpdir_gets_a_short_ray_root(monkeypatch, tmp_path):
+    """Ray's sockets live under TMPDIR and AF_UNIX paths stop at 107 bytes: a long TMPDIR used to
+    end ``rlad serve`` in a traceback; now Ray gets a short root, unless RAY_TMPDIR says otherwise."""
+    from rlad.core.ray_init import SESSION_TAIL, SOCKET_PATH_MAX, local_temp_dir
+
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    monkeypatch.setenv("TMPDIR", "/tmp")
+    assert local_temp_dir() is None
+    monkeypatch.setenv("TMPDIR", str(tmp_path / ("x" * 90)))
+    short = local_temp_dir()
+    assert short is not None and len(short) + SESSION_TAIL <= SOCKET_PATH_MAX
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / ("x" * 90)))
+    assert local_temp_dir() is None

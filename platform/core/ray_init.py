@@ -7,7 +7,25 @@ from typing import Any
 
 import ray
 
+from rlad.core.errors import UserError
 from rlad.core.verbosity import is_quiet
+
+# AF_UNIX socket paths hold at most 107 bytes; Ray puts its sockets at
+# <root>/session_<date>_<time>_<micros>_<pid>/sockets/plasma_store (about 70 bytes below <root>).
+SOCKET_PATH_MAX, SESSION_TAIL = 107, 72
+
+
+def local_temp_dir() -> str | None:
+    """A short Ray root (``/tmp/rlad-ray-<uid>``) when the one Ray would pick from ``TMPDIR`` is too
+    long for its sockets; None when Ray's own choice fits. ``RAY_TMPDIR`` is the user's to set."""
+    from ray._common.utils import get_default_ray_temp_dir
+
+    if "RAY_TMPDIR" in os.environ or len(get_default_ray_temp_dir()) + SESSION_TAIL <= SOCKET_PATH_MAX:
+        return None
+    if not os.access("/tmp", os.W_OK):
+        raise UserError(f"the temporary folder {os.environ.get('TMPDIR')!r} is too long for Ray's sockets "
+                        f"({SOCKET_PATH_MAX} bytes) and /tmp is not writable: set RAY_TMPDIR to a short folder")
+    return f"/tmp/rlad-ray-{os.getuid()}"
 
 
 def init_ray(num_cpus: int | None = None, address: str | None = None, **kwargs: Any) -> None:
@@ -21,5 +39,7 @@ def init_ray(num_cpus: int | None = None, address: str | None = None, **kwargs: 
     if address is not None:
         ray.init(address=address, **kwargs)
         return
+    if "_temp_dir" not in kwargs and (short := local_temp_dir()) is not None:
+        kwargs["_temp_dir"] = short
     # address="local": always a new local instance, never a cluster that happens to be running.
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
