@@ -32,10 +32,10 @@ ARMS = {  # mixed-table arms: extra rlad fit flags (the diagnostic arms build on
     "mixed, dates cyclical, no missing indicators": ["--dates", "cyclical", "--no-missing-indicators"],
     "mixed, dates cyclical, frequency-encoded": ["--dates", "cyclical", "--max-onehot", "0"],
     "mixed, no missing indicators": ["--no-missing-indicators"],
-    "mixed, categories unbalanced (0/1 one-hot)": ["--no-balance-categories"],
+    "mixed, categories balanced": ["--balance-categories"],
     "diag: blanks only (numeric, median-imputed, no indicators)": ["--no-missing-indicators"],
     "diag: binned only (no blanks, no timestamp)": [],
-    "diag: binned only, categories unbalanced": ["--no-balance-categories"],
+    "diag: binned only, categories balanced": ["--balance-categories"],
     "diag: timestamp only (dates cyclical)": ["--dates", "cyclical"],
 }
 DEFAULT_ARMS = ("numeric", "mixed (defaults)", "mixed, dates cyclical", "diag: binned only (no blanks, no timestamp)",
@@ -45,7 +45,7 @@ BINNED, BINS, BLANK_SHARE = 3, 5, 0.02
 
 PARTS = {"diag: blanks only (numeric, median-imputed, no indicators)": ("blanks",),
          "diag: binned only (no blanks, no timestamp)": ("bins",),
-         "diag: binned only, categories unbalanced": ("bins",), "diag: timestamp only (dates cyclical)": ("ts",)}
+         "diag: binned only, categories balanced": ("bins",), "diag: timestamp only (dates cyclical)": ("ts",)}
 
 
 def make_mixed(X: np.ndarray, rng: np.random.Generator, parts=("bins", "ts", "blanks")) -> tuple[pd.DataFrame, list[str]]:

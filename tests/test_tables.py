@@ -158,12 +158,12 @@ def test_one_hot_blocks_are_balanced_against_numeric_columns(tmp_path):
     frame = pd.DataFrame({"u": rng.random(400), "v": rng.random(400), "cat": rng.choice(list("abcde"), 400)})
     pre = TablePreprocessor().fit(frame)
     assert pre.onehot_blocks == [[2, 3, 4, 5, 6]]
-    balanced = build_detector("scaled", {"detector": "knn"}, seed=0).fit(frame)
+    balanced = build_detector("scaled", {"detector": "knn", "table": {"balance_categories": True}}, seed=0).fit(frame)
     Z = balanced.transform(pre.transform(frame).X)
     var = Z.var(axis=0)
     assert var[2:].sum() == pytest.approx(np.median(var[:2]), rel=1e-4)  # the block's total = the numbers' median
     assert Z[:, 2:].max() < 0.5 and Z[:, :2].max() == pytest.approx(1.0)
-    plain = build_detector("scaled", {"detector": "knn", "table": {"balance_categories": False}}, seed=0).fit(frame)
+    plain = build_detector("scaled", {"detector": "knn"}, seed=0).fit(frame)  # the default: off
     assert plain.transform(pre.transform(frame).X)[:, 2:].max() == 1.0
     balanced.save(tmp_path / "m.pt")  # the weights live in the saved scaling: a reloaded model scores the same
     np.testing.assert_allclose(load_detector(tmp_path / "m.pt").decision_function(frame), balanced.decision_function(frame))

@@ -21,9 +21,9 @@ class TableOptions:
     missing: str = "impute"  # "impute": median / most frequent (+ indicators); "reject": name the rows
     missing_indicators: bool = True  # with impute, one 0/1 column per column that had gaps at fit time
     max_onehot: int = 10  # one-hot up to this many categories, frequency encoding above
-    # shrink each one-hot block to the spread of a typical numeric column: at 0/1 a category
-    # mismatch outweighs every scaled number in a distance (why: mixed_tables.csv)
-    balance_categories: bool = True
+    # shrink each one-hot block to the spread of a typical numeric column (at 0/1 a category
+    # mismatch outweighs every scaled number in a distance): off, it did not help (mixed_tables.csv)
+    balance_categories: bool = False
 
     def __post_init__(self) -> None:
         self.features, self.drop, self.categorical = (tuple(x) for x in (self.features, self.drop, self.categorical))
