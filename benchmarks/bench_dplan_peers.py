@@ -191,6 +191,25 @@ def table(results: list[dict], split: str) -> list[dict]:
     return rows
 
 
+def curves(results: list[dict], csv_out: Path) -> None:
+    """DPLAN's learning curve per split: the mean Q separation after each episode, over its runs
+    (runs of one budget have the same number of episodes)."""
+    rows = []
+    for split in SPLITS:
+        got = [r["arms"]["dplan"]["curve"] for r in results if r["split"] == split and "curve" in r["arms"].get("dplan", {})]
+        if got:
+            n = min(map(len, got))
+            mean = np.mean([c[:n] for c in got], axis=0)
+            rows.append({"split": split, "runs": len(got), **{f"episode {i + 1}": round(float(v), 2) for i, v in enumerate(mean)}})
+    for r in rows:
+        print("Q separation by episode, " + ", ".join(f"{k} {v}" for k, v in r.items()))
+    with csv_out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {csv_out}")
+
+
 def summarize(results: list[dict], csv_out: Path | None) -> None:
     rows = [row for split in SPLITS for row in table(results, split)]
     if not rows:
@@ -232,11 +251,15 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/dplan_peers.jsonl"))
     p.add_argument("--csv", type=Path, default=RESULTS / "dplan_peers.csv", help="summary table written by --summarize")
     p.add_argument("--summarize", nargs="+", type=Path, help="print the tables of these JSONL files and stop")
+    p.add_argument("--curves", type=Path, default=None, help="with --summarize: also write DPLAN's mean learning curve per split")
     args = p.parse_args()
     if args.variant is None:
         args.variant = [] if args.no_variants else [variant("no_intrinsic=intrinsic_weight:0")]
     if args.summarize:
-        summarize([json.loads(line) for f in args.summarize for line in f.read_text().splitlines() if line.strip()], args.csv)
+        results = [json.loads(line) for f in args.summarize for line in f.read_text().splitlines() if line.strip()]
+        summarize(results, args.csv)
+        if args.curves is not None:
+            curves(results, args.curves)
         return
 
     torch.set_num_threads(1)
