@@ -8,7 +8,7 @@ named in ``categorical``). Encoding uses scikit-learn: ``SimpleImputer`` (median
 an "other" bucket (all one-hot columns 0, frequency 0) and is counted. Dates become cyclical
 hour, day-of-week and month features (``dates="cyclical"``), or are dropped (the default: on
 timestamps that carry no signal the six cyclical features cost more AUC-ROC than anything else,
-see ``benchmarks/results/mixed_tables.csv``).
+see ``benchmarks/results/mixed_tables_first.csv``).
 
 The fitted state is plain data (names, medians, category lists, frequencies): the sklearn
 transformers are rebuilt from it with fixed categories, so a checkpoint never holds code.

@@ -17,7 +17,7 @@ class TableOptions:
     features: tuple[str, ...] = ()  # the feature columns (empty: every column but id/label/drop)
     drop: tuple[str, ...] = ()  # columns left out
     categorical: tuple[str, ...] = ()  # columns taken as categories even when they hold numbers
-    dates: str = "drop"  # "cyclical": sin/cos of hour, day of week, month; "drop": left out (why: mixed_tables.csv)
+    dates: str = "drop"  # "cyclical": sin/cos of hour, day of week, month; "drop": left out (why: mixed_tables_first.csv)
     missing: str = "impute"  # "impute": median / most frequent (+ indicators); "reject": name the rows
     missing_indicators: bool = True  # with impute, one 0/1 column per column that had gaps at fit time
     max_onehot: int = 10  # one-hot up to this many categories, frequency encoding above
