@@ -97,6 +97,9 @@ class DPLANConfig:
     n_candidates: int = 1000  # size of g_u's random subsample of unlabelled rows
     iforest_estimators: int = 100  # intrinsic-reward iForest, refit every episode
     intrinsic_weight: float = 1.0  # reward = extrinsic + intrinsic_weight * intrinsic
+    # "hidden": the paper's iForest in the Q-network's hidden space; "input": one iForest on the rows
+    # (a space the labelled type does not shape; docs/findings.md section 6)
+    intrinsic_space: str = "hidden"
     # DQN
     hidden: int = 20
     episodes: int = 10
@@ -349,7 +352,7 @@ def env_config(cfg: DPLANConfig, data: EnvPayload) -> dict[str, Any]:
         "data": data.name, "p": cfg.p, "n_candidates": cfg.n_candidates,
         "refresh_every": max(cfg.steps_per_episode // sub_envs, 1),
         "iforest_estimators": cfg.iforest_estimators,
-        "intrinsic_weight": cfg.intrinsic_weight,
+        "intrinsic_weight": cfg.intrinsic_weight, "intrinsic_space": cfg.intrinsic_space,
     }
 
 

@@ -43,7 +43,9 @@ class DPLANEnv(gym.Env):
     (probability of ``g_a``, default 0.5), ``n_candidates`` (``g_u`` subsample, default 1000),
     ``refresh_every`` (its episode: steps between two hidden-layer refreshes, default 2000),
     ``iforest_estimators`` (default 100),
-    ``intrinsic_weight`` (scale of the intrinsic reward, default 1.0)."""
+    ``intrinsic_weight`` (scale of the intrinsic reward, default 1.0), ``intrinsic_space``
+    (``"hidden"``: the paper's iForest in the current hidden space, refitted each refresh;
+    ``"input"``: one iForest on the rows themselves, which the labelled type does not shape)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         X, y = fetch_payload(config["data"]) if "data" in config else (config["X"], config["y"])
@@ -59,6 +61,9 @@ class DPLANEnv(gym.Env):
         self.refresh_every = int(config.get("refresh_every", config.get("steps_per_episode", 2000)))
         self.iforest_estimators = int(config.get("iforest_estimators", 100))
         self.intrinsic_weight = float(config.get("intrinsic_weight", 1.0))
+        self.intrinsic_space = str(config.get("intrinsic_space", "hidden"))
+        if self.intrinsic_space not in ("hidden", "input"):
+            raise ValueError(f"intrinsic_space must be 'hidden' or 'input', got {self.intrinsic_space!r}")
 
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.X.shape[1],), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(2)
@@ -70,15 +75,19 @@ class DPLANEnv(gym.Env):
         self.t = 0
 
     def set_hidden_layer(self, weight: np.ndarray, bias: np.ndarray) -> None:
-        """Embed all rows with ``relu(X W^T + b)`` and refit the iForest there (intrinsic reward)."""
+        """Embed all rows with ``relu(X W^T + b)`` and refit the iForest there (intrinsic reward;
+        with ``intrinsic_space="input"`` the iForest is fitted once, on the rows)."""
         self.layer = (np.array(weight, np.float32), np.array(bias, np.float32))
         self.hidden = np.maximum(self.X @ self.layer[0].T + self.layer[1], 0.0)
+        self.num_refreshes += 1
+        if self.intrinsic_space == "input" and self.intrinsic is not None:
+            return
         seed = int(self.np_random.integers(2**31 - 1))
-        forest = IsolationForest(n_estimators=self.iforest_estimators, random_state=seed).fit(self.hidden)
-        score = -forest.score_samples(self.hidden)  # higher = more anomalous
+        space = self.X if self.intrinsic_space == "input" else self.hidden
+        forest = IsolationForest(n_estimators=self.iforest_estimators, random_state=seed).fit(space)
+        score = -forest.score_samples(space)  # higher = more anomalous
         span = score.max() - score.min()
         self.intrinsic = ((score - score.min()) / span if span > 0 else np.zeros_like(score)).astype(np.float32)
-        self.num_refreshes += 1
 
     def has_hidden_layer(self, weight: np.ndarray, bias: np.ndarray) -> bool:
         """Whether the current embedding comes from exactly this layer."""

@@ -129,6 +129,23 @@ def test_hidden_layer_refresh_changes_with_weights(split):
     assert env.num_refreshes == 2
 
 
+def test_input_space_intrinsic_reward_is_fitted_once_on_the_rows(split):
+    """``intrinsic_space="input"``: the iForest sees the rows, not the hidden layer, so a refresh
+    changes the embedding (g_u) but not the intrinsic reward."""
+    from sklearn.ensemble import IsolationForest
+    from scipy.stats import spearmanr
+
+    env = make_env(split, intrinsic_space="input")
+    env.set_hidden_layer(*random_layer(split.n_features, 1))
+    i1 = env.intrinsic.copy()
+    env.set_hidden_layer(*random_layer(split.n_features, 2))
+    assert np.array_equal(env.intrinsic, i1) and env.num_refreshes == 2
+    raw = -IsolationForest(random_state=0).fit(split.X_train).score_samples(split.X_train)
+    assert spearmanr(i1, raw)[0] > 0.9  # an isolation score of the rows themselves
+    with pytest.raises(ValueError, match="intrinsic_space"):
+        make_env(split, intrinsic_space="latent")
+
+
 def test_sub_env_adopts_a_sibling_embedding_of_the_same_layer(split):
     first, second = make_env(split), make_env(split)
     W, b = random_layer(split.n_features, 1)
