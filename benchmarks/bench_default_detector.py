@@ -80,6 +80,11 @@ def summarize(paths: list[str], csv: str | None) -> None:
         out.append(line)
         print(f"{arm:<10}{line['auc_roc']:>9.3f}{line['auc_pr']:>9.3f}{line['seed_sd_auc_pr']:>11.3f}"
               f"{line['default_wtl_pr']:>16}{line['default_p_pr']:>8.3f}{line['default_wtl_roc']:>12}{line['default_p_roc']:>8.3f}")
+    print("\nper data set, AUC-PR mean +- seed sd: " + ", ".join(a for a in ("default", "catboost") if a in arms))
+    for d in sorted({r["dataset"] for r in rows}):
+        cells = [f"{np.mean(v):.3f} +- {np.std(v, ddof=1) if len(v) > 1 else 0:.3f}"
+                 for a in ("default", "catboost") if a in arms for v in [[r[a]["auc_pr"] for r in rows if r["dataset"] == d]]]
+        print(f"  {d:<18}" + "   ".join(cells))
     if csv:
         import pandas as pd
 
