@@ -27,7 +27,10 @@ from rlad.algorithms import floor as fl
 
 GAP = 0.15
 #: name: (fusion, tolerance kind, tolerance, weight without enough anomalies)
-FEW_LABELS = {f"tail, rel 0.1, default {w}": ("tail", "rel", 0.1, w) for w in (0.1, 0.2, 0.3, 0.5)}
+FEW_LABELS = {**{f"tail, rel 0.1, default {w}": ("tail", "rel", 0.1, w) for w in (0.1, 0.2, 0.3, 0.5)},
+              # the weight by label count: with 2-3 labelled anomalies the network can be at chance
+              **{f"default {w} at <= 3 labelled, else 0.2": ("tail", "rel", 0.1, lambda n, w=w: w if n <= 3 else 0.2)
+                 for w in (0.3, 0.5)}}
 RULES = {"before: linear, abs 0.02, default 0.3": ("linear", "abs", 0.02, 0.3),
          "tail, abs 0.02, default 0.3": ("tail", "abs", 0.02, 0.3),
          "tail, abs 0.02, default 0.1": ("tail", "abs", 0.02, 0.1),
@@ -134,6 +137,7 @@ def replay_few_labels(args: argparse.Namespace, rules: dict) -> None:
                "catboost": (roc_auc_score(y, z["catboost"]), average_precision_score(y, z["catboost"])),
                "iforest": (roc_auc_score(y, z["qf"]), average_precision_score(y, z["qf"]))}
         for rule, (fusion, kind, tol, default) in rules.items():
+            default = default(int(z["n_lab"])) if callable(default) else default
             s = fl.fuse(z["qn"], z["qf"], choose(folds, fusion, kind, tol, default), fusion)
             run[rule] = (roc_auc_score(y, s), average_precision_score(y, s))
         runs.append(run)
