@@ -156,6 +156,48 @@ def replay_few_labels(args: argparse.Namespace, rules: dict) -> None:
         print(f"wrote {args.csv}")
 
 
+def _tails(z) -> tuple[np.ndarray, np.ndarray]:
+    return fl.tail(z["qn"]), fl.tail(z["qf"])
+
+
+#: issue 37: other ways to fuse the network's and the IForest's tail scores (name: score of a dump)
+FUSIONS = {
+    "default (tail mean, weight by the rule)": lambda z, folds: fl.fuse(z["qn"], z["qf"], choose(folds, "tail", "rel", 0.1, fl.DEFAULT_WEIGHT), "tail"),
+    "tail mean, w 0.5": lambda z, folds: fl.fuse(z["qn"], z["qf"], 0.5, "tail"),
+    "max of the tails": lambda z, folds: np.maximum(*_tails(z)),
+    "log-sum-exp of the tails": lambda z, folds: np.logaddexp(*_tails(z)),
+    "max(t_net, t_iforest - 1)": lambda z, folds: np.maximum(_tails(z)[0], _tails(z)[1] - 1.0),
+    "max(t_net, t_iforest - 2)": lambda z, folds: np.maximum(_tails(z)[0], _tails(z)[1] - 2.0),
+    "network alone": lambda z, folds: z["qn"],
+    "iforest alone": lambda z, folds: z["qf"],
+}
+
+
+def replay_fusions(args: argparse.Namespace) -> None:
+    """Each fusion in :data:`FUSIONS` on each dump folder: mean AUC-ROC, AUC-PR and seed sd."""
+    import pandas as pd
+
+    out = []
+    for folder in args.fusions:
+        runs = []
+        for path in sorted(Path(folder).glob("*.npz")):
+            z = np.load(path)
+            folds = pickle.loads(z["folds"].tobytes())
+            for name, fusion in FUSIONS.items():
+                s = fusion(z, folds)
+                runs.append({"fusion": name, "dataset": path.stem.rsplit("_", 1)[0],
+                             "roc": roc_auc_score(z["y_test"], s), "pr": average_precision_score(z["y_test"], s)})
+        df = pd.DataFrame(runs)
+        for name, g in df.groupby("fusion", sort=False):
+            out.append({"dumps": folder, "fusion": name, "runs": len(g), "AUC-ROC": round(g["roc"].mean(), 4),
+                        "AUC-PR": round(g["pr"].mean(), 4), "seed sd AUC-PR": round(g.groupby("dataset")["pr"].std(ddof=1).mean(), 4)})
+    table = pd.DataFrame(out)
+    print(table.to_string(index=False))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir", nargs="?", default="runs/floor")
@@ -167,8 +209,12 @@ def main() -> None:
     ap.add_argument("--unseen-types", action="store_true", help="--dump: on unseen_type_split")
     ap.add_argument("--few-labels", action="store_true",
                     help="replay the weight used below MIN_ANOMALIES labelled anomalies (FEW_LABELS), with AUC-ROC and seed sd")
+    ap.add_argument("--fusions", nargs="+", metavar="DIR", default=None,
+                    help="replay the fusions of FUSIONS on these dump folders (issue 37's trade-off)")
     args = ap.parse_args()
-    if args.dump:
+    if args.fusions:
+        replay_fusions(args)
+    elif args.dump:
         args.dir = args.dump
         dump(args)
     else:
