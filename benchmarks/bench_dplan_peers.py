@@ -120,7 +120,23 @@ def intrinsic_share(rewards: np.ndarray, weight: float) -> float | None:
     return float(intrinsic.mean() / (np.abs(extrinsic).mean() + intrinsic.mean()))
 
 
-def dplan_arm(split, cfg: DPLANConfig) -> tuple[dict, list[float]]:
+def floor_arms(split, det: DPLANDetector, seed: int) -> dict[str, dict]:
+    """Issue 37: DPLAN's score fused with the default detector's unsupervised floor (an IForest on
+    all training rows, tail scores; ``algorithms/floor.py``), at its default weight (no
+    leave-one-type-out: that would refit DPLAN per fold) and at 0.5. The same fitted DPLAN."""
+    from rlad.algorithms.floor import DEFAULT_WEIGHT, Floor
+
+    X, y = split.X_train, split.y_train_semi
+    out = {}
+    for name, weight in (("dplan_floor", DEFAULT_WEIGHT), ("dplan_floor_0.5", 0.5)):
+        start = time.perf_counter()  # fit s: the floor's own, on top of DPLAN's
+        floor = Floor(seed).fit(X, y, det.q_network.anomaly_scores(X), weight, None)
+        scores = floor.score(split.X_test, det.q_network.anomaly_scores(split.X_test))
+        out[name] = {**auc_scores(split.y_test, scores), "fit_s": time.perf_counter() - start}
+    return out
+
+
+def dplan_arm(split, cfg: DPLANConfig, floor: bool = False) -> tuple[dict, list[float]]:
     det = DPLANDetector(cfg, contamination=0.02)
     curve: list[float] = []
     marks: list[tuple[float, float]] = []  # (env steps, time) at each episode end, as bench_dplan.rllib_fit
@@ -138,14 +154,18 @@ def dplan_arm(split, cfg: DPLANConfig) -> tuple[dict, list[float]]:
     det.fit(split.X_train, split.y_train_semi)
     fit_s = time.perf_counter() - start
     (s0, t0), (s1, t1) = marks[0], marks[-1]
-    return {**auc_scores(split.y_test, det.decision_function(split.X_test)), "fit_s": fit_s,
-            "q_sep": curve[-1], "steps_per_s": (s1 - s0) / (t1 - t0), "intrinsic_share": share[0]}, curve
+    arm = {**auc_scores(split.y_test, det.decision_function(split.X_test)), "fit_s": fit_s,
+           "q_sep": curve[-1], "steps_per_s": (s1 - s0) / (t1 - t0), "intrinsic_share": share[0]}
+    if floor:
+        arm["floors"] = floor_arms(split, det, cfg.seed)
+    return arm, curve
 
 
 def run_split(split, cfg: DPLANConfig, args: argparse.Namespace) -> dict[str, dict]:
     out: dict[str, dict] = {}
-    out["dplan"], curve = dplan_arm(split, cfg)
+    out["dplan"], curve = dplan_arm(split, cfg, args.floor)
     out["dplan"]["curve"] = curve
+    out.update(out["dplan"].pop("floors", {}))
     for name, changes in args.variant:
         out[f"dplan_{name}"], _ = dplan_arm(split, replace(cfg, **changes))
     if args.supervised_q:
@@ -245,6 +265,7 @@ def main() -> None:
     p.add_argument("--variant", action="append", type=variant, default=None,
                    help="a DPLAN arm NAME=key:value,... (repeatable; default no_intrinsic=intrinsic_weight:0)")
     p.add_argument("--no-variants", action="store_true", help="no DPLAN variant arms (not even the default no_intrinsic)")
+    p.add_argument("--floor", action="store_true", help="add dplan_floor arms: DPLAN's score fused with the unsupervised floor (issue 37)")
     p.add_argument("--no-supervised-q", dest="supervised_q", action="store_false", help="skip the supervised Q-network arm")
     p.add_argument("--speed", action="store_true", help="DPLAN vs bare PyTorch DQN steps/s on the first run")
     p.add_argument("--num-cpus", type=int, default=1)
