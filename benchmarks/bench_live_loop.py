@@ -42,6 +42,8 @@ import numpy as np
 from scipy.stats import wilcoxon
 from sklearn.metrics import average_precision_score
 
+from rlad.platform.runtime.retraining import bootstrap_differences
+
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ["thyroid", "cardio", "breastw", "Waveform", "Cardiotocography", "satimage-2"]
 BASELINES = ("no_gate", "static")
@@ -145,14 +147,9 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def difference_interval(y: np.ndarray, a: np.ndarray, b: np.ndarray, seed: int, n: int = 1000) -> list[float]:
-    """95% interval of AUC-PR(a) - AUC-PR(b) on the same rows, by a paired bootstrap that keeps the
-    class counts: what "below the static model by more than noise" means here."""
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    d = np.empty(n)
-    for i in range(n):
-        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        d[i] = average_precision_score(y[idx], a[idx]) - average_precision_score(y[idx], b[idx])
+    """95% interval of AUC-PR(a) - AUC-PR(b) on the same rows, by the gate's paired bootstrap that
+    keeps the class counts: what "below the static model by more than noise" means here."""
+    d = bootstrap_differences(y, a, b, n, seed)
     return [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))]
 
 

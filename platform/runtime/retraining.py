@@ -139,18 +139,24 @@ def auc_pr(y: np.ndarray, scores: np.ndarray, w: np.ndarray | None = None) -> fl
     return float(average_precision_score(y, scores, sample_weight=w))
 
 
-def bootstrap_lower_bound(y: np.ndarray, live: np.ndarray, candidate: np.ndarray, confidence: float, n: int,
-                          seed: int = 0, w: np.ndarray | None = None) -> float:
-    """Lower ``confidence`` bound of AUC-PR(candidate) - AUC-PR(live) by a paired bootstrap that
-    resamples positives and negatives separately (each resample keeps the class counts)."""
+def bootstrap_differences(y: np.ndarray, a: np.ndarray, b: np.ndarray, n: int, seed: int = 0,
+                          w: np.ndarray | None = None) -> np.ndarray:
+    """``n`` paired-bootstrap draws of AUC-PR(a) - AUC-PR(b) on the same rows, resampling positives
+    and negatives separately (each resample keeps the class counts)."""
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     diffs = np.empty(n)
-    for b in range(n):
+    for i in range(n):
         idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
         wb = None if w is None else w[idx]
-        diffs[b] = auc_pr(y[idx], candidate[idx], wb) - auc_pr(y[idx], live[idx], wb)
-    return float(np.quantile(diffs, 1.0 - confidence))
+        diffs[i] = auc_pr(y[idx], a[idx], wb) - auc_pr(y[idx], b[idx], wb)
+    return diffs
+
+
+def bootstrap_lower_bound(y: np.ndarray, live: np.ndarray, candidate: np.ndarray, confidence: float, n: int,
+                          seed: int = 0, w: np.ndarray | None = None) -> float:
+    """Lower ``confidence`` bound of AUC-PR(candidate) - AUC-PR(live) (:func:`bootstrap_differences`)."""
+    return float(np.quantile(bootstrap_differences(y, candidate, live, n, seed, w), 1.0 - confidence))
 
 
 def gate(y: np.ndarray, live: np.ndarray, candidate: np.ndarray, config: RetrainConfig,
