@@ -88,6 +88,13 @@ def fuse(q_net: np.ndarray, q_free: np.ndarray, weight: float, fusion: str = "ta
     return (1.0 - weight) * tail(q_net) + weight * tail(q_free)
 
 
+def select_weight(held: np.ndarray, seen: np.ndarray, tolerance: float = TOLERANCE) -> int:
+    """Index into ``WEIGHTS``: among the weights whose ordinary validation error ``1 - seen`` is at
+    most ``tolerance`` (relative) above the best weight's, the one with the best held-out-type AUC."""
+    ok = np.flatnonzero(1.0 - seen <= (1.0 - seen.max()) * (1.0 + tolerance) + 1e-12)
+    return int(ok[np.argmax(held[ok])])
+
+
 class Floor:
     """A fitted IForest, the knots of both scores on the unlabelled rows, and the weight."""
 
@@ -150,8 +157,7 @@ class Floor:
         if not held_aucs:
             return DEFAULT_WEIGHT, {"rule": "default", "anomalies": int(anomalies.size)}
         held, seen = np.mean(held_aucs, 0), np.mean(seen_aucs, 0)
-        ok = np.flatnonzero(1.0 - seen <= (1.0 - seen.max()) * (1.0 + TOLERANCE) + 1e-12)
-        best = int(ok[np.argmax(held[ok])])
+        best = select_weight(held, seen)
         return float(WEIGHTS[best]), {"rule": "leave-one-type-out", "held_type_auc": held.round(4).tolist(),
                                       "seen_auc": seen.round(4).tolist(), "weights": list(WEIGHTS)}
 

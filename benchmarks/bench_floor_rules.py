@@ -78,6 +78,13 @@ def dump(args: argparse.Namespace) -> None:
             print(name, seed, "folds", len(folds), flush=True)
 
 
+def load_dumps(folder: str | Path):
+    """``(name, z, folds)`` per dump file of ``folder``, in name order (``name``: DATASET_SEED)."""
+    for path in sorted(Path(folder).glob("*.npz")):
+        z = np.load(path)
+        yield path.stem, z, pickle.loads(z["folds"].tobytes())
+
+
 def choose(folds: list, fusion: str, kind: str, tol: float, default: float) -> float:
     """``Floor.choose_weight`` on recorded folds: (type rows, seen rows) per fold."""
     if not folds:
@@ -86,28 +93,24 @@ def choose(folds: list, fusion: str, kind: str, tol: float, default: float) -> f
                     for i in range(0, len(folds), 2)], 0)
     seen = np.mean([[roc_auc_score(folds[i + 1][0], fl.fuse(folds[i + 1][1], folds[i + 1][2], w, fusion)) for w in fl.WEIGHTS]
                     for i in range(0, len(folds), 2)], 0)
-    ok = (np.flatnonzero(1 - seen <= (1 - seen.max()) * (1 + tol) + 1e-12) if kind == "rel"
-          else np.flatnonzero(seen >= seen.max() - tol))
+    if kind == "rel":
+        return fl.WEIGHTS[fl.select_weight(held, seen, tol)]
+    ok = np.flatnonzero(seen >= seen.max() - tol)  # the absolute tolerance used before issue 28
     return fl.WEIGHTS[int(ok[np.argmax(held[ok])])]
 
 
 def replay(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    rules = FEW_LABELS if args.few_labels else RULES
-    if args.few_labels:
-        return replay_few_labels(args, rules)
     runs = []
-    for path in sorted(Path(args.dir).glob("*.npz")):
-        z = np.load(path)
-        folds = pickle.loads(z["folds"].tobytes())
+    for stem, z, folds in load_dumps(args.dir):
         y, cb = z["y_test"], average_precision_score(z["y_test"], z["catboost"])
-        run = {"run": path.stem, "dataset": path.stem.rsplit("_", 1)[0], "catboost": cb}
+        run = {"run": stem, "dataset": stem.rsplit("_", 1)[0], "catboost": cb}
         for rule, (fusion, kind, tol, default) in RULES.items():
             w = 0.0 if rule.startswith("network") else choose(folds, fusion, kind, tol, default)
             run[rule] = average_precision_score(y, fl.fuse(z["qn"], z["qf"], w, fusion))
         runs.append(run)
-        print(f"{path.stem:<16} catboost {cb:.3f}  " + "  ".join(f"{r.split(':')[0]} {run[r]:.3f}" for r in RULES))
+        print(f"{stem:<16} catboost {cb:.3f}  " + "  ".join(f"{r.split(':')[0]} {run[r]:.3f}" for r in RULES))
     df = pd.DataFrame(runs)
     out = []
     for rule in RULES:
@@ -122,32 +125,30 @@ def replay(args: argparse.Namespace) -> None:
         print(f"wrote {args.csv}")
 
 
-def replay_few_labels(args: argparse.Namespace, rules: dict) -> None:
+def replay_few_labels(args: argparse.Namespace) -> None:
     """The weight used below ``MIN_ANOMALIES`` labelled anomalies, per rule: mean AUC-ROC and
     AUC-PR, the mean over data sets of the seed-to-seed sd of AUC-PR, beside CatBoost and the
     floor's own IForest (its calibrated quantile ``qf``)."""
     import pandas as pd
 
     runs = []
-    for path in sorted(Path(args.dir).glob("*.npz")):
-        z = np.load(path)
-        folds = pickle.loads(z["folds"].tobytes())
+    for stem, z, folds in load_dumps(args.dir):
         y = z["y_test"]
-        run = {"dataset": path.stem.rsplit("_", 1)[0], "n_lab": int(z["n_lab"]),
+        run = {"dataset": stem.rsplit("_", 1)[0], "n_lab": int(z["n_lab"]),
                "catboost": (roc_auc_score(y, z["catboost"]), average_precision_score(y, z["catboost"])),
                "iforest": (roc_auc_score(y, z["qf"]), average_precision_score(y, z["qf"]))}
-        for rule, (fusion, kind, tol, default) in rules.items():
+        for rule, (fusion, kind, tol, default) in FEW_LABELS.items():
             default = default(int(z["n_lab"])) if callable(default) else default
             s = fl.fuse(z["qn"], z["qf"], choose(folds, fusion, kind, tol, default), fusion)
             run[rule] = (roc_auc_score(y, s), average_precision_score(y, s))
         runs.append(run)
     df = pd.DataFrame(runs)
+    few = int((df["n_lab"] < fl.MIN_ANOMALIES).sum())
     out = []
-    for arm in [*rules, "catboost", "iforest"]:
+    for arm in [*FEW_LABELS, "catboost", "iforest"]:
         roc, pr = df[arm].map(lambda t: t[0]), df[arm].map(lambda t: t[1])
         sd = pr.groupby(df["dataset"]).std(ddof=1).mean()
-        few = df["n_lab"] < fl.MIN_ANOMALIES
-        out.append({"arm": arm, "runs": len(df), "runs below 8 labels": int(few.sum()), "AUC-ROC": round(roc.mean(), 4),
+        out.append({"arm": arm, "runs": len(df), "runs below 8 labels": few, "AUC-ROC": round(roc.mean(), 4),
                     "AUC-PR": round(pr.mean(), 4), "seed sd AUC-PR": round(sd, 4)})
     table = pd.DataFrame(out)
     print(table.to_string(index=False))
@@ -162,7 +163,7 @@ def _tails(z) -> tuple[np.ndarray, np.ndarray]:
 
 #: issue 37: other ways to fuse the network's and the IForest's tail scores (name: score of a dump)
 FUSIONS = {
-    "default (tail mean, weight by the rule)": lambda z, folds: fl.fuse(z["qn"], z["qf"], choose(folds, "tail", "rel", 0.1, fl.DEFAULT_WEIGHT), "tail"),
+    "default (tail mean, weight by the rule)": lambda z, folds: fl.fuse(z["qn"], z["qf"], choose(folds, "tail", "rel", fl.TOLERANCE, fl.DEFAULT_WEIGHT), "tail"),
     "tail mean, w 0.5": lambda z, folds: fl.fuse(z["qn"], z["qf"], 0.5, "tail"),
     "max of the tails": lambda z, folds: np.maximum(*_tails(z)),
     "log-sum-exp of the tails": lambda z, folds: np.logaddexp(*_tails(z)),
@@ -180,12 +181,10 @@ def replay_fusions(args: argparse.Namespace) -> None:
     out = []
     for folder in args.fusions:
         runs = []
-        for path in sorted(Path(folder).glob("*.npz")):
-            z = np.load(path)
-            folds = pickle.loads(z["folds"].tobytes())
+        for stem, z, folds in load_dumps(folder):
             for name, fusion in FUSIONS.items():
                 s = fusion(z, folds)
-                runs.append({"fusion": name, "dataset": path.stem.rsplit("_", 1)[0],
+                runs.append({"fusion": name, "dataset": stem.rsplit("_", 1)[0],
                              "roc": roc_auc_score(z["y_test"], s), "pr": average_precision_score(z["y_test"], s)})
         df = pd.DataFrame(runs)
         for name, g in df.groupby("fusion", sort=False):
@@ -217,6 +216,8 @@ def main() -> None:
     elif args.dump:
         args.dir = args.dump
         dump(args)
+    elif args.few_labels:
+        replay_few_labels(args)
     else:
         replay(args)
 
