@@ -113,8 +113,10 @@ def intrinsic_share(rewards: np.ndarray, weight: float) -> float | None:
     over the replayed transitions. ``r = r_e + weight * r_i`` with ``r_e`` in {-1, 0, 1} and
     ``r_i`` in [0, 1], so for ``weight <= 1`` the floor of ``r`` is ``r_e`` (bar the row whose
     iForest score is exactly 1)."""
-    if not 0 < weight <= 1 or not len(rewards):
-        return None if weight > 1 else 0.0
+    if weight > 1:
+        return None  # the floor of r is no longer r_e
+    if weight <= 0 or not len(rewards):
+        return 0.0
     extrinsic = np.floor(rewards)
     intrinsic = rewards - extrinsic
     return float(intrinsic.mean() / (np.abs(extrinsic).mean() + intrinsic.mean()))
@@ -127,16 +129,18 @@ def floor_arms(split, det: DPLANDetector, seed: int) -> dict[str, dict]:
     from rlad.algorithms.floor import DEFAULT_WEIGHT, Floor
 
     X, y = split.X_train, split.y_train_semi
+    start = time.perf_counter()  # fit s: the floor's own (one IForest for both weights), on top of DPLAN's
+    floor = Floor(seed).fit(X, y, det.q_network.anomaly_scores(X), DEFAULT_WEIGHT, None)
+    q_test = det.q_network.anomaly_scores(split.X_test)
+    fit_s = time.perf_counter() - start
     out = {}
     for name, weight in (("dplan_floor", DEFAULT_WEIGHT), ("dplan_floor_0.5", 0.5)):
-        start = time.perf_counter()  # fit s: the floor's own, on top of DPLAN's
-        floor = Floor(seed).fit(X, y, det.q_network.anomaly_scores(X), weight, None)
-        scores = floor.score(split.X_test, det.q_network.anomaly_scores(split.X_test))
-        out[name] = {**auc_scores(split.y_test, scores), "fit_s": time.perf_counter() - start}
+        floor.weight = weight
+        out[name] = {**auc_scores(split.y_test, floor.score(split.X_test, q_test)), "fit_s": fit_s}
     return out
 
 
-def dplan_arm(split, cfg: DPLANConfig, floor: bool = False) -> tuple[dict, list[float]]:
+def dplan_arm(split, cfg: DPLANConfig) -> tuple[dict, list[float], DPLANDetector]:
     det = DPLANDetector(cfg, contamination=0.02)
     curve: list[float] = []
     marks: list[tuple[float, float]] = []  # (env steps, time) at each episode end, as bench_dplan.rllib_fit
@@ -154,20 +158,18 @@ def dplan_arm(split, cfg: DPLANConfig, floor: bool = False) -> tuple[dict, list[
     det.fit(split.X_train, split.y_train_semi)
     fit_s = time.perf_counter() - start
     (s0, t0), (s1, t1) = marks[0], marks[-1]
-    arm = {**auc_scores(split.y_test, det.decision_function(split.X_test)), "fit_s": fit_s,
-           "q_sep": curve[-1], "steps_per_s": (s1 - s0) / (t1 - t0), "intrinsic_share": share[0]}
-    if floor:
-        arm["floors"] = floor_arms(split, det, cfg.seed)
-    return arm, curve
+    return {**auc_scores(split.y_test, det.decision_function(split.X_test)), "fit_s": fit_s,
+            "q_sep": curve[-1], "steps_per_s": (s1 - s0) / (t1 - t0), "intrinsic_share": share[0]}, curve, det
 
 
 def run_split(split, cfg: DPLANConfig, args: argparse.Namespace) -> dict[str, dict]:
     out: dict[str, dict] = {}
-    out["dplan"], curve = dplan_arm(split, cfg, args.floor)
+    out["dplan"], curve, det = dplan_arm(split, cfg)
     out["dplan"]["curve"] = curve
-    out.update(out["dplan"].pop("floors", {}))
+    if args.floor:
+        out.update(floor_arms(split, det, cfg.seed))
     for name, changes in args.variant:
-        out[f"dplan_{name}"], _ = dplan_arm(split, replace(cfg, **changes))
+        out[f"dplan_{name}"], _, _ = dplan_arm(split, replace(cfg, **changes))
     if args.supervised_q:
         start = time.perf_counter()
         net = supervised_q(split.X_train, split.y_train_semi, cfg)
