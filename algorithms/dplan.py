@@ -115,6 +115,10 @@ class DPLANConfig:
     rmsprop_alpha: float = 0.95  # "gradient momentum" (squared-gradient averaging)
     rmsprop_eps: float = 0.01  # "min squared gradient"
     hidden_l2: float = 0.0  # L2 penalty on the hidden layer's weights (the reference code's; not in the paper)
+    # Unsupervised floor (algorithms/floor.py, issue 37): the share of an IForest on all training rows
+    # fused with Q(s, anomaly); 0: Q alone (the paper's score). 0.5 was chosen on seeds 0-2 against 0.2
+    # (benchmarks/results/dplan_floor_dev.csv); fixed, as leave-one-type-out would refit DPLAN per fold.
+    floor_weight: float = 0.5
     batch_size: int = 32
     updates_per_step: float = 1.0  # gradient updates per sampled env step
     rollout_fragment_length: int = 8  # env steps per sub-env between update rounds/weight syncs
@@ -434,6 +438,7 @@ class DPLANDetector(BaseDetector):
         self.on_episode: Callable[[dict[str, float], DPLANTraining], None] | None = None
         self.history_: list[dict[str, float]] = []
         self.env_steps_per_s_: float | None = None
+        self.floor_ = None
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
         if y is None:
@@ -447,13 +452,39 @@ class DPLANDetector(BaseDetector):
                     self.on_episode(summary, training)
             self.q_network = training.q_network()
         self.env_steps_per_s_ = training.env_steps / (time.perf_counter() - start)
+        self._fit_floor(X, y)
+
+    def _fit_floor(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.floor_ = None
+        if self.config.floor_weight > 0:
+            from rlad.algorithms.floor import Floor
+
+            self.floor_ = Floor(self.config.seed).fit(X, y, self.q_network.anomaly_scores(X), self.config.floor_weight, None)
+
+    def adopt_q_network(self, X: np.ndarray, y: np.ndarray, q_network: QNetwork) -> "DPLANDetector":
+        """``adopt`` for a Q-network trained elsewhere (a Tune trial's episode): the floor is fitted
+        on ``X``, ``y`` as ``fit`` fits it, so a trial is validated on the score it would serve."""
+        self.q_network = q_network
+        self._fit_floor(np.asarray(X), np.asarray(y))
+        return self.adopt(X, self._get_state())
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        return self.q_network.anomaly_scores(X)
+        q = self.q_network.anomaly_scores(X)
+        return q if self.floor_ is None else self.floor_.score(X, q)
+
+    def proba_from_scores(self, scores: np.ndarray) -> np.ndarray:
+        """With the floor, the fused score on the quantile scale (``Floor.proba``)."""
+        return super().proba_from_scores(scores) if self.floor_ is None else self.floor_.proba(scores)
 
     def _get_state(self) -> dict[str, Any]:
-        return {"q_network": dict(self.q_network.state_dict())}
+        state = {"q_network": dict(self.q_network.state_dict())}
+        if self.floor_ is not None:
+            state.update(self.floor_.state())
+        return state
 
     def _set_state(self, state: dict[str, Any]) -> None:
+        from rlad.algorithms.floor import Floor
+
         self.q_network = QNetwork(self.n_features_in_, self.config.hidden)
         self.q_network.load_state_dict(state["q_network"])
+        self.floor_ = Floor.from_state(state)

@@ -127,7 +127,8 @@ def main() -> None:
     init_ray(num_cpus=args.num_cpus)
     cfg = DPLANConfig(runtime=DPLANRuntime(num_env_runners=args.num_env_runners, num_cpus=args.num_cpus),
                       rollout_fragment_length=args.rollout_fragment_length,
-                      num_envs_per_env_runner=args.num_envs_per_env_runner, **({} if args.full else QUICK))
+                      num_envs_per_env_runner=args.num_envs_per_env_runner, floor_weight=0.0,  # Q alone, as the bare DQN
+                      **({} if args.full else QUICK))
     print(f"DPLAN budget: {cfg.warmup_steps} warm-up + {cfg.episodes} x {cfg.steps_per_episode} env steps; "
           f"fragment {cfg.rollout_fragment_length} x {cfg.num_envs_per_env_runner} sub-envs; seeds {args.seeds}")
     header = (f"{'dataset':18s} {'train':>6s} {'d':>4s} | {'DPLAN roc':>9s} {'pr':>6s} | {'IForest roc':>11s} {'pr':>6s} | "

@@ -22,7 +22,7 @@ arm against ``dplan``, and per DPLAN run its learning curve as the Q separation 
 anomalies from unlabelled rows per episode (mean Q(s, anomaly) difference in units of the
 unlabelled rows' standard deviation). ``--speed`` adds DPLAN's env steps/s against the bare
 PyTorch DQN of ``bench_dplan.py`` on the first run. Every run is one JSON line in ``--out``;
-``--summarize`` prints the tables of JSONL files side by side and writes the summary CSV.
+``--summarize`` prints the tables of JSONL files side by side (``--csv``: and writes the summary CSV).
 
     python benchmarks/bench_dplan_peers.py --datasets cardio thyroid --seeds 0 --budget quick
     python benchmarks/bench_dplan_peers.py --seeds 3 4 5 --out runs/dplan_peers_345.jsonl
@@ -52,7 +52,6 @@ from rlad.core.verbosity import quiet
 
 PEERS = {"devnet": {}, "deepsad": {"epochs": 20}, "prenet": {"epochs": 20}, "catboost": {}, "iforest": {}}
 SPLITS = ("usual", "unseen")
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def variant(text: str) -> tuple[str, dict]:
@@ -123,9 +122,10 @@ def intrinsic_share(rewards: np.ndarray, weight: float) -> float | None:
 
 
 def floor_arms(split, det: DPLANDetector, seed: int) -> dict[str, dict]:
-    """Issue 37: DPLAN's score fused with the default detector's unsupervised floor (an IForest on
-    all training rows, tail scores; ``algorithms/floor.py``), at its default weight (no
-    leave-one-type-out: that would refit DPLAN per fold) and at 0.5. The same fitted DPLAN."""
+    """Issue 37: DPLAN's score fused with the unsupervised floor (an IForest on all training rows,
+    tail scores; ``algorithms/floor.py``) at the default detector's weight 0.2 and at 0.5
+    (``DPLANConfig.floor_weight``'s default): what ``DPLANDetector`` computes with that weight, on
+    the same fitted Q-network."""
     from rlad.algorithms.floor import DEFAULT_WEIGHT, Floor
 
     X, y = split.X_train, split.y_train_semi
@@ -272,7 +272,7 @@ def main() -> None:
     p.add_argument("--speed", action="store_true", help="DPLAN vs bare PyTorch DQN steps/s on the first run")
     p.add_argument("--num-cpus", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/dplan_peers.jsonl"))
-    p.add_argument("--csv", type=Path, default=RESULTS / "dplan_peers.csv", help="summary table written by --summarize")
+    p.add_argument("--csv", type=Path, default=None, help="--summarize: also write the summary table here")
     p.add_argument("--summarize", nargs="+", type=Path, help="print the tables of these JSONL files and stop")
     p.add_argument("--curves", type=Path, default=None, help="with --summarize: also write DPLAN's mean learning curve per split")
     args = p.parse_args()
@@ -288,7 +288,8 @@ def main() -> None:
     torch.set_num_threads(1)
     quiet()
     init_ray(num_cpus=args.num_cpus)
-    cfg = DPLANConfig(runtime=DPLANRuntime(num_cpus=args.num_cpus), **({} if args.budget == "paper" else QUICK))
+    # floor_weight 0: the dplan arm is the paper's score; --floor adds the floor on the same fitted Q-network
+    cfg = DPLANConfig(runtime=DPLANRuntime(num_cpus=args.num_cpus), floor_weight=0.0, **({} if args.budget == "paper" else QUICK))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     done = ({(r["dataset"], r["seed"], r["split"], r["budget"]) for r in map(json.loads, args.out.read_text().splitlines())}

@@ -9,6 +9,7 @@ import torch
 from rlad.algorithms.dplan import (
     REPLAY_FILE, RLLIB_KEYS, DPLANConfig, DPLANDetector, DPLANTraining, QNetwork, TransitionReplay, dqn_config,
 )
+from rlad.algorithms.floor import calibrate, fuse, untail
 from rlad.algorithms.registry import load_detector
 from rlad.envs.dplan_env import ANOMALY, NORMAL, DPLANEnv, extrinsic_reward
 from rlad.platform.cli.main import build_parser
@@ -205,7 +206,7 @@ def test_callback_refreshes_env_from_learner_synced_module(ray_cluster, split):
 # -- training, scoring, persistence -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(ray_cluster, split):
-    det = DPLANDetector(contamination=0.02, **FAST)
+    det = DPLANDetector(contamination=0.02, **FAST)  # the default floor weight
     det.fit(split.X_train, split.y_train_semi)
     return det
 
@@ -261,6 +262,25 @@ def test_dplan_learns(trained, split):
     assert auc > 0.85 and auc > np.mean(untrained) + 0.15, (auc, untrained)
 
 
+def test_floor_fuses_q_with_an_iforest_on_all_training_rows(trained, split):
+    """Issue 37: the score is the floor's tail-score fusion of Q(s, anomaly) and an IForest fitted on
+    every training row, both calibrated on the unlabelled ones, and P(anomaly) follows it. A Tune
+    trial's detector (``adopt_q_network``) fits the same floor, so it is validated on that score."""
+    floor, weight = trained.floor_, DPLANConfig().floor_weight
+    assert weight > 0 and floor is not None and floor.weight == weight and floor.model.n_features_in_ == split.n_features
+    X = split.X_test
+    q = trained.q_network.anomaly_scores(X)
+    expected = fuse(calibrate(q, floor.net_knots), calibrate(floor.free_score(X), floor.free_knots), weight)
+    np.testing.assert_allclose(trained.decision_function(X), expected)
+    unlabelled = trained.q_network.anomaly_scores(split.X_train[split.y_train_semi == 0])
+    assert abs(np.median(calibrate(unlabelled, floor.net_knots)) - 0.5) < 0.02  # calibrated on the unlabelled rows
+    proba = trained.anomaly_probability(X)
+    assert ((proba >= 0) & (proba <= 1)).all()
+    np.testing.assert_allclose(proba, untail(expected))  # the fused tail score mapped back to a quantile
+    adopted = DPLANDetector(contamination=0.02, **FAST).adopt_q_network(split.X_train, split.y_train_semi, trained.q_network)
+    np.testing.assert_allclose(adopted.decision_function(X), trained.decision_function(X))
+
+
 def test_save_load_round_trip(trained, split, tmp_path):
     path = trained.save(tmp_path / "dplan.pt")
     for loaded in (DPLANDetector.load(path), load_detector(path)):
@@ -277,12 +297,14 @@ def test_fit_needs_labelled_anomalies(split):
 
 def test_remote_env_runner(ray_cluster, split):
     det = DPLANDetector(
-        contamination=0.02, runtime={"num_env_runners": 1}, episodes=2, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200
+        contamination=0.02, floor_weight=0.0, runtime={"num_env_runners": 1}, episodes=2, steps_per_episode=100, warmup_steps=100, target_update_freq=100, epsilon_steps=200
     )
     det.fit(split.X_train, split.y_train_semi)
     assert det.history_[-1]["env_steps"] >= 300
     scores = det.decision_function(split.X_test)
     assert scores.shape == (split.X_test.shape[0],) and np.isfinite(scores).all()
+    assert det.floor_ is None  # no floor: the paper's score, Q(s, anomaly) alone
+    np.testing.assert_array_equal(scores, det.q_network.anomaly_scores(split.X_test))
 
 
 def test_cli_parses_dplan_command():

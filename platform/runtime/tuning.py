@@ -105,7 +105,7 @@ def train_dplan(config: dict[str, Any], data: TuneData) -> None:
             with tune.get_checkpoint().as_directory() as d:
                 training.restore(Path(d) / "algo", episode)
         for summary in training.episodes():
-            detector = DPLANDetector(cfg).adopt(data.X_train, {"q_network": training.q_network().state_dict()})
+            detector = DPLANDetector(cfg).adopt_q_network(data.X_train, data.y_train, training.q_network())
             val = auc_scores(data.y_val, detector.decision_function(data.X_val))
             _report(summary["episode"], {**summary, **{f"val_{k}": v for k, v in val.items()}}, detector,
                     save_extra=lambda d: training.save(d / "algo"))
