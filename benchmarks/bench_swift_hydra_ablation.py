@@ -20,7 +20,10 @@ the same split:
   labels alone; ``inference_no_synth``: distilled from ``mamba_moe``, no synthetic anomalies
   (``rounds=0``), which separates what distillation does from what synthesis does;
 - peers, when the ``[peers]`` extra is installed: DeepSAD, PReNet, RoSAS (DeepOD) and CatBoost
-  on the labelled rows.
+  on the labelled rows; IForest (``--peers iforest``, no labels).
+
+``--floor`` gives the loop's detector (and ``alone``) the default detector's unsupervised floor
+(``MambaMoEConfig.floor``; issue 37).
 
 ``--gated`` (issue 28, usefulness) runs instead, on the same split: ``alone`` (the large detector
 on all training rows, no synthesis) and the arms of ``GATED``, every one with the same honest
@@ -91,7 +94,7 @@ GATED = {"rl_useful": {"synthesis": "rl", "env": {"w_useful": 10.0}},
          "smote": {"synthesis": "smote"}}
 METRICS = ("auc_roc", "auc_pr")  # what every arm reports and is compared on
 PEERS = {"deepsad": ("deepod", {"epochs": 20}), "prenet": ("deepod", {"epochs": 20}),
-         "rosas": ("deepod", {"epochs": 20}), "catboost": ("catboost", {})}
+         "rosas": ("deepod", {"epochs": 20}), "catboost": ("catboost", {}), "iforest": ("sklearn", {})}
 
 
 def loop_config(args: argparse.Namespace, seed: int, **changes) -> SwiftHydraConfig:
@@ -99,7 +102,8 @@ def loop_config(args: argparse.Namespace, seed: int, **changes) -> SwiftHydraCon
                             rollout=RolloutConfig(num_env_runners=0, num_envs_per_runner=8))
     epochs = {} if args.epochs is None else {"epochs": args.epochs}
     members = {} if getattr(args, "members", None) is None else {"members": args.members}
-    base = dataclasses.replace(base, detector=dataclasses.replace(base.detector, seed=seed, **epochs, **members),
+    floor = {"floor": True} if getattr(args, "floor", False) else {}  # issue 37: the default detector's floor
+    base = dataclasses.replace(base, detector=dataclasses.replace(base.detector, seed=seed, **epochs, **members, **floor),
                                inference=dataclasses.replace(base.inference, seed=seed, **epochs))
     if "env" in changes:
         changes["env"] = dataclasses.replace(base.env, **changes["env"])
@@ -306,8 +310,8 @@ def summarize_gated(results: dict[tuple[str, int], dict[str, dict[str, float]]],
             rows.append([group, arm, other, len(d), f"{mean[arm]['auc_roc']:.4f} / {mean[arm]['auc_pr']:.4f}",
                          f"{mean[other]['auc_roc']:.4f} / {mean[other]['auc_pr']:.4f}", f"{d.mean():+.4f}", pr,
                          f"{p_pr:.3f}", roc, f"{p_roc:.3f}"])
-    accepted = {m: np.mean([r[m]["accepted"] for r in results.values() if m in r and "accepted" in r[m]]) for m in methods}
-    print("rounds accepted by the gate: " + ", ".join(f"{m} {v:.2f}" for m, v in accepted.items() if np.isfinite(v)))
+    accepted = {m: [r[m]["accepted"] for r in results.values() if m in r and "accepted" in r[m]] for m in methods}
+    print("rounds accepted by the gate: " + ", ".join(f"{m} {np.mean(v):.2f}" for m, v in accepted.items() if v))
     if csv_out:
         import csv
 
@@ -345,6 +349,8 @@ def main() -> None:
     p.add_argument("--w-evade", type=float, default=1.0, help="--gated: weight of evasion in PPO's reward")
     p.add_argument("--csv", default=None, help="--summarize of --gated runs: append the pairwise rows to this CSV")
     p.add_argument("--group", default="", help="--csv: the rows' label (e.g. the seeds)")
+    p.add_argument("--floor", action="store_true",
+                   help="the loop's detector (and alone) with the unsupervised floor (MambaMoEConfig.floor; issue 37)")
     p.add_argument("--members", type=int, default=None, help="networks in the large detector (default: its config's)")
     p.add_argument("--out", default="runs/bench_swift_hydra_ablation.jsonl", help="one JSON line per (data set, seed)")
     p.add_argument("--summarize", nargs="+", metavar="JSONL", help="print the table of earlier runs' --out files and exit")
