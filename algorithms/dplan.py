@@ -126,6 +126,10 @@ class DPLANConfig:
     seed: int = 0
     runtime: DPLANRuntime = field(default_factory=DPLANRuntime)
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.floor_weight <= 1.0:
+            raise ValueError(f"floor_weight must be in [0, 1], got {self.floor_weight}")
+
 
 class QNetwork(nn.Module):
     """The paper's Q-network: one ReLU hidden layer, two Q-values (normal, anomaly)."""

@@ -48,6 +48,8 @@ def run_one(name: str, seed: int, args: argparse.Namespace, arms: list[str]) -> 
     row: dict = {"dataset": name, "seed": seed, "unseen": args.unseen_types}
     for arm in arms:
         kind, options = ARMS[arm]
+        if kind == "mamba_moe":
+            options = {**options, **args.option}
         t = time.time()
         det = build_detector(kind, options, seed=seed).fit(split.X_train, split.y_train_semi)
         row[arm] = {**auc_scores(split.y_test, det.decision_function(split.X_test)), "fit_s": round(time.time() - t, 2)}
@@ -130,7 +132,10 @@ def main() -> None:
     ap.add_argument("--summarize", nargs="+", default=None, metavar="JSONL")
     ap.add_argument("--compare", nargs=2, default=None, metavar=("BEFORE", "AFTER"))
     ap.add_argument("--csv", default=None)
+    ap.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="MambaMoEConfig changes for the default and large arms, e.g. unvalidated_epochs=10 (a trial)")
     args = ap.parse_args()
+    args.option = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
     if args.compare:
         compare(*args.compare, args.csv)
         return

@@ -48,7 +48,7 @@ def test_resolve_data_takes_files_and_adbench_names(tmp_path):
 
 # flags whose default is a config dataclass's (None: not given, the dataclass decides)
 CONFIG_BACKED = {
-    "dplan": ["--episodes", "--steps", "--warmup", "--epsilon-steps", "--target-update", "--p", "--num-env-runners", "--max-rows"],
+    "dplan": ["--episodes", "--steps", "--warmup", "--epsilon-steps", "--target-update", "--p", "--floor-weight", "--num-env-runners", "--max-rows"],
     "residual-rl": ["--iterations", "--ae-epochs", "--grid-size"],
     "meta-rae": ["--sizes", "--max-steps", "--feature-permutation"],
     "swift-hydra": ["--rounds", "--serve-cpus", "--train-workers", "--la", "--max-rows"],

@@ -307,6 +307,14 @@ def test_remote_env_runner(ray_cluster, split):
     np.testing.assert_array_equal(scores, det.q_network.anomaly_scores(split.X_test))
 
 
+def test_cli_rejects_a_floor_weight_outside_0_1_in_one_line(capsys):
+    from rlad.platform.cli.main import main
+
+    assert main(["dplan", "--data", "cardio", "--floor-weight", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rlad dplan: error: floor_weight must be in [0, 1], got 2.0"]
+
+
 def test_cli_parses_dplan_command():
     args = build_parser().parse_args(["dplan", "--data", "cardio", "--episodes", "2", "--num-env-runners", "1"])
     assert (args.command, args.episodes, args.num_env_runners, args.labeled, args.contamination) == ("dplan", 2, 1, 60, 0.02)

@@ -15,6 +15,7 @@ CONFIG_FLAGS = (
     ("--epsilon-steps", "epsilon_steps", int, "env steps of epsilon decay"),
     ("--target-update", "target_update_freq", int, "env steps between target-network updates"),
     ("--p", "p", float, "probability of drawing the next state from labelled anomalies"),
+    ("--floor-weight", "floor_weight", float, "share of the unsupervised floor (an IForest) in the score; 0: Q alone"),
     ("--num-env-runners", "runtime.num_env_runners", int, "remote EnvRunner actors (0: sample in this process)"),
 )
 
@@ -40,11 +41,20 @@ def run(args: argparse.Namespace) -> int:
 
     from rlad.algorithms.dplan import DPLANDetector, DPLANTraining
     from rlad.core.config import set_dotted
+    from rlad.core.errors import UserError
     from rlad.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
     from rlad.core.metrics import auc_scores
     from rlad.core.ray_init import init_ray
     from rlad.core.tensorboard import TBLogger
 
+    options: dict = {"seed": args.seed}
+    for flag, key, _, _ in CONFIG_FLAGS:
+        if (value := getattr(args, flag[2:].replace("-", "_"))) is not None:
+            set_dotted(options, key, value)
+    try:  # before data and Ray: a bad option is one line, not a traceback
+        det = DPLANDetector(contamination=args.contamination, **options)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     split_cfg = SplitConfig(n_labeled_anomalies=args.labeled, contamination=args.contamination, **split_options(args))
     split = adbench_split(load_dataset(resolve_data(args.data)), split_cfg)
     print(
@@ -52,11 +62,6 @@ def run(args: argparse.Namespace) -> int:
         f"{split.X_test.shape[0]} test rows, {split.n_features} features"
     )
     init_ray(num_cpus=args.num_cpus, address=args.address)
-    options: dict = {"seed": args.seed}
-    for flag, key, _, _ in CONFIG_FLAGS:
-        if (value := getattr(args, flag[2:].replace("-", "_"))) is not None:
-            set_dotted(options, key, value)
-    det = DPLANDetector(contamination=args.contamination, **options)
     tb = TBLogger(args.logdir) if args.logdir else None
 
     def on_episode(summary: dict, training: DPLANTraining) -> None:
