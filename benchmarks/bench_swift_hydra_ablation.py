@@ -324,24 +324,26 @@ def summarize_gated(results: dict[tuple[str, int], dict[str, dict[str, float]]],
             w.writerows(rows)
 
 
-def floor_compare(without: list[str], with_floor: list[str], csv_out: str | None, group: str) -> None:
+def floor_compare(without: str, with_floor: str, csv_out: str | None, group: str) -> None:
     """Issue 37: each arm of ``--gated`` runs without the floor beside the same arm of ``--floor``
     runs on the same splits (W/T/L and p: with the floor against without), and the floor runs'
     IForest; with ``csv_out``, the rows appended, labelled ``group``."""
-    plain, floored = load_results(without), load_results(with_floor)
+    plain, floored = load_results([without]), load_results([with_floor])
     merged = {k: {**plain[k], **{f"{a}+floor": v for a, v in floored[k].items()}} for k in plain.keys() & floored.keys()}
+
+    def means(arm: str) -> str:
+        return " / ".join(f"{np.mean([r[arm][m] for r in merged.values()]):.4f}" for m in METRICS)
+
     rows = []
     for arm in ("alone", *GATED):
         if not all(arm in r and f"{arm}+floor" in r for r in merged.values()):
             continue
         (roc, pr), (p_roc, p_pr) = wins(merged, f"{arm}+floor", arm), p_values(merged, f"{arm}+floor", arm)
-        means = {m: [np.mean([r[a][m] for r in merged.values()]) for a in (arm, f"{arm}+floor")] for m in METRICS}
-        rows.append({"seeds": group, "arm": arm, "runs": len(merged), "AUC-ROC / AUC-PR": f"{means['auc_roc'][0]:.4f} / {means['auc_pr'][0]:.4f}",
-                     "with the floor": f"{means['auc_roc'][1]:.4f} / {means['auc_pr'][1]:.4f}",
+        rows.append({"seeds": group, "arm": arm, "runs": len(merged), "AUC-ROC / AUC-PR": means(arm),
+                     "with the floor": means(f"{arm}+floor"),
                      "W/T/L AUC-ROC": roc, "p AUC-ROC": f"{p_roc:.3f}", "W/T/L AUC-PR": pr, "p AUC-PR": f"{p_pr:.3f}"})
     if all("iforest+floor" in r for r in merged.values()):
-        rows.append({"seeds": group, "arm": "iforest", "runs": len(merged), "AUC-ROC / AUC-PR": "/".join(
-            f" {np.mean([r['iforest+floor'][m] for r in merged.values()]):.4f} " for m in METRICS).strip()})
+        rows.append({"seeds": group, "arm": "iforest", "runs": len(merged), "AUC-ROC / AUC-PR": means("iforest+floor")})
     for row in rows:
         print("  ".join(f"{k} {v}" for k, v in row.items()))
     if csv_out:
@@ -389,7 +391,7 @@ def main() -> None:
         summarize(load_results(args.summarize), args.csv, args.group)
         return
     if args.floor_compare:
-        floor_compare([args.floor_compare[0]], [args.floor_compare[1]], args.csv, args.group)
+        floor_compare(*args.floor_compare, args.csv, args.group)
         return
     quiet()
     torch.set_num_threads(1)
