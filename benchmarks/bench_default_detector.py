@@ -18,6 +18,11 @@ Wilcoxon p of ``default`` against each arm, and the floor's chosen weights. One 
 versions of the library, same splits) side by side with CatBoost, per data set: mean AUC-PR, the
 gap to CatBoost, the runs more than 0.15 below it (issue 28's target), then W/T/L and Wilcoxon p of
 after against before over all runs.
+
+``--model-seeds N`` fits each arm N times on every split (model seeds seed, seed + 100, ...: a
+detector's members take seed, seed + 1, ...) and ``--summarize`` then splits the seed sd into
+the model's own part and the split's (issue 34: what makes a detector swing). ``--trial BASE
+RUN...`` sets the ``default`` arm of runs with an ``--option`` changed beside BASE's.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy.stats import wilcoxon
@@ -37,6 +43,9 @@ DATASETS = ["thyroid", "cardio", "breastw", "Stamps", "WBC", "Ionosphere", "vert
             "annthyroid", "Cardiotocography", "satimage-2", "pendigits"]
 ARMS = {"default": ("mamba_moe", {}), "large": ("mamba_moe", {"floor": False}), "fast": ("mamba_moe_fast", {}),
         "catboost": ("catboost", {}), "iforest": ("iforest", {}), "knn": ("knn", {}), "ecod": ("ecod", {})}
+
+
+MODEL_SEED_STEP = 100  # --model-seeds: model seed offsets (a detector's members take seed, seed + 1, ...)
 
 
 def run_one(name: str, seed: int, args: argparse.Namespace, arms: list[str]) -> dict | None:
@@ -56,6 +65,11 @@ def run_one(name: str, seed: int, args: argparse.Namespace, arms: list[str]) -> 
         if getattr(det, "floor_", None) is not None:
             row[arm]["weight"] = det.floor_.weight
             row[arm]["rule"] = det.floor_.choice.get("rule")
+        if args.model_seeds > 1:  # the same split, other model seeds: the model's own share of the swing
+            row[arm]["model_auc_pr"] = [row[arm]["auc_pr"]] + [
+                auc_scores(split.y_test, build_detector(kind, options, seed=seed + MODEL_SEED_STEP * j)
+                           .fit(split.X_train, split.y_train_semi).decision_function(split.X_test))["auc_pr"]
+                for j in range(1, args.model_seeds)]
     return row
 
 
@@ -87,11 +101,38 @@ def summarize(paths: list[str], csv: str | None) -> None:
         cells = [f"{np.mean(v):.3f} +- {np.std(v, ddof=1) if len(v) > 1 else 0:.3f}"
                  for a in ("default", "catboost") if a in arms for v in [[r[a]["auc_pr"] for r in rows if r["dataset"] == d]]]
         print(f"  {d:<18}" + "   ".join(cells))
+    if all("model_auc_pr" in r[a] for r in rows for a in arms):
+        out = model_seed_sd(rows, arms)
     if csv:
         import pandas as pd
 
         pd.DataFrame(out).round(4).to_csv(csv, index=False)
         print(f"wrote {csv}")
+
+
+def model_seed_sd(rows: list[dict], arms: list[str]) -> list[dict]:
+    """``--model-seeds`` runs: what makes AUC-PR swing. Per data set (and their mean) and arm: the
+    mean AUC-PR, the sd across model seeds on one split (the model's own randomness: initialisation,
+    batch order, validation draw; averaged over the split seeds), and the sd across split seeds
+    (which rows train, test and are labelled) at model seed 0."""
+    sets = sorted({r["dataset"] for r in rows})
+    out = []
+    print("\nwhat swings: AUC-PR mean, sd across model seeds on one split, sd across split seeds")
+    for d in [*sets, "mean"]:
+        line: dict = {"dataset": d}
+        for arm in arms:
+            if d == "mean":
+                for k in ("AUC-PR", "model sd", "split sd"):
+                    line[f"{arm} {k}"] = float(np.mean([o[f"{arm} {k}"] for o in out]))
+                continue
+            runs = [r for r in rows if r["dataset"] == d]
+            line[f"{arm} AUC-PR"] = float(np.mean([r[arm]["auc_pr"] for r in runs]))
+            line[f"{arm} model sd"] = float(np.mean([np.std(r[arm]["model_auc_pr"], ddof=1) for r in runs]))
+            line[f"{arm} split sd"] = float(np.std([r[arm]["auc_pr"] for r in runs], ddof=1))
+        out.append(line)
+        print(f"  {d:<18}" + "   ".join(f"{arm} {line[f'{arm} AUC-PR']:.3f} {line[f'{arm} model sd']:.3f} "
+                                       f"{line[f'{arm} split sd']:.3f}" for arm in arms))
+    return out
 
 
 GAP = 0.15  # issue 28: the default may not fall further than this below CatBoost's AUC-PR
@@ -121,6 +162,43 @@ def compare(before: str, after: str, csv: str | None) -> None:
         print(f"wrote {csv}")
 
 
+def trial(groups: list[list[str]], csv: str | None) -> None:
+    """``--trial BASE RUN...`` (repeatable: one group per split): the ``default`` arm of each RUN
+    (the same splits, an ``--option`` changed) against BASE's: mean AUC-ROC and AUC-PR, the seed sd
+    of AUC-PR, W/T/L and Wilcoxon p."""
+    load = lambda p: {(r["dataset"], r["seed"]): r for r in map(json.loads, Path(p).read_text().splitlines()) if r}
+    out = []
+    for base, *runs in groups:
+        out += trial_group(load, base, runs)
+    if csv:
+        import pandas as pd
+
+        pd.DataFrame(out).round(4).to_csv(csv, index=False)
+        print(f"wrote {csv}")
+
+
+def trial_group(load: Callable[[str], dict], base: str, runs: list[str]) -> list[dict]:
+    b = load(base)
+    out = []
+    for path in [base, *runs]:
+        a = load(path)
+        keys = sorted(set(b) & set(a))
+        line = {"runs_file": Path(path).name, "split": "unseen types" if next(iter(a.values()))["unseen"] else "usual",
+                "seeds": "-".join(str(s) for s in sorted({k[1] for k in keys})), "runs": len(keys)}
+        for metric in ("auc_roc", "auc_pr"):
+            va, vb = (np.array([r[k]["default"][metric] for k in keys]) for r in (a, b))
+            d = va - vb
+            line[metric] = va.mean()
+            line[f"wtl_{metric}"] = f"{int((d > 0.001).sum())}/{int((abs(d) <= 0.001).sum())}/{int((d < -0.001).sum())}"
+            line[f"p_{metric}"] = wilcoxon(va, vb).pvalue if len(keys) >= 6 and np.any(d != 0) else np.nan
+        sets = sorted({k[0] for k in keys})
+        line["seed_sd_auc_pr"] = float(np.mean([np.std([a[k]["default"]["auc_pr"] for k in keys if k[0] == s], ddof=1)
+                                                for s in sets if sum(k[0] == s for k in keys) > 1]))
+        out.append(line)
+        print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=DATASETS)
@@ -131,11 +209,18 @@ def main() -> None:
     ap.add_argument("--out", default="runs/default_detector.jsonl")
     ap.add_argument("--summarize", nargs="+", default=None, metavar="JSONL")
     ap.add_argument("--compare", nargs=2, default=None, metavar=("BEFORE", "AFTER"))
+    ap.add_argument("--trial", nargs="+", action="append", default=None, metavar="JSONL",
+                    help="BASE RUN...: each run's default arm against BASE's (a --option trial on the same splits)")
     ap.add_argument("--csv", default=None)
     ap.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE",
                     help="MambaMoEConfig changes for the default and large arms, e.g. unvalidated_epochs=10 (a trial)")
+    ap.add_argument("--model-seeds", type=int, default=1,
+                    help="fit each arm with this many model seeds on every split: the model's own share of the seed sd")
     args = ap.parse_args()
     args.option = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
+    if args.trial:
+        trial(args.trial, args.csv)
+        return
     if args.compare:
         compare(*args.compare, args.csv)
         return

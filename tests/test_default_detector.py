@@ -108,3 +108,22 @@ def test_fit_cli_defaults_to_the_recommended_detector_and_prints_its_validation(
     out = capsys.readouterr().out
     assert seen["detector"] == "mamba_moe"
     assert "detector mamba_moe (registry preset" in out and "validation AUC 0.7500" in out
+
+
+def test_swing_summary_separates_the_model_seeds_from_the_splits(capsys):
+    """Issue 34: ``bench_default_detector --model-seeds`` splits the seed sd into the model's part
+    (on one split) and the split's; the docs' conclusion rests on this arithmetic."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_default_detector.py"
+    spec = importlib.util.spec_from_file_location("bench_default_detector", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # one data set, three splits: each split's three model seeds differ by 0.01, the splits by 0.3
+    rows = [{"dataset": "d", "seed": s, "net": {"auc_pr": base, "model_auc_pr": [base, base + 0.01, base + 0.02]}}
+            for s, base in enumerate((0.2, 0.5, 0.8))]
+    d, mean = bench.model_seed_sd(rows, ["net"])
+    assert d["dataset"] == "d" and mean["dataset"] == "mean"
+    assert d["net model sd"] == pytest.approx(0.01) and d["net split sd"] == pytest.approx(0.3)
+    assert d["net AUC-PR"] == pytest.approx(0.5) and mean["net split sd"] == pytest.approx(0.3)
