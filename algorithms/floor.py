@@ -95,24 +95,6 @@ def select_weight(held: np.ndarray, seen: np.ndarray, tolerance: float = TOLERAN
     return int(ok[np.argmax(held[ok])])
 
 
-def isolation_forest(X: np.ndarray, seed: int):
-    """The floor's unsupervised detector, fitted on all training rows (labels unused)."""
-    from sklearn.ensemble import IsolationForest
-
-    return IsolationForest(n_estimators=100, random_state=seed).fit(X)
-
-
-def isolated_unlabelled(model, X: np.ndarray, y: np.ndarray, share: float) -> np.ndarray:
-    """Mask of the unlabelled rows (``y == 0``) among the ``share`` most isolated of them by
-    ``model``: where unlabelled anomalies, of any type, are (two-step PU learning's complement of the
-    reliable negatives)."""
-    unl = np.flatnonzero(y == 0)
-    free = -model.score_samples(X[unl])
-    mask = np.zeros(len(y), bool)
-    mask[unl[np.argsort(-free, kind="stable")[: int(round(share * unl.size))]]] = True
-    return mask
-
-
 class Floor:
     """A fitted IForest, the knots of both scores on the unlabelled rows, and the weight."""
 
@@ -128,13 +110,13 @@ class Floor:
         return -self.model.score_samples(X)
 
     def fit(self, X: np.ndarray, y: np.ndarray, net_scores: np.ndarray, weight: float | None,
-            fold_scorer: Callable[[np.ndarray, np.ndarray, int], Callable[[np.ndarray], np.ndarray]] | None,
-            model=None) -> "Floor":
+            fold_scorer: Callable[[np.ndarray, np.ndarray, int], Callable[[np.ndarray], np.ndarray]] | None) -> "Floor":
         """``X``, ``y`` the real training rows and labels; ``net_scores`` the network's scores of
         ``X``; ``fold_scorer(X_fold, y_fold, seed)`` trains a one-network copy and returns its
-        scoring function (for the weight's choice); ``model``: the :func:`isolation_forest` of ``X``
-        when the caller has fitted it already."""
-        self.model = isolation_forest(X, self.seed) if model is None else model
+        scoring function (for the weight's choice)."""
+        from sklearn.ensemble import IsolationForest
+
+        self.model = IsolationForest(n_estimators=100, random_state=self.seed).fit(X)
         unl = y == 0
         free = self.free_score(X)
         self.net_knots, self.free_knots = quantile_knots(net_scores[unl]), quantile_knots(free[unl])

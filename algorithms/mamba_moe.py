@@ -96,10 +96,6 @@ class MambaMoEConfig:
     # training rows, both quantile-calibrated on the unlabelled rows; the registry's mamba_moe turns it on.
     floor: bool = False
     floor_weight: float | None = None  # the IForest's share; None: chosen by leave-one-type-out (floor.py)
-    # Reliable negatives (two-step PU learning): this share of the unlabelled rows, those an IForest
-    # finds most isolated, is left out of the normal class in training (unlabelled anomalies, of a
-    # type the labels show or not, are not taught to be normal); 0: every unlabelled row is a negative.
-    negative_tail: float = 0.0
 
 
 def experts_from_complexity(X: np.ndarray, max_experts: int = 8) -> int:
@@ -342,14 +338,12 @@ def epoch_budget(y: np.ndarray, cfg: MambaMoEConfig, real: np.ndarray | None = N
 
 def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, device: torch.device,
                     pos_weight: float, on_epoch: Callable[[int, float], None] | None = None,
-                    sample_weight: np.ndarray | None = None, target: np.ndarray | None = None,
-                    ignore: np.ndarray | None = None) -> list[float]:
+                    sample_weight: np.ndarray | None = None, target: np.ndarray | None = None) -> list[float]:
     """Class-weighted BCE + load balancing with AdamW over shuffled mini-batches of ``(X, y)``;
     returns each epoch's mean loss. ``net`` may be wrapped (DDP) as long as it returns
     ``(logits, balance)``; ``on_epoch(epoch, loss)`` is called after every epoch. Rows with a
     ``sample_weight`` other than 1 (Swift Hydra's synthetic anomalies) weigh that much in the loss
-    and are never held out for validation; ``ignore`` rows (a mask) weigh 0 in the loss but may
-    validate. ``target`` (per row, in [0, 1]) replaces ``y`` as the
+    and are never held out for validation. ``target`` (per row, in [0, 1]) replaces ``y`` as the
     BCE target (distillation: labels blended with a teacher's probabilities); ``y`` still picks the
     validation rows. ``pos_weight`` scales the positive part of every row's loss, soft targets
     included, so a row at target ``t`` fits towards ``pw t / (pw t + 1 - t)``: an unlabelled row the
@@ -365,9 +359,7 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
     held-out unlabelled rows; training stops after ``patience`` epochs without a better one and
     the best epoch's weights are kept. Without a split, :func:`epoch_budget` caps the epochs (DDP
     workers see a shard: their caller sets ``cfg.epochs`` from the whole data set)."""
-    weight = np.ones(len(y), np.float32) if sample_weight is None else np.array(sample_weight, np.float32)
-    if ignore is not None:  # no loss (reliable negatives); such rows may still validate
-        weight[np.asarray(ignore, bool)] = 0.0
+    weight = np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
     target = np.asarray(y if target is None else target, np.float32)
     ddp = isinstance(net, nn.parallel.DistributedDataParallel)
     real = real_rows(len(y), sample_weight)
@@ -426,14 +418,14 @@ def train_members(X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, n_experts: 
                   pos_weight: float, inputs: np.ndarray, sample_weight: np.ndarray | None = None,
                   target: np.ndarray | None = None, wrap: Callable[[MambaMoE], nn.Module] | None = None,
                   on_epoch: Callable[[list[MambaMoE], int, float], None] | None = None,
-                  ignore: np.ndarray | None = None) -> Iterator[tuple[list[MambaMoE], list[float]]]:
+                  ) -> Iterator[tuple[list[MambaMoE], list[float]]]:
     """The one member loop of ``MambaMoEDetector.fit`` and of Ray Train's workers: ``cfg.members``
     networks, one after another, each built and trained with its own seed (:func:`member_seeds`)
     by :func:`train_mamba_moe`; after each, yields the networks so far and its epoch losses.
     ``inputs``: the real rows the neighbours' reference and rank knots come from (all of them, also
     where ``X`` is one worker's shard, so replicas agree). ``wrap`` (Ray Train's ``prepare_model``)
     wraps a network for training; ``on_epoch(nets, epoch, loss)`` sees the networks so far, the
-    one in training last; ``ignore``: rows without loss (:func:`train_mamba_moe`)."""
+    one in training last."""
     nets: list[MambaMoE] = []
     for seed in member_seeds(cfg):
         torch.manual_seed(seed)
@@ -442,7 +434,7 @@ def train_members(X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, n_experts: 
         nets.append(net.to(device))
         report = None if on_epoch is None else (lambda epoch, loss: on_epoch(nets, epoch, loss))
         losses = train_mamba_moe(net if wrap is None else wrap(net), X, y, dataclasses.replace(cfg, seed=seed), device,
-                                 pos_weight, on_epoch=report, sample_weight=sample_weight, target=target, ignore=ignore)
+                                 pos_weight, on_epoch=report, sample_weight=sample_weight, target=target)
         yield nets, losses
 
 
@@ -486,31 +478,22 @@ class MambaMoEDetector(BaseDetector):
             raise ValueError("MambaMoEDetector is supervised: y must mark at least one anomaly with 1")
         self.n_experts_ = self.config.n_experts or experts_from_complexity(X, self.config.max_experts)
         self.device = resolve_device(self.config.device)
-        real = real_rows(len(X), sample_weight)
-        Xr, yr = X[real], y[real]
-        forest = ignore = None
-        if self.config.negative_tail > 0 or self.config.floor:
-            from rlad.algorithms.floor import isolation_forest, isolated_unlabelled
-
-            forest = isolation_forest(Xr, self.config.seed)
-        if self.config.negative_tail > 0:
-            ignore = np.zeros(len(X), bool)
-            ignore[np.flatnonzero(real)[isolated_unlabelled(forest, Xr, yr, self.config.negative_tail)]] = True
         members = list(train_members(X, y, self.config, self.n_experts_, self.device, positive_weight(y, self.config),
-                                     Xr, sample_weight, target, ignore=ignore))
+                                     X[real_rows(len(X), sample_weight)], sample_weight, target))
         self.nets = members[-1][0]
         self.train_losses_ = members[0][1]  # the first member's
         self.floor_ = None
         if self.config.floor:
             from rlad.algorithms.floor import Floor
 
+            real = real_rows(len(X), sample_weight)
+            Xr, yr = X[real], y[real]
 
             def fold_scorer(Xf: np.ndarray, yf: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
                 one = MambaMoEDetector(dataclasses.replace(self.config, members=1, floor=False, seed=seed)).fit(Xf, yf)
                 return one.logits
 
-            self.floor_ = Floor(self.config.seed).fit(Xr, yr, self.logits(Xr), self.config.floor_weight, fold_scorer,
-                                                     model=forest)
+            self.floor_ = Floor(self.config.seed).fit(Xr, yr, self.logits(Xr), self.config.floor_weight, fold_scorer)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """The anomaly logit per row (the net is on its device in eval mode after fit and load:
