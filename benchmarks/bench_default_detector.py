@@ -4,8 +4,9 @@
 Arms, per development data set and seed (la = 0.1, training rows capped by ``--max-rows``), on the
 same split: ``default`` (registry ``mamba_moe``: the large detector with the unsupervised floor),
 ``large`` (the same without the floor), ``fast`` (``mamba_moe_fast``), ``catboost`` (on the
-labelled rows), ``iforest``, ``knn``, ``ecod``. Printed: mean AUC-ROC and AUC-PR per arm, the mean
-over data sets of the seed-to-seed standard deviation of AUC-PR, W/T/L (ties |d| <= 0.001) and
+labelled rows), ``deepsad`` (DeepOD's DeepSAD, 20 epochs), ``iforest``, ``knn``, ``ecod``.
+Printed: mean AUC-ROC and AUC-PR per arm, the mean over data sets of the seed-to-seed standard
+deviation of AUC-PR, W/T/L (ties |d| <= 0.001) and
 Wilcoxon p of ``default`` against each arm, and the floor's chosen weights. One JSON line per
 (data set, seed) in ``--out``; ``--summarize FILE`` prints and writes the CSV
 (``benchmarks/results/default_detector[_unseen].csv``).
@@ -42,7 +43,8 @@ from rlad.core.metrics import auc_scores
 DATASETS = ["thyroid", "cardio", "breastw", "Stamps", "WBC", "Ionosphere", "vertebral", "Waveform",
             "annthyroid", "Cardiotocography", "satimage-2", "pendigits"]
 ARMS = {"default": ("mamba_moe", {}), "large": ("mamba_moe", {"floor": False}), "fast": ("mamba_moe_fast", {}),
-        "catboost": ("catboost", {}), "iforest": ("iforest", {}), "knn": ("knn", {}), "ecod": ("ecod", {})}
+        "catboost": ("catboost", {}), "deepsad": ("deepsad", {"epochs": 20}), "iforest": ("iforest", {}),
+        "knn": ("knn", {}), "ecod": ("ecod", {})}
 
 
 MODEL_SEED_STEP = 100  # --model-seeds: model seed offsets (a detector's members take seed, seed + 1, ...)
