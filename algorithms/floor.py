@@ -44,7 +44,6 @@ WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 DEFAULT_WEIGHT = 0.2
 TOLERANCE = 0.1  # relative: a weight may raise the ordinary validation error 1 - AUC by 10% at most
 MIN_ANOMALIES = 8
-MAX_LOO_FOLDS = 4  # below MIN_ANOMALIES: labelled anomalies held out one at a time, this many at most
 HELD_UNLABELLED = 0.2  # share of unlabelled rows each fold holds out
 HELD_SEEN = 0.25  # share of the other cluster's anomalies each fold holds out (ordinary validation)
 
@@ -129,10 +128,8 @@ class Floor:
 
     def choose_weight(self, X, y, free, fold_scorer) -> tuple[float, dict[str, object]]:
         anomalies = np.flatnonzero(y == 1)
-        if fold_scorer is None or anomalies.size < 2:
+        if fold_scorer is None or anomalies.size < MIN_ANOMALIES:
             return DEFAULT_WEIGHT, {"rule": "default", "anomalies": int(anomalies.size)}
-        if anomalies.size < MIN_ANOMALIES:
-            return self.leave_one_out(X, y, free, fold_scorer, anomalies)
         from sklearn.cluster import KMeans
 
         rng = np.random.default_rng(self.seed)
@@ -163,30 +160,6 @@ class Floor:
         best = select_weight(held, seen)
         return float(WEIGHTS[best]), {"rule": "leave-one-type-out", "held_type_auc": held.round(4).tolist(),
                                       "seen_auc": seen.round(4).tolist(), "weights": list(WEIGHTS)}
-
-    def leave_one_out(self, X, y, free, fold_scorer, anomalies) -> tuple[float, dict[str, object]]:
-        """Too few labelled anomalies to cluster: hold each out in turn (``MAX_LOO_FOLDS`` at
-        most) with a share of the unlabelled rows, train a one-network copy without them, and rank
-        the held-out anomaly among those rows at each weight. Among the weights whose error
-        ``1 - AUC`` is within ``TOLERANCE`` (relative) of the best, the one nearest
-        ``DEFAULT_WEIGHT``: the weight leaves the default only when labelled anomalies that the
-        network, trained on the others, misses are found by the IForest (labels unlike each other)."""
-        rng = np.random.default_rng(self.seed)
-        unlabelled = rng.permutation(np.flatnonzero(y == 0))
-        held_u = unlabelled[: max(2, int(HELD_UNLABELLED * unlabelled.size))]
-        aucs = []
-        for i, a in enumerate(rng.permutation(anomalies)[:MAX_LOO_FOLDS]):
-            rows = np.r_[a, held_u]
-            train = np.setdiff1d(np.arange(len(y)), rows)
-            score = fold_scorer(X[train], y[train], self.seed + 1 + i)
-            unl = train[y[train] == 0]
-            qn = calibrate(score(X[rows]), quantile_knots(score(X[unl])))
-            qf = calibrate(free[rows], quantile_knots(free[unl]))
-            aucs.append([roc_auc_score(y[rows], fuse(qn, qf, w)) for w in WEIGHTS])
-        held = np.mean(aucs, 0)
-        ok = np.flatnonzero(1.0 - held <= (1.0 - held.max()) * (1.0 + TOLERANCE) + 1e-12)
-        best = int(ok[np.argmin(np.abs(np.asarray(WEIGHTS)[ok] - DEFAULT_WEIGHT))])
-        return float(WEIGHTS[best]), {"rule": "leave-one-out", "held_auc": held.round(4).tolist(), "weights": list(WEIGHTS)}
 
     def score(self, X: np.ndarray, net_scores: np.ndarray) -> np.ndarray:
         return fuse(calibrate(net_scores, self.net_knots), calibrate(self.free_score(X), self.free_knots), self.weight,
