@@ -116,24 +116,27 @@ def model_seed_sd(rows: list[dict], arms: list[str]) -> list[dict]:
     """``--model-seeds`` runs: what makes AUC-PR swing. Per data set (and their mean) and arm: the
     mean AUC-PR, the sd across model seeds on one split (the model's own randomness: initialisation,
     batch order, validation draw; averaged over the split seeds), and the sd across split seeds
-    (which rows train, test and are labelled) at model seed 0."""
+    (which rows train, test and are labelled) at model seed 0, and of the mean over model seeds
+    (what averaging model seeds would leave)."""
     sets = sorted({r["dataset"] for r in rows})
     out = []
-    print("\nwhat swings: AUC-PR mean, sd across model seeds on one split, sd across split seeds")
+    print("\nwhat swings: AUC-PR mean, sd across model seeds on one split, sd across split seeds (of the model-seed mean)")
     for d in [*sets, "mean"]:
         line: dict = {"dataset": d}
         for arm in arms:
             if d == "mean":
-                for k in ("AUC-PR", "model sd", "split sd"):
+                for k in ("AUC-PR", "model sd", "split sd", "split sd of the model mean"):
                     line[f"{arm} {k}"] = float(np.mean([o[f"{arm} {k}"] for o in out]))
                 continue
             runs = [r for r in rows if r["dataset"] == d]
             line[f"{arm} AUC-PR"] = float(np.mean([r[arm]["auc_pr"] for r in runs]))
             line[f"{arm} model sd"] = float(np.mean([np.std(r[arm]["model_auc_pr"], ddof=1) for r in runs]))
             line[f"{arm} split sd"] = float(np.std([r[arm]["auc_pr"] for r in runs], ddof=1))
+            line[f"{arm} split sd of the model mean"] = float(np.std([np.mean(r[arm]["model_auc_pr"]) for r in runs], ddof=1))
         out.append(line)
         print(f"  {d:<18}" + "   ".join(f"{arm} {line[f'{arm} AUC-PR']:.3f} {line[f'{arm} model sd']:.3f} "
-                                       f"{line[f'{arm} split sd']:.3f}" for arm in arms))
+                                       f"{line[f'{arm} split sd']:.3f} ({line[f'{arm} split sd of the model mean']:.3f})"
+                                       for arm in arms))
     return out
 
 

@@ -127,3 +127,4 @@ def test_swing_summary_separates_the_model_seeds_from_the_splits(capsys):
     assert d["dataset"] == "d" and mean["dataset"] == "mean"
     assert d["net model sd"] == pytest.approx(0.01) and d["net split sd"] == pytest.approx(0.3)
     assert d["net AUC-PR"] == pytest.approx(0.5) and mean["net split sd"] == pytest.approx(0.3)
+    assert d["net split sd of the model mean"] == pytest.approx(0.3)
