@@ -97,6 +97,19 @@ class MambaMoEConfig:
     floor: bool = False
     floor_weight: float | None = None  # the IForest's share; None: chosen by leave-one-type-out (floor.py)
 
+    def __post_init__(self) -> None:
+        """Values no network can train with, refused where the config is built (a CLI's
+        ``--config`` then prints one line) rather than deep inside ``fit``."""
+        for name in ("members", "epochs", "top_k", "d_model", "d_state", "n_layers", "max_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.n_experts is not None and not 1 <= self.top_k <= self.n_experts:
+            raise ValueError(f"top_k={self.top_k} must be between 1 and n_experts={self.n_experts}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction={self.val_fraction} must be in [0, 1)")
+        if self.floor_weight is not None and not 0.0 <= self.floor_weight <= 1.0:
+            raise ValueError(f"floor_weight={self.floor_weight} must be in [0, 1]")
+
 
 def experts_from_complexity(X: np.ndarray, max_experts: int = 8) -> int:
     """The documented rule: ``clip(1 + round(log2(1 + k90)), 2, max_experts)``."""
@@ -409,8 +422,6 @@ def train_mamba_moe(net: nn.Module, X: np.ndarray, y: np.ndarray, cfg: MambaMoEC
 
 def member_seeds(cfg: MambaMoEConfig) -> range:
     """Each member network's seed (its initialisation, validation split and batch order)."""
-    if cfg.members < 1:
-        raise ValueError(f"members={cfg.members} must be at least 1")
     return range(cfg.seed, cfg.seed + cfg.members)
 
 

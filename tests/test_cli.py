@@ -86,3 +86,38 @@ def test_a_long_tmpdir_gets_a_short_ray_root(monkeypatch, tmp_path):
     assert short is not None and len(short) + SESSION_TAIL <= SOCKET_PATH_MAX
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / ("x" * 90)))
     assert local_temp_dir() is None
+
+
+def test_config_values_are_refused_where_the_config_is_built(tmp_path, capsys):
+    """A value no detector can train with (a word for a number, 0 members) is a one-line error
+    (exit 2) when the config is built, not a traceback from deep inside ``fit``; what YAML and
+    checkpoints legitimately hold (an int for a float, numpy integers, None) still loads."""
+    import re
+
+    import numpy as np
+
+    from rlad.algorithms.mamba_moe import MambaMoEConfig
+    from rlad.algorithms.swift_hydra import SwiftHydraConfig
+    from rlad.core.config import from_dict
+    from rlad.core.errors import ConfigError
+    from rlad.platform.cli.main import main
+
+    for bad, message in (({"epochs": "ten"}, "epochs must be int, got 'ten'"), ({"epochs": True}, "epochs must be int, got True"),
+                         ({"lr": "fast"}, "lr must be float, got 'fast'"), ({"members": 0}, "members=0 must be at least 1"),
+                         ({"floor_weight": 2}, "floor_weight=2 must be in [0, 1]")):
+        with pytest.raises(ConfigError, match=re.escape(f"MambaMoEConfig: {message}")):
+            from_dict(MambaMoEConfig, bad)
+    cfg = from_dict(MambaMoEConfig, {"lr": 1, "n_experts": np.int64(2), "floor_weight": None})
+    assert (cfg.lr, cfg.n_experts, cfg.floor_weight) == (1, 2, None)
+    with pytest.raises(ConfigError, match="SwiftHydraConfig: synthesis must be one of"):
+        from_dict(SwiftHydraConfig, {"synthesis": "foo"})
+    with pytest.raises(ConfigError, match="MambaMoEConfig: members=0"):
+        from_dict(SwiftHydraConfig, {"detector": {"members": 0}})
+
+    table = tmp_path / "t.csv"
+    rng = np.random.default_rng(0)
+    np.savetxt(table, np.c_[rng.random((60, 3)), np.r_[np.zeros(55), np.ones(5)]], delimiter=",", header="a,b,c,y", comments="")
+    (tmp_path / "c.yaml").write_text("members: 0\n")
+    assert main(["fit", "--data", str(table), "--save", str(tmp_path / "m.pt"), "--config", str(tmp_path / "c.yaml")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["rlad fit: error: MambaMoEConfig: members=0 must be at least 1"]
+    assert not (tmp_path / "m.pt").exists()

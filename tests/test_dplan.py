@@ -312,7 +312,7 @@ def test_cli_rejects_a_floor_weight_outside_0_1_in_one_line(capsys):
 
     assert main(["dplan", "--data", "cardio", "--floor-weight", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["rlad dplan: error: floor_weight must be in [0, 1], got 2.0"]
+    assert err == ["rlad dplan: error: DPLANConfig: floor_weight must be in [0, 1], got 2.0"]
 
 
 def test_cli_parses_dplan_command():

@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
 
     from rlad.algorithms.dplan import DPLANDetector, DPLANTraining
     from rlad.core.config import set_dotted
-    from rlad.core.errors import UserError
     from rlad.core.data import SplitConfig, adbench_split, load_dataset, resolve_data
     from rlad.core.metrics import auc_scores
     from rlad.core.ray_init import init_ray
@@ -51,10 +50,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, key, _, _ in CONFIG_FLAGS:
         if (value := getattr(args, flag[2:].replace("-", "_"))) is not None:
             set_dotted(options, key, value)
-    try:  # before data and Ray: a bad option is one line, not a traceback
-        det = DPLANDetector(contamination=args.contamination, **options)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    det = DPLANDetector(contamination=args.contamination, **options)  # before data and Ray: a bad option is one line
     split_cfg = SplitConfig(n_labeled_anomalies=args.labeled, contamination=args.contamination, **split_options(args))
     split = adbench_split(load_dataset(resolve_data(args.data)), split_cfg)
     print(

@@ -9,7 +9,9 @@ keys are still refused."""
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -35,8 +37,38 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
             value = from_dict(hint, value)
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             value = tuple(value)
+        elif not _number_fits(hint, value):
+            raise ConfigError(f"{cls.__name__}: {name} must be {_hint_name(hint)}, got {value!r}")
         kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a config's own check of its values (__post_init__): the user's mistake
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{cls.__name__}: {exc}") from exc
+
+
+_NUMBERS = {int: numbers.Integral, float: numbers.Real}
+
+
+def _number_fits(hint: Any, value: Any) -> bool:
+    """Whether ``value`` may fill a field typed ``hint`` as far as numbers go: an ``int`` field
+    takes integers, a ``float`` field any real number, a ``bool`` field True or False (never
+    each other: YAML's ``yes`` is no epoch count); ``X | None`` also takes None. Other hints are
+    not checked here."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if not any(o in (int, float, bool) for o in options):
+        return True
+    if value is None:
+        return type(None) in options
+    if isinstance(value, bool):
+        return bool in options
+    return any(isinstance(value, _NUMBERS[o]) for o in options if o in _NUMBERS) or not set(options) <= {int, float, bool, type(None)}
+
+
+def _hint_name(hint: Any) -> str:
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return " or ".join("None" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
 
 
 def _moved(cls: type, data: dict[str, Any]) -> dict[str, Any]:
