@@ -18,8 +18,9 @@ from rlad.platform.runtime.sweep.runs import (
 )
 from rlad.platform.runtime.sweep.store import RESULT_COLUMNS
 
-# broken: a real detector with an impossible config (top_k > n_experts), so fit() raises
-BROKEN = {"top_k": 9, "n_experts": 2, "epochs": 1}
+# broken: a real detector whose config is valid but impossible for the data (top_k above the experts
+# fit() finds for it, auto: 8 at most), so fit() raises (a top_k above an explicit n_experts is refused earlier)
+BROKEN = {"top_k": 9, "n_experts": None, "epochs": 1}
 DETECTORS = ["iforest", "ecod", "mamba_moe", "broken=mamba_moe"]
 CONFIGS = {"mamba_moe": {"epochs": 2, "members": 1, "floor_weight": 0.3}, "broken": BROKEN}  # the preset, light
 SEEDS = (0, 1)
@@ -196,7 +197,7 @@ def test_cli_exit_codes(ray_cluster, tmp_path, capsys):
     assert len(res) == 2 and res["error"].isna().all()
 
     config = tmp_path / "bench.yaml"
-    config.write_text("broken:\n  top_k: 9\n  n_experts: 2\n")
+    config.write_text("broken:\n  top_k: 9\n  n_experts: null\n")  # auto experts: fit() fails, the run is recorded
     assert main(["bench", "--detectors", "ecod", "broken=mamba_moe", "--config", str(config), "--out", str(tmp_path / "fail"),
                  *common, "--detector-config", "broken.epochs=1"]) == 1
     res = pd.read_parquet(tmp_path / "fail" / "results.parquet").set_index("detector")
@@ -205,6 +206,8 @@ def test_cli_exit_codes(ray_cluster, tmp_path, capsys):
 
     assert main(["bench", "--detectors", "nope", "--out", str(tmp_path / "bad"), *common]) == 2
     assert main(["bench", "--detectors", "ecod", "--out", str(tmp_path / "bad"), *common, "--detector-config", "ecod.bogus=1"]) == 2
+    assert main(["bench", "--detectors", "broken=mamba_moe", "--config", str(config), "--out", str(tmp_path / "bad"), *common,
+                 "--detector-config", "broken.n_experts=2"]) == 2  # refused before any run: top_k 9 of 2 experts
     assert main(["bench", "--detectors", "ecod", "--out", str(tmp_path / "bad"), "--data", str(tmp_path / "missing.npz")]) == 2
     assert "unknown detector 'nope'" in capsys.readouterr().err
 
