@@ -31,7 +31,6 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from scipy.stats import wilcoxon
@@ -48,6 +47,33 @@ ARMS = {"default": ("mamba_moe", {}), "large": ("mamba_moe", {"floor": False}), 
 
 
 MODEL_SEED_STEP = 100  # --model-seeds: model seed offsets (a detector's members take seed, seed + 1, ...)
+TIE = 0.001  # |difference| at most this is a tie in W/T/L
+
+
+def wtl(d: np.ndarray) -> str:
+    """Wins/ties/losses of paired differences ``d``."""
+    return f"{int((d > TIE).sum())}/{int((abs(d) <= TIE).sum())}/{int((d < -TIE).sum())}"
+
+
+def load_runs(path: str) -> dict[tuple[str, int], dict]:
+    """One ``--out`` file's runs by (data set, seed)."""
+    return {(r["dataset"], r["seed"]): r for r in map(json.loads, Path(path).read_text().splitlines()) if r}
+
+
+def mean_seed_sd(rows: list[dict], arm: str) -> float:
+    """The mean over data sets (with two runs or more) of the seed-to-seed sd of ``arm``'s AUC-PR."""
+    sets = sorted({r["dataset"] for r in rows})
+    sds = [np.std([r[arm]["auc_pr"] for r in rows if r["dataset"] == d], ddof=1)
+           for d in sets if sum(r["dataset"] == d for r in rows) > 1]
+    return float(np.mean(sds)) if sds else np.nan
+
+
+def write_csv(out: list[dict], csv: str | None) -> None:
+    if csv:
+        import pandas as pd
+
+        pd.DataFrame(out).round(4).to_csv(csv, index=False)
+        print(f"wrote {csv}")
 
 
 def run_one(name: str, seed: int, args: argparse.Namespace, arms: list[str]) -> dict | None:
@@ -83,15 +109,12 @@ def summarize(paths: list[str], csv: str | None) -> None:
     print(f"{'arm':<10}{'AUC-ROC':>9}{'AUC-PR':>9}{'seed sd PR':>11}{'W/T/L PR vs it':>16}{'p':>8}{'W/T/L ROC':>12}{'p':>8}")
     for arm in arms:
         roc = np.array([r[arm]["auc_roc"] for r in rows]); pr = np.array([r[arm]["auc_pr"] for r in rows])
-        sds = [np.std([r[arm]["auc_pr"] for r in rows if r["dataset"] == d], ddof=1)
-               for d in sorted({r["dataset"] for r in rows}) if sum(r["dataset"] == d for r in rows) > 1]
-        line = {"arm": arm, "auc_roc": roc.mean(), "auc_pr": pr.mean(), "seed_sd_auc_pr": float(np.mean(sds)) if sds else np.nan}
+        line = {"arm": arm, "auc_roc": roc.mean(), "auc_pr": pr.mean(), "seed_sd_auc_pr": mean_seed_sd(rows, arm)}
         for metric, vals in (("pr", pr), ("roc", roc)):
             base = np.array([r["default"]["auc_" + metric] for r in rows])
             d = base - vals
-            w, t, l = int((d > 0.001).sum()), int((abs(d) <= 0.001).sum()), int((d < -0.001).sum())
             p = wilcoxon(base, vals).pvalue if arm != "default" and np.any(d != 0) else np.nan
-            line[f"default_wtl_{metric}"], line[f"default_p_{metric}"] = f"{w}/{t}/{l}", p
+            line[f"default_wtl_{metric}"], line[f"default_p_{metric}"] = wtl(d), p
         if arm == "default":
             line["mean_weight"] = float(np.mean([r[arm]["weight"] for r in rows]))
         line["fit_s"] = float(np.mean([r[arm]["fit_s"] for r in rows]))
@@ -105,11 +128,7 @@ def summarize(paths: list[str], csv: str | None) -> None:
         print(f"  {d:<18}" + "   ".join(cells))
     if all("model_auc_pr" in r[a] for r in rows for a in arms):
         out = model_seed_sd(rows, arms)
-    if csv:
-        import pandas as pd
-
-        pd.DataFrame(out).round(4).to_csv(csv, index=False)
-        print(f"wrote {csv}")
+    write_csv(out, csv)
 
 
 def model_seed_sd(rows: list[dict], arms: list[str]) -> list[dict]:
@@ -144,8 +163,7 @@ GAP = 0.15  # issue 28: the default may not fall further than this below CatBoos
 
 
 def compare(before: str, after: str, csv: str | None) -> None:
-    load = lambda p: {(r["dataset"], r["seed"]): r for r in map(json.loads, Path(p).read_text().splitlines()) if r}
-    b, a = load(before), load(after)
+    b, a = load_runs(before), load_runs(after)
     keys = sorted(set(b) & set(a))
     out = []
     for name in sorted({k[0] for k in keys}) + ["all"]:
@@ -156,37 +174,28 @@ def compare(before: str, after: str, csv: str | None) -> None:
         line = {"dataset": name, "runs": len(ks), "catboost": cb.mean(), "before": pb.mean(), "after": pa.mean(),
                 "gap_before": (cb - pb).mean(), "gap_after": (cb - pa).mean(),
                 "runs_gap_over_0.15_before": int((cb - pb > GAP).sum()), "runs_gap_over_0.15_after": int((cb - pa > GAP).sum()),
-                "wtl_after_vs_before": f"{int((d > 0.001).sum())}/{int((abs(d) <= 0.001).sum())}/{int((d < -0.001).sum())}",
+                "wtl_after_vs_before": wtl(d),
                 "p": wilcoxon(pa, pb).pvalue if len(ks) >= 6 and np.any(d != 0) else np.nan}
         out.append(line)
         print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()))
-    if csv:
-        import pandas as pd
-
-        pd.DataFrame(out).round(4).to_csv(csv, index=False)
-        print(f"wrote {csv}")
+    write_csv(out, csv)
 
 
 def trial(groups: list[list[str]], csv: str | None) -> None:
     """``--trial BASE RUN...`` (repeatable: one group per split): the ``default`` arm of each RUN
     (the same splits, an ``--option`` changed) against BASE's: mean AUC-ROC and AUC-PR, the seed sd
     of AUC-PR, W/T/L and Wilcoxon p."""
-    load = lambda p: {(r["dataset"], r["seed"]): r for r in map(json.loads, Path(p).read_text().splitlines()) if r}
     out = []
     for base, *runs in groups:
-        out += trial_group(load, base, runs)
-    if csv:
-        import pandas as pd
-
-        pd.DataFrame(out).round(4).to_csv(csv, index=False)
-        print(f"wrote {csv}")
+        out += trial_group(base, runs)
+    write_csv(out, csv)
 
 
-def trial_group(load: Callable[[str], dict], base: str, runs: list[str]) -> list[dict]:
-    b = load(base)
+def trial_group(base: str, runs: list[str]) -> list[dict]:
+    b = load_runs(base)
     out = []
     for path in [base, *runs]:
-        a = load(path)
+        a = load_runs(path)
         keys = sorted(set(b) & set(a))
         line = {"runs_file": Path(path).name, "split": "unseen types" if next(iter(a.values()))["unseen"] else "usual",
                 "seeds": "-".join(str(s) for s in sorted({k[1] for k in keys})), "runs": len(keys)}
@@ -194,11 +203,9 @@ def trial_group(load: Callable[[str], dict], base: str, runs: list[str]) -> list
             va, vb = (np.array([r[k]["default"][metric] for k in keys]) for r in (a, b))
             d = va - vb
             line[metric] = va.mean()
-            line[f"wtl_{metric}"] = f"{int((d > 0.001).sum())}/{int((abs(d) <= 0.001).sum())}/{int((d < -0.001).sum())}"
+            line[f"wtl_{metric}"] = wtl(d)
             line[f"p_{metric}"] = wilcoxon(va, vb).pvalue if len(keys) >= 6 and np.any(d != 0) else np.nan
-        sets = sorted({k[0] for k in keys})
-        line["seed_sd_auc_pr"] = float(np.mean([np.std([a[k]["default"]["auc_pr"] for k in keys if k[0] == s], ddof=1)
-                                                for s in sets if sum(k[0] == s for k in keys) > 1]))
+        line["seed_sd_auc_pr"] = mean_seed_sd([a[k] for k in keys], "default")
         out.append(line)
         print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()))
     return out

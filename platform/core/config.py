@@ -55,20 +55,27 @@ def _number_fits(hint: Any, value: Any) -> bool:
     """Whether ``value`` may fill a field typed ``hint`` as far as numbers go: an ``int`` field
     takes integers, a ``float`` field any real number, a ``bool`` field True or False (never
     each other: YAML's ``yes`` is no epoch count); ``X | None`` also takes None. Other hints are
-    not checked here."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    if not any(o in (int, float, bool) for o in options):
+    not checked here, nor values of a union with other types (``int | str``) beyond None and bools."""
+    options = _union_options(hint)
+    numeric = {int, float, bool} & set(options)
+    if not numeric:
         return True
     if value is None:
         return type(None) in options
     if isinstance(value, bool):
         return bool in options
-    return any(isinstance(value, _NUMBERS[o]) for o in options if o in _NUMBERS) or not set(options) <= {int, float, bool, type(None)}
+    if not set(options) <= numeric | {type(None)}:
+        return True
+    return any(isinstance(value, _NUMBERS[o]) for o in options if o in _NUMBERS)
 
 
 def _hint_name(hint: Any) -> str:
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    return " or ".join("None" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
+    return " or ".join("None" if o is type(None) else getattr(o, "__name__", str(o)) for o in _union_options(hint))
+
+
+def _union_options(hint: Any) -> tuple[Any, ...]:
+    """The types a hint allows: ``int | None`` -> ``(int, NoneType)``, ``int`` -> ``(int,)``."""
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
 
 
 def _moved(cls: type, data: dict[str, Any]) -> dict[str, Any]:
