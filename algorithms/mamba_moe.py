@@ -96,11 +96,6 @@ class MambaMoEConfig:
     # training rows, both quantile-calibrated on the unlabelled rows; the registry's mamba_moe turns it on.
     floor: bool = False
     floor_weight: float | None = None  # the IForest's share; None: chosen by leave-one-type-out (floor.py)
-    # Background anomalies (:func:`with_background`; the registry's mamba_moe_novel turns them on): their
-    # total loss weight as a share of the unlabelled rows'; 0: off. background_swap: the share of a row's
-    # features swapped in from other unlabelled rows.
-    background: float = 0.0
-    background_swap: float = 0.3
 
     def __post_init__(self) -> None:
         """Values no network can train with, refused where the config is built (a CLI's
@@ -114,10 +109,6 @@ class MambaMoEConfig:
             raise ValueError(f"val_fraction={self.val_fraction} must be in [0, 1)")
         if self.floor_weight is not None and not 0.0 <= self.floor_weight <= 1.0:
             raise ValueError(f"floor_weight={self.floor_weight} must be in [0, 1]")
-        if self.background < 0.0:
-            raise ValueError(f"background={self.background} must be at least 0")
-        if not 0.0 < self.background_swap <= 1.0:
-            raise ValueError(f"background_swap={self.background_swap} must be in (0, 1]")
 
 
 def experts_from_complexity(X: np.ndarray, max_experts: int = 8) -> int:
@@ -333,37 +324,6 @@ def real_rows(n: int, sample_weight: np.ndarray | None) -> np.ndarray:
     return np.ones(n, dtype=bool) if sample_weight is None else np.asarray(sample_weight) == 1
 
 
-def with_background(X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, pos_weight: float,
-                    sample_weight: np.ndarray | None = None, target: np.ndarray | None = None,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The training rows with ``cfg.background`` anomalies appended (unchanged when it is 0).
-
-    Why: trained on a few labelled anomalies, the network scores a row by its likeness to them, so a
-    type nobody labelled can score as normal (issue 37). Background rows teach it that rows unlike
-    the training data are anomalous too (outlier exposure): half as many as the unlabelled rows,
-    each an unlabelled row with a share ``background_swap`` of its features taken from other
-    unlabelled rows (every value a real one, their dependencies broken), labelled 1, seeded by
-    ``cfg.seed``. Their loss weighs ``background`` times the unlabelled rows' in all (with the
-    anomaly class's ``pos_weight``); a weight other than 1 marks them synthetic (:func:`real_rows`),
-    so they never validate, serve as neighbours or set rank knots. ``target`` (distillation) is 1 on
-    them. Measured against a larger floor weight: ``benchmarks/results/background.csv``."""
-    real = real_rows(len(y), sample_weight)
-    unlabelled = X[real & (y == 0)]
-    if cfg.background <= 0.0 or len(unlabelled) < 2:
-        return X, y, sample_weight, target
-    rng = np.random.default_rng(cfg.seed)
-    n = max(1, len(unlabelled) // 2)
-    rows = unlabelled[rng.integers(len(unlabelled), size=n)]
-    donors = unlabelled[rng.integers(len(unlabelled), size=rows.shape), np.arange(X.shape[1])]
-    rows = np.where(rng.random(rows.shape) < cfg.background_swap, donors, rows).astype(X.dtype)
-    weight = cfg.background * len(unlabelled) / (pos_weight * n)
-    weight = np.nextafter(1.0, 0.0) if weight == 1.0 else weight  # weight 1 would mark them real
-    sample_weight = np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
-    return (np.concatenate([X, rows]), np.concatenate([y, np.ones(n, y.dtype)]),
-            np.concatenate([sample_weight, np.full(n, weight, np.float32)]),
-            None if target is None else np.concatenate([np.asarray(target, np.float32), np.ones(n, np.float32)]))
-
-
 def validation_split(y: np.ndarray, cfg: MambaMoEConfig, real: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Training and validation row indices: ``val_fraction`` of the labelled anomalies and of the
     unlabelled rows held out (only what a user knows: never the true labels of unlabelled rows),
@@ -529,10 +489,8 @@ class MambaMoEDetector(BaseDetector):
             raise ValueError("MambaMoEDetector is supervised: y must mark at least one anomaly with 1")
         self.n_experts_ = self.config.n_experts or experts_from_complexity(X, self.config.max_experts)
         self.device = resolve_device(self.config.device)
-        pos_weight = positive_weight(y, self.config)
-        rows = with_background(X, y, self.config, pos_weight, sample_weight, target)
-        members = list(train_members(*rows[:2], self.config, self.n_experts_, self.device, pos_weight,
-                                     X[real_rows(len(X), sample_weight)], *rows[2:]))
+        members = list(train_members(X, y, self.config, self.n_experts_, self.device, positive_weight(y, self.config),
+                                     X[real_rows(len(X), sample_weight)], sample_weight, target))
         self.nets = members[-1][0]
         self.train_losses_ = members[0][1]  # the first member's
         self.floor_ = None

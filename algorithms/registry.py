@@ -16,7 +16,6 @@ SEED_FIELDS = ("seed", "random_state", "random_seed")
 DETECTORS: dict[str, str] = {
     "mamba_moe": "rlad.algorithms.mamba_moe:MambaMoEDetector",
     "mamba_moe_fast": "rlad.algorithms.mamba_moe:MambaMoEDetector",
-    "mamba_moe_novel": "rlad.algorithms.mamba_moe:MambaMoEDetector",
     "swift_hydra": "rlad.algorithms.swift_hydra:SwiftHydraDetector",
     "dplan": "rlad.algorithms.dplan:DPLANDetector",
     "meta_rae": "rlad.algorithms.meta_robust_ae:MetaRobustAEDetector",
@@ -42,15 +41,12 @@ DEFAULT_DETECTOR = "mamba_moe"
 #: Registry names that are a config preset of their class (user options override them):
 #: ``mamba_moe`` is Swift Hydra's large detector (3 networks of one 64-wide expert) with the
 #: unsupervised floor (``algorithms/floor.py``); ``mamba_moe_fast`` the light network of
-#: ``MambaMoEConfig``'s own defaults (one member, auto experts, top-2, width 32), faster to fit;
-#: ``mamba_moe_novel`` the default with background anomalies (``mamba_moe.with_background``), for
-#: anomaly types the labels do not show, at a cost on those they show (issue 37).
+#: ``MambaMoEConfig``'s own defaults (one member, auto experts, top-2, width 32), faster to fit.
 #: Figures: ``docs/methods/default-detector.md``.
 PRESETS: dict[str, dict[str, Any]] = {
     "mamba_moe": {"n_experts": 1, "top_k": 1, "d_model": 64, "members": 3, "floor": True},
     "mamba_moe_fast": {},
 }
-PRESETS["mamba_moe_novel"] = {**PRESETS["mamba_moe"], "background": 0.3}
 
 #: Detectors whose ``fit`` starts Ray actors (RLlib env runners, Serve replicas); they start a
 #: local Ray themselves when none runs.

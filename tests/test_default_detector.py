@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rlad.algorithms import floor as fl
-from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector, real_rows, with_background
+from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
 from rlad.algorithms.registry import DEFAULT_DETECTOR, build_detector, load_detector
 from rlad.core.data import known_label_split
 
@@ -63,55 +63,11 @@ def test_leave_one_type_out_moves_the_weight_to_the_iforest_when_held_out_types_
     assert few.choice["rule"] == "default" and few.weight == fl.DEFAULT_WEIGHT
 
 
-def test_background_rows_are_real_values_recombined_and_weigh_their_share():
-    X, y = two_types(np.random.default_rng(3))
-    cfg = MambaMoEConfig(background=0.3, background_swap=0.5, seed=1)
-    Xb, yb, wb, tb = with_background(X, y, cfg, pos_weight=20.0, target=y.astype(np.float32))
-    n_unl, n = int((y == 0).sum()), int((y == 0).sum()) // 2
-    assert Xb.shape == (len(X) + n, 4) and np.array_equal(Xb[: len(X)], X) and yb[len(X):].sum() == n
-    assert np.allclose(20.0 * wb[len(X):].sum(), 0.3 * n_unl) and np.all(wb[: len(X)] == 1)
-    assert np.array_equal(real_rows(len(yb), wb), np.arange(len(yb)) < len(X))  # synthetic: never validate
-    assert np.all(tb[len(X):] == 1)
-    unl = X[y == 0]
-    for j in range(4):  # every value is an unlabelled row's value in its own column
-        assert np.isin(Xb[len(X):, j], unl[:, j]).all()
-    swapped = ~(Xb[len(X):, None, :] == unl[None]).all(-1).any(-1)
-    assert swapped.mean() > 0.5  # most rows mix several unlabelled rows
-    again = with_background(X, y, cfg, pos_weight=20.0)
-    assert np.array_equal(again[0], Xb) and again[3] is None  # seeded
-    assert with_background(X, y, MambaMoEConfig(), 20.0)[0] is X  # off by default
-
-
-def test_background_rows_teach_the_network_that_broken_dependencies_are_anomalous():
-    """Normal rows on a line (features 0-2 move together), labelled anomalies far along feature 3.
-    Fresh recombined rows (another seed) break the line with values normal rows have: the network
-    trained without background ranks them like normal rows, the network trained with it above them."""
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(4)
-
-    def normal(n):
-        z = rng.normal(0.0, 1.0, (n, 1))
-        return np.hstack([z, z + 0.1 * rng.normal(size=(n, 1)), z + 0.1 * rng.normal(size=(n, 1)), rng.normal(size=(n, 1))])
-
-    seen = normal(10); seen[:, 3] += 6
-    X, y = np.vstack([normal(400), seen]).astype(np.float32), np.r_[np.zeros(400), np.ones(10)].astype(int)
-    fresh = with_background(X, y, MambaMoEConfig(background=1.0, seed=99), 1.0)[0][len(X):]
-    Xt, yt = np.vstack([normal(200), fresh]), np.r_[np.zeros(200), np.ones(len(fresh))]
-    auc = {}
-    for background in (0.0, 0.3):
-        det = build_detector("mamba_moe", {"floor": False, "background": background}, seed=0).fit(X, y)
-        auc[background] = roc_auc_score(yt, det.decision_function(Xt.astype(np.float32)))
-    assert auc[0.0] < 0.6 and auc[0.3] > auc[0.0] + 0.15, auc
-
-
 def test_registry_default_is_the_large_detector_with_the_floor():
     assert DEFAULT_DETECTOR == "mamba_moe"
     cfg = build_detector("mamba_moe").config
     assert (cfg.members, cfg.d_model, cfg.n_experts, cfg.top_k, cfg.floor) == (3, 64, 1, 1, True)
     assert build_detector("mamba_moe_fast").config == MambaMoEConfig()
-    novel = build_detector("mamba_moe_novel").config
-    assert novel.background > 0 and novel == MambaMoEConfig(**{**vars(cfg), "background": novel.background})
     assert build_detector("mamba_moe", {"members": 1}, seed=4).config.members == 1  # options override the preset
     scaled = build_detector("scaled", {"detector": "mamba_moe", "options": {"epochs": 1}})
     assert scaled._inner().config.floor

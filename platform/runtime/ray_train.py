@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from rlad.algorithms.mamba_moe import (MambaMoEConfig, MambaMoEDetector, experts_from_complexity, positive_weight, real_rows,
-                                       with_background)
+from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector, experts_from_complexity, positive_weight, real_rows
 from rlad.core.checkpoint import load_checkpoint, save_checkpoint
 
 STATE_FILE = "detector_state.pt"
@@ -86,13 +85,10 @@ def retrain_with_ray_train(X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, op
     n_experts = cfg.n_experts or experts_from_complexity(X, cfg.max_experts)
     use_gpu = options.use_gpu if options.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     storage = options.storage_path or tempfile.mkdtemp(prefix="rlad_train_")
-    pos_weight = positive_weight(y, cfg)
-    Xb, yb, sample_weight, target = with_background(X, y, cfg, pos_weight, fit_params.get("sample_weight"), fit_params.get("target"))
-    rows = (Xb, yb, {k: v for k, v in (("sample_weight", sample_weight), ("target", target)) if v is not None})
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={"rows": ray.put(rows), "model": dataclasses.asdict(cfg),
-                           "n_experts": n_experts, "pos_weight": pos_weight},
+        train_loop_config={"rows": ray.put((X, y, fit_params)), "model": dataclasses.asdict(cfg),
+                           "n_experts": n_experts, "pos_weight": positive_weight(y, cfg)},
         scaling_config=ScalingConfig(num_workers=options.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": options.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(storage_path=str(Path(storage).resolve()), name=name),
