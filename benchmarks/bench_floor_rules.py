@@ -3,7 +3,8 @@ not a test).
 
 ``--dump DIR``: per data set and seed (usual ADBench split, ``--max-rows`` rows at most), fits
 CatBoost and the default detector and saves, as ``DIR/NAME_SEED.npz``, the test labels, CatBoost's
-test scores, the network's and the IForest's calibrated test quantiles, and those of every
+test scores, CatBoost's, the network's and the IForest's calibrated test quantiles (each among its
+own scores of the unlabelled training rows), and those of every
 leave-one-type-out fold (recorded from ``Floor.choose_weight``). Without ``--dump``: replays each
 rule in ``RULES`` (fusion scale, tolerance, weight without enough anomalies) on the saved files,
 choosing the weight from the folds as ``algorithms/floor.py`` does, and prints per run and per rule
@@ -68,10 +69,13 @@ def dump(args: argparse.Namespace) -> None:
             if args.unseen_types and (split := unseen_type_split(split, seed=seed)) is None:
                 continue
             y = split.y_train_semi
-            cb = build_detector("catboost", {}, seed=seed).fit(split.X_train, y).decision_function(split.X_test)
+            cbd = build_detector("catboost", {}, seed=seed).fit(split.X_train, y)
+            cb = cbd.decision_function(split.X_test)
+            cb_knots = fl.quantile_knots(cbd.decision_function(split.X_train[y == 0]))
             det = build_detector("mamba_moe", {}, seed=seed).fit(split.X_train, y)
             f = det.floor_
             np.savez(Path(args.dir) / f"{name}_{seed}.npz", y_test=split.y_test, catboost=cb, n_lab=int(y.sum()),
+                     qc=fl.calibrate(cb, cb_knots),
                      qn=fl.calibrate(det.logits(split.X_test), f.net_knots),
                      qf=fl.calibrate(f.free_score(split.X_test), f.free_knots),
                      folds=np.frombuffer(pickle.dumps(list(folds)), np.uint8), choice=json.dumps(f.choice))
@@ -161,7 +165,17 @@ def _tails(z) -> tuple[np.ndarray, np.ndarray]:
     return fl.tail(z["qn"]), fl.tail(z["qf"])
 
 
-#: issue 37: other ways to fuse the network's and the IForest's tail scores (name: score of a dump)
+def _stack(z, folds: list, share: float) -> np.ndarray | None:
+    """Issue 34: CatBoost, steadier across splits, beside the network: their tail scores averaged
+    (``share`` of CatBoost's), then the floor at the rule's weight. None for dumps without ``qc``."""
+    if "qc" not in z.files:
+        return None
+    w = choose(folds, "tail", "rel", fl.TOLERANCE, fl.DEFAULT_WEIGHT)
+    return (1 - w) * ((1 - share) * fl.tail(z["qn"]) + share * fl.tail(z["qc"])) + w * fl.tail(z["qf"])
+
+
+#: issue 37: other ways to fuse the network's and the IForest's tail scores, and (issue 34) CatBoost beside
+#: the network (name: score of a dump; None: the dump lacks what it needs)
 FUSIONS = {
     "default (tail mean, weight by the rule)": lambda z, folds: fl.fuse(z["qn"], z["qf"], choose(folds, "tail", "rel", fl.TOLERANCE, fl.DEFAULT_WEIGHT), "tail"),
     "tail mean, w 0.5": lambda z, folds: fl.fuse(z["qn"], z["qf"], 0.5, "tail"),
@@ -169,21 +183,25 @@ FUSIONS = {
     "log-sum-exp of the tails": lambda z, folds: np.logaddexp(*_tails(z)),
     "max(t_net, t_iforest - 1)": lambda z, folds: np.maximum(_tails(z)[0], _tails(z)[1] - 1.0),
     "max(t_net, t_iforest - 2)": lambda z, folds: np.maximum(_tails(z)[0], _tails(z)[1] - 2.0),
+    "network and CatBoost (0.3 of it), then the floor": lambda z, folds: _stack(z, folds, 0.3),
+    "network and CatBoost (0.5 of it), then the floor": lambda z, folds: _stack(z, folds, 0.5),
     "network alone": lambda z, folds: z["qn"],
+    "catboost alone": lambda z, folds: z["catboost"],
     "iforest alone": lambda z, folds: z["qf"],
 }
 
 
 def replay_fusions(args: argparse.Namespace) -> None:
-    """Each fusion in :data:`FUSIONS` on each dump folder: mean AUC-ROC, AUC-PR and seed sd."""
+    """Each fusion in :data:`FUSIONS` (or ``--only`` these) on each dump folder: mean AUC-ROC, AUC-PR and seed sd."""
     import pandas as pd
 
     out = []
     for folder in args.fusions:
         runs = []
         for stem, z, folds in load_dumps(folder):
-            for name, fusion in FUSIONS.items():
-                s = fusion(z, folds)
+            for name in args.only or FUSIONS:
+                if (s := FUSIONS[name](z, folds)) is None:
+                    continue
                 runs.append({"fusion": name, "dataset": stem.rsplit("_", 1)[0],
                              "roc": roc_auc_score(z["y_test"], s), "pr": average_precision_score(z["y_test"], s)})
         df = pd.DataFrame(runs)
@@ -210,6 +228,8 @@ def main() -> None:
                     help="replay the weight used below MIN_ANOMALIES labelled anomalies (FEW_LABELS), with AUC-ROC and seed sd")
     ap.add_argument("--fusions", nargs="+", metavar="DIR", default=None,
                     help="replay the fusions of FUSIONS on these dump folders (issue 37's trade-off)")
+    ap.add_argument("--only", nargs="+", choices=list(FUSIONS), metavar="FUSION", default=None,
+                    help="--fusions: these fusions only (default: all of FUSIONS)")
     args = ap.parse_args()
     if args.fusions:
         replay_fusions(args)
