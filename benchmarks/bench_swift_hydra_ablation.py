@@ -331,19 +331,21 @@ def floor_compare(without: str, with_floor: str, csv_out: str | None, group: str
     plain, floored = load_results([without]), load_results([with_floor])
     merged = {k: {**plain[k], **{f"{a}+floor": v for a, v in floored[k].items()}} for k in plain.keys() & floored.keys()}
 
-    def means(arm: str) -> str:
-        return " / ".join(f"{np.mean([r[arm][m] for r in merged.values()]):.4f}" for m in METRICS)
+    def means(arm: str, runs: dict) -> str:
+        return " / ".join(f"{np.mean([r[arm][m] for r in runs.values()]):.4f}" for m in METRICS)
 
     rows = []
     for arm in ("alone", *GATED):
-        if not all(arm in r and f"{arm}+floor" in r for r in merged.values()):
+        # the runs with the arm both ways (the gate skips sets with too few labelled anomalies to validate)
+        runs = {k: r for k, r in merged.items() if arm in r and f"{arm}+floor" in r}
+        if not runs:
             continue
-        (roc, pr), (p_roc, p_pr) = wins(merged, f"{arm}+floor", arm), p_values(merged, f"{arm}+floor", arm)
-        rows.append({"seeds": group, "arm": arm, "runs": len(merged), "AUC-ROC / AUC-PR": means(arm),
-                     "with the floor": means(f"{arm}+floor"),
+        (roc, pr), (p_roc, p_pr) = wins(runs, f"{arm}+floor", arm), p_values(runs, f"{arm}+floor", arm)
+        rows.append({"seeds": group, "arm": arm, "runs": len(runs), "AUC-ROC / AUC-PR": means(arm, runs),
+                     "with the floor": means(f"{arm}+floor", runs),
                      "W/T/L AUC-ROC": roc, "p AUC-ROC": f"{p_roc:.3f}", "W/T/L AUC-PR": pr, "p AUC-PR": f"{p_pr:.3f}"})
     if all("iforest+floor" in r for r in merged.values()):
-        rows.append({"seeds": group, "arm": "iforest", "runs": len(merged), "AUC-ROC / AUC-PR": means("iforest+floor")})
+        rows.append({"seeds": group, "arm": "iforest", "runs": len(merged), "AUC-ROC / AUC-PR": means("iforest+floor", merged)})
     for row in rows:
         print("  ".join(f"{k} {v}" for k, v in row.items()))
     if csv_out:
