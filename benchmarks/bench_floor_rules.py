@@ -165,19 +165,24 @@ def _tails(z) -> tuple[np.ndarray, np.ndarray]:
     return fl.tail(z["qn"]), fl.tail(z["qf"])
 
 
+def _rule_weight(folds: list) -> float:
+    """The weight today's floor would choose from a dump's folds (``algorithms/floor.py``)."""
+    return choose(folds, "tail", "rel", fl.TOLERANCE, fl.DEFAULT_WEIGHT)
+
+
 def _stack(z, folds: list, share: float) -> np.ndarray | None:
     """Issue 34: CatBoost, steadier across splits, beside the network: their tail scores averaged
     (``share`` of CatBoost's), then the floor at the rule's weight. None for dumps without ``qc``."""
     if "qc" not in z.files:
         return None
-    w = choose(folds, "tail", "rel", fl.TOLERANCE, fl.DEFAULT_WEIGHT)
+    w = _rule_weight(folds)
     return (1 - w) * ((1 - share) * fl.tail(z["qn"]) + share * fl.tail(z["qc"])) + w * fl.tail(z["qf"])
 
 
 #: issue 37: other ways to fuse the network's and the IForest's tail scores, and (issue 34) CatBoost beside
 #: the network (name: score of a dump; None: the dump lacks what it needs)
 FUSIONS = {
-    "default (tail mean, weight by the rule)": lambda z, folds: fl.fuse(z["qn"], z["qf"], choose(folds, "tail", "rel", fl.TOLERANCE, fl.DEFAULT_WEIGHT), "tail"),
+    "default (tail mean, weight by the rule)": lambda z, folds: fl.fuse(z["qn"], z["qf"], _rule_weight(folds), "tail"),
     "tail mean, w 0.5": lambda z, folds: fl.fuse(z["qn"], z["qf"], 0.5, "tail"),
     "max of the tails": lambda z, folds: np.maximum(*_tails(z)),
     "log-sum-exp of the tails": lambda z, folds: np.logaddexp(*_tails(z)),
