@@ -119,6 +119,7 @@ class DPLANConfig:
     # fused with Q(s, anomaly); 0: Q alone (the paper's score). 0.5 was chosen on seeds 0-2 against 0.2
     # (benchmarks/results/dplan_floor_dev.csv); fixed, as leave-one-type-out would refit DPLAN per fold.
     floor_weight: float = 0.5
+    floor_fusion: str = "tail"  # or "cascade" (algorithms/floor.py); measured for DPLAN in dplan_floor*.csv
     batch_size: int = 32
     updates_per_step: float = 1.0  # gradient updates per sampled env step
     rollout_fragment_length: int = 8  # env steps per sub-env between update rounds/weight syncs
@@ -129,6 +130,8 @@ class DPLANConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.floor_weight <= 1.0:
             raise ValueError(f"floor_weight must be in [0, 1], got {self.floor_weight}")
+        if self.floor_fusion not in ("cascade", "tail"):
+            raise ValueError(f"floor_fusion must be 'cascade' or 'tail', got {self.floor_fusion!r}")
 
 
 class QNetwork(nn.Module):
@@ -463,7 +466,8 @@ class DPLANDetector(BaseDetector):
         if self.config.floor_weight > 0:
             from rlad.algorithms.floor import Floor
 
-            self.floor_ = Floor(self.config.seed).fit(X, y, self.q_network.anomaly_scores(X), self.config.floor_weight, None)
+            self.floor_ = Floor(self.config.seed, self.config.floor_fusion).fit(X, y, self.q_network.anomaly_scores(X),
+                                                                             self.config.floor_weight, None)
 
     def adopt_q_network(self, X: np.ndarray, y: np.ndarray, q_network: QNetwork) -> "DPLANDetector":
         """``adopt`` for a Q-network trained elsewhere (a Tune trial's episode): the floor is fitted

@@ -15,6 +15,13 @@ the default detector half its AUC-PR on cover and up to 0.24 on skin at 5,000 ro
 scale a row must be rare for a detector to be lifted by it
 (``benchmarks/results/floor_rules_dev.csv``, confirmed in ``floor_fusion.csv``).
 
+Cascade (the default fusion, issue 37): no single weight serves both kinds of anomaly. The rows
+the network puts in its top ``1 - CONFIDENT`` of the unlabelled rows come first, ordered by the
+tail fusion at the weight; every other row follows, ordered by the IForest alone. The network
+keeps the top of the ranking, where AUC-PR is decided and the labelled types sit; below it, where
+the network cannot tell an unlabelled type from normal rows, the IForest orders them
+(``CONFIDENT`` 0.85 chosen on seeds 0-2: ``benchmarks/results/floor_cascade_dev.csv``).
+
 Weight ``w`` (when not given), by leave-one-type-out among the labelled anomalies: they fall into
 two k-means clusters ("types"); for each, a one-network copy of the detector is trained without
 that cluster, without a share of the other cluster and without a share of the unlabelled rows.
@@ -44,6 +51,8 @@ WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 DEFAULT_WEIGHT = 0.2
 TOLERANCE = 0.1  # relative: a weight may raise the ordinary validation error 1 - AUC by 10% at most
 MIN_ANOMALIES = 8
+CONFIDENT = 0.85  # cascade: network quantiles from here up keep the network's ranking on top
+FUSIONS = ("cascade", "tail", "linear")
 HELD_UNLABELLED = 0.2  # share of unlabelled rows each fold holds out
 HELD_SEEN = 0.25  # share of the other cluster's anomalies each fold holds out (ordinary validation)
 
@@ -82,10 +91,28 @@ def untail(t: np.ndarray) -> np.ndarray:
 
 def fuse(q_net: np.ndarray, q_free: np.ndarray, weight: float, fusion: str = "tail") -> np.ndarray:
     """``(1 - w) * tail(q_net) + w * tail(q_free)``; ``fusion="linear"``: the quantiles themselves
-    (detectors saved before issue 28 score so)."""
+    (detectors saved before issue 28 score so); ``"cascade"``: :func:`cascade`."""
     if fusion == "linear":
         return (1.0 - weight) * q_net + weight * q_free
+    if fusion == "cascade":
+        return cascade(q_net, q_free, weight)
     return (1.0 - weight) * tail(q_net) + weight * tail(q_free)
+
+
+def cascade(q_net: np.ndarray, q_free: np.ndarray, weight: float, confident: float = CONFIDENT) -> np.ndarray:
+    """Rows the network puts in its top ``1 - confident`` of the unlabelled rows first, ordered by
+    the tail fusion at ``weight``; below them every other row, ordered by the IForest alone.
+
+    Why: AUC-PR lives at the top of the ranking, where the network recognises the labelled types;
+    a type nobody labelled sits lower in the network's ranking, where the network cannot tell it
+    from normal rows and the IForest can (issue 37). On a tail-like scale, so that
+    :func:`untail` reads ``>= confident`` exactly for the network's confident rows: the top scores
+    ``T + max(fused, 0)``, the rest ``T * (1 - exp(-tail(q_free)))`` (below ``T``), ``T = tail(confident)``."""
+    q_net = np.asarray(q_net, np.float64)
+    t_conf = float(tail(np.array(confident)))
+    top = t_conf + np.maximum((1.0 - weight) * tail(q_net) + weight * tail(q_free), 0.0)
+    rest = t_conf * -np.expm1(-tail(q_free))
+    return np.where(q_net >= confident, top, rest)
 
 
 def select_weight(held: np.ndarray, seen: np.ndarray, tolerance: float = TOLERANCE) -> int:
@@ -98,12 +125,14 @@ def select_weight(held: np.ndarray, seen: np.ndarray, tolerance: float = TOLERAN
 class Floor:
     """A fitted IForest, the knots of both scores on the unlabelled rows, and the weight."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, fusion: str = "cascade") -> None:
+        if fusion not in FUSIONS:
+            raise ValueError(f"floor fusion {fusion!r} is not one of {', '.join(FUSIONS)}")
         self.seed = seed
         self.model = None
         self.net_knots = self.free_knots = None
         self.weight = DEFAULT_WEIGHT
-        self.fusion = "tail"
+        self.fusion = fusion
         self.choice: dict[str, object] = {}
 
     def free_score(self, X: np.ndarray) -> np.ndarray:

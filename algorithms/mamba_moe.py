@@ -96,6 +96,9 @@ class MambaMoEConfig:
     # training rows, both quantile-calibrated on the unlabelled rows; the registry's mamba_moe turns it on.
     floor: bool = False
     floor_weight: float | None = None  # the IForest's share; None: chosen by leave-one-type-out (floor.py)
+    # "cascade": the network's confident rows first, the rest by the IForest (issue 37); "tail": one
+    # weighted mean of tail scores for every row (the fusion before the cascade)
+    floor_fusion: str = "cascade"
 
     def __post_init__(self) -> None:
         """Values no network can train with, refused where the config is built (a CLI's
@@ -109,6 +112,8 @@ class MambaMoEConfig:
             raise ValueError(f"val_fraction={self.val_fraction} must be in [0, 1)")
         if self.floor_weight is not None and not 0.0 <= self.floor_weight <= 1.0:
             raise ValueError(f"floor_weight={self.floor_weight} must be in [0, 1]")
+        if self.floor_fusion not in ("cascade", "tail"):
+            raise ValueError(f"floor_fusion={self.floor_fusion!r} must be 'cascade' or 'tail'")
 
 
 def experts_from_complexity(X: np.ndarray, max_experts: int = 8) -> int:
@@ -504,7 +509,7 @@ class MambaMoEDetector(BaseDetector):
                 one = MambaMoEDetector(dataclasses.replace(self.config, members=1, floor=False, seed=seed)).fit(Xf, yf)
                 return one.logits
 
-            self.floor_ = Floor(self.config.seed).fit(Xr, yr, self.logits(Xr), self.config.floor_weight, fold_scorer)
+            self.floor_ = Floor(self.config.seed, self.config.floor_fusion).fit(Xr, yr, self.logits(Xr), self.config.floor_weight, fold_scorer)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """The anomaly logit per row (the net is on its device in eval mode after fit and load:

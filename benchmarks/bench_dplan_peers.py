@@ -124,19 +124,21 @@ def intrinsic_share(rewards: np.ndarray, weight: float) -> float | None:
 def floor_arms(split, det: DPLANDetector, seed: int) -> dict[str, dict]:
     """Issue 37: DPLAN's score fused with the unsupervised floor (an IForest on all training rows,
     tail scores; ``algorithms/floor.py``) at the default detector's weight 0.2 and at 0.5
-    (``DPLANConfig.floor_weight``'s default): what ``DPLANDetector`` computes with that weight, on
-    the same fitted Q-network."""
+    (``DPLANConfig.floor_weight``'s default), each with the tail fusion (``dplan_floor*``) and the
+    cascade (``dplan_cascade*``): what ``DPLANDetector`` computes with that weight and
+    ``floor_fusion``, on the same fitted Q-network."""
     from rlad.algorithms.floor import DEFAULT_WEIGHT, Floor
 
     X, y = split.X_train, split.y_train_semi
     start = time.perf_counter()  # fit s: the floor's own (one IForest for both weights), on top of DPLAN's
-    floor = Floor(seed).fit(X, y, det.q_network.anomaly_scores(X), DEFAULT_WEIGHT, None)
+    floor = Floor(seed, "tail").fit(X, y, det.q_network.anomaly_scores(X), DEFAULT_WEIGHT, None)
     q_test = det.q_network.anomaly_scores(split.X_test)
     fit_s = time.perf_counter() - start
     out = {}
-    for name, weight in (("dplan_floor", DEFAULT_WEIGHT), ("dplan_floor_0.5", 0.5)):
-        floor.weight = weight
-        out[name] = {**auc_scores(split.y_test, floor.score(split.X_test, q_test)), "fit_s": fit_s}
+    for fusion, name in (("tail", "dplan_floor"), ("cascade", "dplan_cascade")):
+        for weight, suffix in ((DEFAULT_WEIGHT, ""), (0.5, "_0.5")):
+            floor.weight, floor.fusion = weight, fusion
+            out[name + suffix] = {**auc_scores(split.y_test, floor.score(split.X_test, q_test)), "fit_s": fit_s}
     return out
 
 

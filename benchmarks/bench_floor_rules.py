@@ -180,7 +180,8 @@ def _stack(z, folds: list, share: float) -> np.ndarray | None:
 
 
 #: issue 37: other ways to fuse the network's and the IForest's tail scores, and (issue 34) CatBoost beside
-#: the network (name: score of a dump; None: the dump lacks what it needs)
+#: the network (name: score of a dump; None: the dump lacks what it needs); "default": the tail fusion,
+#: the floor's default before the cascade
 FUSIONS = {
     "default (tail mean, weight by the rule)": lambda z, folds: fl.fuse(z["qn"], z["qf"], _rule_weight(folds), "tail"),
     "tail mean, w 0.5": lambda z, folds: fl.fuse(z["qn"], z["qf"], 0.5, "tail"),
@@ -190,6 +191,9 @@ FUSIONS = {
     "max(t_net, t_iforest - 2)": lambda z, folds: np.maximum(_tails(z)[0], _tails(z)[1] - 2.0),
     "network and CatBoost (0.3 of it), then the floor": lambda z, folds: _stack(z, folds, 0.3),
     "network and CatBoost (0.5 of it), then the floor": lambda z, folds: _stack(z, folds, 0.5),
+    # issue 37: the cascade (algorithms/floor.py): the network's top rows by the rule's fusion, the rest by the IForest
+    **{f"cascade at {q} (network's top {round(100 * (1 - q))}%, IForest below)":
+       (lambda z, folds, q=q: fl.cascade(z["qn"], z["qf"], _rule_weight(folds), q)) for q in (0.8, 0.85, 0.9)},
     "network alone": lambda z, folds: z["qn"],
     "catboost alone": lambda z, folds: z["catboost"],
     "iforest alone": lambda z, folds: z["qf"],

@@ -28,11 +28,43 @@ def test_fusion_keeps_the_networks_top_when_the_iforest_is_chance():
     free = rng.random(len(y))
     qn, qf = fl.calibrate(net, fl.quantile_knots(net[y == 0])), fl.calibrate(free, fl.quantile_knots(free[y == 0]))
     assert average_precision_score(y, fl.fuse(qn, qf, 0.3)) > 0.9
+    assert average_precision_score(y, fl.fuse(qn, qf, 0.3, "cascade")) > 0.9
     assert average_precision_score(y, fl.fuse(qn, qf, 0.3, "linear")) < 0.5
     assert np.all(np.diff(fl.tail(np.array([-0.5, 0.0, 0.5, 0.99, 1.0, 1.5]))) > 0)  # finite, order kept beyond the range
     state = fl.Floor(0).fit(np.c_[net, free], y.astype(int), net, 0.3, None).state()
-    assert state["floor_fusion"] == "tail"
+    assert state["floor_fusion"] == "cascade"
+    assert fl.Floor.from_state({**state, "floor_fusion": "tail"}).fusion == "tail"  # saved before the cascade
     assert fl.Floor.from_state({k: v for k, v in state.items() if k != "floor_fusion"}).fusion == "linear"
+
+
+def test_cascade_keeps_the_networks_top_and_ranks_the_rest_by_the_iforest():
+    """Issue 37: a network that knows type A (top of its ranking) but ranks an unlabelled type B
+    like normal rows; the IForest finds both, with normal rows among its top too. The cascade keeps
+    the network's top (AUC-PR on A as the tail fusion) and below it ranks by the IForest, so B loses
+    only to the normal rows in the network's top (a ``1 - CONFIDENT`` share of them), where the tail
+    fusion at the rule's weight leaves B among the normal rows."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(1)
+    n, a, b = 2000, 30, 30
+    q_net = np.r_[rng.random(n), rng.uniform(0.97, 1.0, a), rng.random(b)]
+    q_free = np.r_[rng.random(n) ** 3, rng.uniform(0.6, 1.0, a), rng.uniform(0.85, 1.0, b)]
+    kind = np.r_[np.zeros(n), np.ones(a), 2 * np.ones(b)]
+    score = {f: fl.fuse(q_net, q_free, 0.2, f) for f in ("cascade", "tail")}
+    is_a, b_rows = (kind == 1).astype(int), kind != 1
+    assert average_precision_score(is_a, score["cascade"]) >= average_precision_score(is_a, score["tail"]) - 0.01
+    roc_b = {f: roc_auc_score(kind[b_rows] == 2, s[b_rows]) for f, s in score.items()}
+    roc_iforest = roc_auc_score(kind[b_rows] == 2, q_free[b_rows])
+    assert roc_b["cascade"] > fl.CONFIDENT * roc_iforest and roc_b["cascade"] > roc_b["tail"] + 0.1, (roc_b, roc_iforest)
+    # the order: confident rows above all others, by the fusion; the others by the IForest alone
+    top = q_net >= fl.CONFIDENT
+    s = score["cascade"]
+    assert s[top].min() > s[~top].max()
+    assert np.all(np.diff(s[top][np.argsort(fl.fuse(q_net[top], q_free[top], 0.2))]) >= 0)
+    assert np.all(np.diff(s[~top][np.argsort(q_free[~top])]) > 0)
+    assert np.all((fl.untail(s) >= fl.CONFIDENT) == top)  # the probability reads the network's confident rows
+    with pytest.raises(ValueError, match="fusion"):
+        fl.Floor(0, "max")
 
 
 def two_types(rng: np.random.Generator):
