@@ -96,7 +96,7 @@ class MambaMoEConfig:
     # training rows, both quantile-calibrated on the unlabelled rows; the registry's mamba_moe turns it on.
     floor: bool = False
     floor_weight: float | None = None  # the IForest's share; None: chosen by leave-one-type-out (floor.py)
-    # "cascade": the network's confident rows first, the rest by the IForest (issue 37); "tail": one
+    # "cascade": the network's confident rows first, the rest with the IForest at 0.5 (issue 37); "tail": one
     # weighted mean of tail scores for every row (the fusion before the cascade)
     floor_fusion: str = "cascade"
 

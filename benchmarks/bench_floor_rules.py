@@ -191,9 +191,10 @@ FUSIONS = {
     "max(t_net, t_iforest - 2)": lambda z, folds: np.maximum(_tails(z)[0], _tails(z)[1] - 2.0),
     "network and CatBoost (0.3 of it), then the floor": lambda z, folds: _stack(z, folds, 0.3),
     "network and CatBoost (0.5 of it), then the floor": lambda z, folds: _stack(z, folds, 0.5),
-    # issue 37: the cascade (algorithms/floor.py): the network's top rows by the rule's fusion, the rest by the IForest
-    **{f"cascade at {q} (network's top {round(100 * (1 - q))}%, IForest below)":
-       (lambda z, folds, q=q: fl.cascade(z["qn"], z["qf"], _rule_weight(folds), q)) for q in (0.8, 0.85, 0.9)},
+    # issue 37: the cascade (algorithms/floor.py): the network's top rows by the rule's fusion, the rest at `below`
+    **{f"cascade at {q}, below {b} (network's top {round(100 * (1 - q))}%)":
+       (lambda z, folds, q=q, b=b: fl.cascade(z["qn"], z["qf"], _rule_weight(folds), q, b))
+       for q in (0.8, 0.85, 0.9) for b in (0.5, 1.0)},
     "network alone": lambda z, folds: z["qn"],
     "catboost alone": lambda z, folds: z["catboost"],
     "iforest alone": lambda z, folds: z["qf"],

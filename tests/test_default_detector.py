@@ -40,9 +40,9 @@ def test_fusion_keeps_the_networks_top_when_the_iforest_is_chance():
 def test_cascade_keeps_the_networks_top_and_ranks_the_rest_by_the_iforest():
     """Issue 37: a network that knows type A (top of its ranking) but ranks an unlabelled type B
     like normal rows; the IForest finds both, with normal rows among its top too. The cascade keeps
-    the network's top (AUC-PR on A as the tail fusion) and below it ranks by the IForest, so B loses
-    only to the normal rows in the network's top (a ``1 - CONFIDENT`` share of them), where the tail
-    fusion at the rule's weight leaves B among the normal rows."""
+    the network's top (AUC-PR on A as the tail fusion) and below it gives the IForest the larger
+    weight, so B loses only to the normal rows in the network's top (a ``1 - CONFIDENT`` share of
+    them), where the tail fusion at the rule's weight leaves B among the normal rows."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     rng = np.random.default_rng(1)
@@ -54,14 +54,14 @@ def test_cascade_keeps_the_networks_top_and_ranks_the_rest_by_the_iforest():
     is_a, b_rows = (kind == 1).astype(int), kind != 1
     assert average_precision_score(is_a, score["cascade"]) >= average_precision_score(is_a, score["tail"]) - 0.01
     roc_b = {f: roc_auc_score(kind[b_rows] == 2, s[b_rows]) for f, s in score.items()}
-    roc_iforest = roc_auc_score(kind[b_rows] == 2, q_free[b_rows])
-    assert roc_b["cascade"] > fl.CONFIDENT * roc_iforest and roc_b["cascade"] > roc_b["tail"] + 0.1, (roc_b, roc_iforest)
-    # the order: confident rows above all others, by the fusion; the others by the IForest alone
+    roc_below = roc_auc_score(kind[b_rows] == 2, fl.fuse(q_net, q_free, fl.BELOW_WEIGHT)[b_rows])
+    assert roc_b["cascade"] > fl.CONFIDENT * roc_below and roc_b["cascade"] > roc_b["tail"] + 0.1, (roc_b, roc_below)
+    # the order: confident rows above all others, by the fusion at the weight; the others at BELOW_WEIGHT
     top = q_net >= fl.CONFIDENT
     s = score["cascade"]
     assert s[top].min() > s[~top].max()
     assert np.all(np.diff(s[top][np.argsort(fl.fuse(q_net[top], q_free[top], 0.2))]) >= 0)
-    assert np.all(np.diff(s[~top][np.argsort(q_free[~top])]) > 0)
+    assert np.all(np.diff(s[~top][np.argsort(fl.fuse(q_net[~top], q_free[~top], fl.BELOW_WEIGHT))]) >= 0)
     assert np.all((fl.untail(s) >= fl.CONFIDENT) == top)  # the probability reads the network's confident rows
     with pytest.raises(ValueError, match="fusion"):
         fl.Floor(0, "max")
