@@ -95,7 +95,7 @@ class MambaMoEConfig:
     # Unsupervised floor (algorithms/floor.py): fuse the network's score with an IForest fitted on all
     # training rows, both quantile-calibrated on the unlabelled rows; the registry's mamba_moe turns it on.
     floor: bool = False
-    floor_weight: float | None = None  # the IForest's share; None: chosen by leave-one-type-out (floor.py)
+    floor_weight: float | None = None  # the IForest's share (cascade: in the network's top rows); None: leave-one-type-out
     # "cascade": the network's confident rows first, the rest with the IForest at 0.5 (issue 37); "tail": one
     # weighted mean of tail scores for every row (the fusion before the cascade)
     floor_fusion: str = "cascade"

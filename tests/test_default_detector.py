@@ -63,8 +63,9 @@ def test_cascade_keeps_the_networks_top_and_ranks_the_rest_by_the_iforest():
     assert np.all(np.diff(s[top][np.argsort(fl.fuse(q_net[top], q_free[top], 0.2))]) >= 0)
     assert np.all(np.diff(s[~top][np.argsort(fl.fuse(q_net[~top], q_free[~top], fl.BELOW_WEIGHT))]) >= 0)
     assert np.all((fl.untail(s) >= fl.CONFIDENT) == top)  # the probability reads the network's confident rows
-    with pytest.raises(ValueError, match="fusion"):
-        fl.Floor(0, "max")
+    for bad in (lambda: fl.Floor(0, "max"), lambda: MambaMoEConfig(floor_fusion="max")):
+        with pytest.raises(ValueError, match="fusion"):
+            bad()
 
 
 def two_types(rng: np.random.Generator):
@@ -119,8 +120,9 @@ def test_floored_detector_saves_and_scores(tmp_path):
     assert p.min() >= 0 and p.max() <= 1 and det.floor_.weight == 0.5
     back = load_detector(det.save(tmp_path / "m.pt"))
     np.testing.assert_allclose(back.decision_function(X), det.decision_function(X), rtol=1e-5)
-    # the floor ranks the held-out type: with weight 1 only the IForest counts
-    only_free = MambaMoEDetector(members=1, epochs=1, floor=True, floor_weight=1.0, d_model=8, d_state=4).fit(X, y)
+    # the floor ranks the held-out type: with the tail fusion at weight 1 only the IForest counts
+    only_free = MambaMoEDetector(members=1, epochs=1, floor=True, floor_weight=1.0, floor_fusion="tail", d_model=8,
+                                 d_state=4).fit(X, y)
     free = -only_free.floor_.model.score_samples(X)
     assert np.corrcoef(np.argsort(np.argsort(only_free.decision_function(X))), np.argsort(np.argsort(free)))[0, 1] > 0.999
 
