@@ -121,24 +121,31 @@ def intrinsic_share(rewards: np.ndarray, weight: float) -> float | None:
     return float(intrinsic.mean() / (np.abs(extrinsic).mean() + intrinsic.mean()))
 
 
+#: issue 37: DPLAN's score with the floor, per arm: (fusion, IForest weight, IForest weight below the
+#: cascade's top rows); 0.2 is the default detector's weight without enough anomalies, 0.5 DPLAN's default
+FLOOR_ARMS = {"dplan_floor": ("tail", 0.2, None), "dplan_floor_0.5": ("tail", 0.5, None),
+              "dplan_floor_0.7": ("tail", 0.7, None), "dplan_floor_0.8": ("tail", 0.8, None),
+              "dplan_cascade": ("cascade", 0.2, 0.5), "dplan_cascade_0.5": ("cascade", 0.5, 0.5),
+              "dplan_cascade_0.5_below_1": ("cascade", 0.5, 1.0)}
+
+
 def floor_arms(split, det: DPLANDetector, seed: int) -> dict[str, dict]:
-    """Issue 37: DPLAN's score fused with the unsupervised floor (an IForest on all training rows,
-    tail scores; ``algorithms/floor.py``) at the default detector's weight 0.2 and at 0.5
-    (``DPLANConfig.floor_weight``'s default), each with the tail fusion (``dplan_floor*``) and the
-    cascade (``dplan_cascade*``): what ``DPLANDetector`` computes with that weight and
-    ``floor_fusion``, on the same fitted Q-network."""
-    from rlad.algorithms.floor import DEFAULT_WEIGHT, Floor
+    """Issue 37: DPLAN's score fused with the unsupervised floor (an IForest on all training rows;
+    ``algorithms/floor.py``) for each arm of :data:`FLOOR_ARMS`: what ``DPLANDetector`` computes with
+    that ``floor_weight`` and ``floor_fusion`` (the cascade's lower weight aside), on the same fitted
+    Q-network."""
+    from rlad.algorithms import floor as fl
 
     X, y = split.X_train, split.y_train_semi
-    start = time.perf_counter()  # fit s: the floor's own (one IForest for both weights), on top of DPLAN's
-    floor = Floor(seed, "tail").fit(X, y, det.q_network.anomaly_scores(X), DEFAULT_WEIGHT, None)
-    q_test = det.q_network.anomaly_scores(split.X_test)
+    start = time.perf_counter()  # fit s: the floor's own (one IForest for every arm), on top of DPLAN's
+    floor = fl.Floor(seed, "tail").fit(X, y, det.q_network.anomaly_scores(X), fl.DEFAULT_WEIGHT, None)
+    qn = fl.calibrate(det.q_network.anomaly_scores(split.X_test), floor.net_knots)
+    qf = fl.calibrate(floor.free_score(split.X_test), floor.free_knots)
     fit_s = time.perf_counter() - start
     out = {}
-    for fusion, name in (("tail", "dplan_floor"), ("cascade", "dplan_cascade")):
-        for weight, suffix in ((DEFAULT_WEIGHT, ""), (0.5, "_0.5")):
-            floor.weight, floor.fusion = weight, fusion
-            out[name + suffix] = {**auc_scores(split.y_test, floor.score(split.X_test, q_test)), "fit_s": fit_s}
+    for name, (fusion, weight, below) in FLOOR_ARMS.items():
+        score = fl.fuse(qn, qf, weight) if fusion == "tail" else fl.cascade(qn, qf, weight, below=below)
+        out[name] = {**auc_scores(split.y_test, score), "fit_s": fit_s}
     return out
 
 
