@@ -53,6 +53,7 @@ from ray.rllib.utils.metrics import (
 from torch import nn
 
 from rlad.algorithms.base import BaseDetector
+from rlad.algorithms.floor import FITTED_FUSIONS
 from rlad.envs.dplan_env import DPLANEnv
 from rlad.core import progress
 from rlad.core.env_payload import EnvPayload
@@ -119,7 +120,7 @@ class DPLANConfig:
     # fused with Q(s, anomaly); 0: Q alone (the paper's score). 0.5 was chosen on seeds 0-2 against 0.2
     # (benchmarks/results/dplan_floor_dev.csv); fixed, as leave-one-type-out would refit DPLAN per fold.
     floor_weight: float = 0.5
-    floor_fusion: str = "tail"  # or "cascade" (algorithms/floor.py); measured for DPLAN in dplan_floor*.csv
+    floor_fusion: str = "tail"  # "cascade" (algorithms/floor.py) found fewer unseen types for DPLAN: dplan_cascade_dev.csv
     batch_size: int = 32
     updates_per_step: float = 1.0  # gradient updates per sampled env step
     rollout_fragment_length: int = 8  # env steps per sub-env between update rounds/weight syncs
@@ -130,8 +131,8 @@ class DPLANConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.floor_weight <= 1.0:
             raise ValueError(f"floor_weight must be in [0, 1], got {self.floor_weight}")
-        if self.floor_fusion not in ("cascade", "tail"):
-            raise ValueError(f"floor_fusion must be 'cascade' or 'tail', got {self.floor_fusion!r}")
+        if self.floor_fusion not in FITTED_FUSIONS:
+            raise ValueError(f"floor_fusion must be one of {', '.join(FITTED_FUSIONS)}, got {self.floor_fusion!r}")
 
 
 class QNetwork(nn.Module):

@@ -56,6 +56,7 @@ MIN_ANOMALIES = 8
 CONFIDENT = 0.85  # cascade: network quantiles from here up keep the network's ranking on top
 BELOW_WEIGHT = 0.5  # cascade: the IForest's weight in the tail fusion of every other row
 FUSIONS = ("cascade", "tail", "linear")
+FITTED_FUSIONS = ("cascade", "tail")  # what a config may ask a new floor for; "linear" only loads (before issue 28)
 HELD_UNLABELLED = 0.2  # share of unlabelled rows each fold holds out
 HELD_SEEN = 0.25  # share of the other cluster's anomalies each fold holds out (ordinary validation)
 

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from rlad.algorithms.base import BaseDetector
+from rlad.algorithms.floor import FITTED_FUSIONS
 from rlad.algorithms.mamba import Mamba
 from rlad.algorithms.torch_utils import apply_batched, module_state, resolve_device
 from rlad.core import progress
@@ -112,8 +113,8 @@ class MambaMoEConfig:
             raise ValueError(f"val_fraction={self.val_fraction} must be in [0, 1)")
         if self.floor_weight is not None and not 0.0 <= self.floor_weight <= 1.0:
             raise ValueError(f"floor_weight={self.floor_weight} must be in [0, 1]")
-        if self.floor_fusion not in ("cascade", "tail"):
-            raise ValueError(f"floor_fusion={self.floor_fusion!r} must be 'cascade' or 'tail'")
+        if self.floor_fusion not in FITTED_FUSIONS:
+            raise ValueError(f"floor_fusion={self.floor_fusion!r} must be one of {', '.join(FITTED_FUSIONS)}")
 
 
 def experts_from_complexity(X: np.ndarray, max_experts: int = 8) -> int:
@@ -509,7 +510,8 @@ class MambaMoEDetector(BaseDetector):
                 one = MambaMoEDetector(dataclasses.replace(self.config, members=1, floor=False, seed=seed)).fit(Xf, yf)
                 return one.logits
 
-            self.floor_ = Floor(self.config.seed, self.config.floor_fusion).fit(Xr, yr, self.logits(Xr), self.config.floor_weight, fold_scorer)
+            self.floor_ = Floor(self.config.seed, self.config.floor_fusion).fit(Xr, yr, self.logits(Xr), self.config.floor_weight,
+                                                                             fold_scorer)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """The anomaly logit per row (the net is on its device in eval mode after fit and load:
