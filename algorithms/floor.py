@@ -53,7 +53,8 @@ WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 DEFAULT_WEIGHT = 0.2
 TOLERANCE = 0.1  # relative: a weight may raise the ordinary validation error 1 - AUC by 10% at most
 MIN_ANOMALIES = 8
-CONFIDENT = 0.85  # cascade: network quantiles from here up keep the network's ranking on top
+CONFIDENT = 0.85  # cascade: network quantiles from here up keep the network's ranking on top (at most)
+LABELLED_LOW = 0.1  # cascade: the top also holds every unlabelled row scored like the labelled anomalies' lowest tenth
 BELOW_WEIGHT = 0.5  # cascade: the IForest's weight in the tail fusion of every other row
 FUSIONS = ("cascade", "tail", "linear")
 FITTED_FUSIONS = ("cascade", "tail")  # what a config may ask a new floor for; "linear" only loads (before issue 28)
@@ -121,6 +122,20 @@ def cascade(q_net: np.ndarray, q_free: np.ndarray, weight: float, confident: flo
     return np.where(q_net >= confident, top, rest)
 
 
+def top_share_start(net_scores: np.ndarray, y: np.ndarray) -> float:
+    """The cascade's threshold on the network's quantile: ``CONFIDENT``, lowered so that the top also
+    holds the unlabelled rows the network scores at least like the lowest ``LABELLED_LOW`` of the
+    labelled anomalies (in-sample). Why: where a fifth of the rows are anomalies (skin, satellite),
+    a fixed top 15% cannot hold the labelled types' unlabelled anomalies, and the ones below it
+    lose their network ranking."""
+    net_scores, y = np.asarray(net_scores, np.float64), np.asarray(y)
+    unlabelled, labelled = net_scores[y == 0], net_scores[y == 1]
+    if labelled.size == 0 or unlabelled.size == 0:
+        return CONFIDENT
+    share = float(np.mean(unlabelled >= np.quantile(labelled, LABELLED_LOW)))
+    return min(CONFIDENT, 1.0 - share)
+
+
 def select_weight(held: np.ndarray, seen: np.ndarray, tolerance: float = TOLERANCE) -> int:
     """Index into ``WEIGHTS``: among the weights whose ordinary validation error ``1 - seen`` is at
     most ``tolerance`` (relative) above the best weight's, the one with the best held-out-type AUC."""
@@ -139,6 +154,7 @@ class Floor:
         self.net_knots = self.free_knots = None
         self.weight = DEFAULT_WEIGHT
         self.fusion = fusion
+        self.confident = CONFIDENT
         self.choice: dict[str, object] = {}
 
     def free_score(self, X: np.ndarray) -> np.ndarray:
@@ -155,6 +171,7 @@ class Floor:
         unl = y == 0
         free = self.free_score(X)
         self.net_knots, self.free_knots = quantile_knots(net_scores[unl]), quantile_knots(free[unl])
+        self.confident = top_share_start(net_scores, y)
         if weight is not None:
             self.weight, self.choice = float(weight), {"rule": "given"}
         else:
@@ -197,8 +214,10 @@ class Floor:
                                       "seen_auc": seen.round(4).tolist(), "weights": list(WEIGHTS)}
 
     def score(self, X: np.ndarray, net_scores: np.ndarray) -> np.ndarray:
-        return fuse(calibrate(net_scores, self.net_knots), calibrate(self.free_score(X), self.free_knots), self.weight,
-                    self.fusion)
+        qn, qf = calibrate(net_scores, self.net_knots), calibrate(self.free_score(X), self.free_knots)
+        if self.fusion == "cascade":
+            return cascade(qn, qf, self.weight, self.confident)
+        return fuse(qn, qf, self.weight, self.fusion)
 
     def proba(self, scores: np.ndarray) -> np.ndarray:
         """Fused scores -> [0, 1]: the quantile scale (clipped), the tail score mapped back by
@@ -208,7 +227,7 @@ class Floor:
     def state(self) -> dict[str, object]:
         return {"floor_model": pickle.dumps(self.model), "floor_net_knots": self.net_knots.tolist(),
                 "floor_free_knots": self.free_knots.tolist(), "floor_weight": float(self.weight),
-                "floor_fusion": self.fusion}
+                "floor_fusion": self.fusion, "floor_confident": float(self.confident)}
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> "Floor | None":
@@ -220,4 +239,5 @@ class Floor:
         floor.free_knots = np.asarray(state["floor_free_knots"], np.float64)
         floor.weight = float(state["floor_weight"])
         floor.fusion = str(state.get("floor_fusion", "linear"))  # saved before issue 28: linear quantiles
+        floor.confident = float(state.get("floor_confident", CONFIDENT))
         return floor

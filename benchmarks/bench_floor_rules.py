@@ -4,7 +4,7 @@ not a test).
 ``--dump DIR``: per data set and seed (usual ADBench split, ``--max-rows`` rows at most), fits
 CatBoost and the default detector and saves, as ``DIR/NAME_SEED.npz``, the test labels, CatBoost's
 test scores, CatBoost's, the network's and the IForest's calibrated test quantiles (each among its
-own scores of the unlabelled training rows), and those of every
+own scores of the unlabelled training rows), the network's training-row scores and labels, and those of every
 leave-one-type-out fold (recorded from ``Floor.choose_weight``). Without ``--dump``: replays each
 rule in ``RULES`` (fusion scale, tolerance, weight without enough anomalies) on the saved files,
 choosing the weight from the folds as ``algorithms/floor.py`` does, and prints per run and per rule
@@ -78,7 +78,8 @@ def dump(args: argparse.Namespace) -> None:
                      qc=fl.calibrate(cb, cb_knots),
                      qn=fl.calibrate(det.logits(split.X_test), f.net_knots),
                      qf=fl.calibrate(f.free_score(split.X_test), f.free_knots),
-                     folds=np.frombuffer(pickle.dumps(list(folds)), np.uint8), choice=json.dumps(f.choice))
+                     folds=np.frombuffer(pickle.dumps(list(folds)), np.uint8), choice=json.dumps(f.choice),
+                     net_tr=det.logits(split.X_train), y_semi=y)
             print(name, seed, "folds", len(folds), flush=True)
 
 
@@ -195,6 +196,9 @@ FUSIONS = {
     **{f"cascade at {q}, below {b} (network's top {round(100 * (1 - q))}%)":
        (lambda z, folds, q=q, b=b: fl.cascade(z["qn"], z["qf"], _rule_weight(folds), q, b))
        for q in (0.8, 0.85, 0.9) for b in (0.5, 1.0)},
+    "cascade at 0.85 or the labelled anomalies' lowest tenth, below 0.5 (today's)": lambda z, folds: (
+        fl.cascade(z["qn"], z["qf"], _rule_weight(folds), fl.top_share_start(z["net_tr"], z["y_semi"]))
+        if "net_tr" in z.files else None),
     "network alone": lambda z, folds: z["qn"],
     "catboost alone": lambda z, folds: z["catboost"],
     "iforest alone": lambda z, folds: z["qf"],

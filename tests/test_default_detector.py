@@ -68,6 +68,26 @@ def test_cascade_keeps_the_networks_top_and_ranks_the_rest_by_the_iforest():
             bad()
 
 
+def test_cascade_top_grows_to_hold_unlabelled_rows_scored_like_the_labelled_anomalies():
+    """Where a fifth of the unlabelled rows score like the labelled anomalies (skin, satellite), the
+    cascade's top holds them all; where few do, it stays the network's top 15%; the fitted threshold
+    is saved with the detector."""
+    rng = np.random.default_rng(0)
+    labelled = rng.normal(3.0, 0.3, 20)
+    many = np.r_[rng.normal(0, 1, 800), rng.normal(3.0, 0.3, 200)]
+    few = np.r_[rng.normal(0, 1, 990), rng.normal(3.0, 0.3, 10)]
+    y = np.r_[np.zeros(1000), np.ones(20)].astype(int)
+    assert fl.top_share_start(np.r_[many, labelled], y) < 0.83  # about 90% of the 200 like-labelled rows
+    assert fl.top_share_start(np.r_[few, labelled], y) == fl.CONFIDENT
+    assert fl.top_share_start(few, np.zeros(1000, int)) == fl.CONFIDENT
+    X = np.c_[np.r_[many, labelled], rng.random(1020)]
+    floor = fl.Floor(0).fit(X, y, X[:, 0], 0.2, None)
+    assert floor.confident < 0.83
+    assert fl.Floor.from_state(floor.state()).confident == floor.confident
+    top = fl.calibrate(X[:, 0], floor.net_knots) >= floor.confident
+    assert top[800:1000].mean() > 0.85 and floor.score(X, X[:, 0])[top].min() > floor.score(X, X[:, 0])[~top].max()
+
+
 def two_types(rng: np.random.Generator):
     """Normal rows near 0; labelled anomalies of two types, far along feature 0 or feature 1."""
     normal = rng.normal(0.0, 1.0, (400, 4))
