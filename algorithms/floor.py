@@ -18,7 +18,8 @@ scale a row must be rare for a detector to be lifted by it
 Cascade (the default fusion, issue 37): no single weight serves both kinds of anomaly. The rows
 the network puts in its top ``1 - CONFIDENT`` of the unlabelled rows come first, ordered by the
 tail fusion at the weight; every other row follows, ordered by the tail fusion at
-``BELOW_WEIGHT`` (0.5). The network keeps the top of the ranking, where AUC-PR is decided and the
+``BELOW_WEIGHT`` (0.5). The top grows beyond 15% where more unlabelled rows score like the
+labelled anomalies (:func:`top_share_start`; `floor_cascade_share_dev.csv`). The network keeps the top of the ranking, where AUC-PR is decided and the
 labelled types sit; below it, where the network cannot tell an unlabelled type from normal rows,
 the IForest weighs more (0.85 and 0.5 chosen on seeds 0-2 as the best held-out-type AUC-ROC that
 keeps the usual split's AUC-PR and AUC-ROC within 0.01 of the tail fusion's:
