@@ -97,11 +97,10 @@ def untail(t: np.ndarray) -> np.ndarray:
 
 def fuse(q_net: np.ndarray, q_free: np.ndarray, weight: float, fusion: str = "tail") -> np.ndarray:
     """``(1 - w) * tail(q_net) + w * tail(q_free)``; ``fusion="linear"``: the quantiles themselves
-    (detectors saved before issue 28 score so); ``"cascade"``: :func:`cascade`."""
+    (detectors saved before issue 28 score so). The cascade orders rows by this fusion in two parts
+    (:func:`cascade`, with its fitted threshold: ``Floor.score``)."""
     if fusion == "linear":
         return (1.0 - weight) * q_net + weight * q_free
-    if fusion == "cascade":
-        return cascade(q_net, q_free, weight)
     return (1.0 - weight) * tail(q_net) + weight * tail(q_free)
 
 

@@ -28,7 +28,7 @@ def test_fusion_keeps_the_networks_top_when_the_iforest_is_chance():
     free = rng.random(len(y))
     qn, qf = fl.calibrate(net, fl.quantile_knots(net[y == 0])), fl.calibrate(free, fl.quantile_knots(free[y == 0]))
     assert average_precision_score(y, fl.fuse(qn, qf, 0.3)) > 0.9
-    assert average_precision_score(y, fl.fuse(qn, qf, 0.3, "cascade")) > 0.9
+    assert average_precision_score(y, fl.cascade(qn, qf, 0.3)) > 0.9
     assert average_precision_score(y, fl.fuse(qn, qf, 0.3, "linear")) < 0.5
     assert np.all(np.diff(fl.tail(np.array([-0.5, 0.0, 0.5, 0.99, 1.0, 1.5]))) > 0)  # finite, order kept beyond the range
     state = fl.Floor(0).fit(np.c_[net, free], y.astype(int), net, 0.3, None).state()
@@ -50,7 +50,7 @@ def test_cascade_keeps_the_networks_top_and_ranks_the_rest_by_the_iforest():
     q_net = np.r_[rng.random(n), rng.uniform(0.97, 1.0, a), rng.random(b)]
     q_free = np.r_[rng.random(n) ** 3, rng.uniform(0.6, 1.0, a), rng.uniform(0.85, 1.0, b)]
     kind = np.r_[np.zeros(n), np.ones(a), 2 * np.ones(b)]
-    score = {f: fl.fuse(q_net, q_free, 0.2, f) for f in ("cascade", "tail")}
+    score = {"cascade": fl.cascade(q_net, q_free, 0.2), "tail": fl.fuse(q_net, q_free, 0.2)}
     is_a, b_rows = (kind == 1).astype(int), kind != 1
     assert average_precision_score(is_a, score["cascade"]) >= average_precision_score(is_a, score["tail"]) - 0.01
     roc_b = {f: roc_auc_score(kind[b_rows] == 2, s[b_rows]) for f, s in score.items()}
