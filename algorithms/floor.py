@@ -19,9 +19,9 @@ Cascade (the default fusion, issue 37): no single weight serves both kinds of an
 the network puts in its top ``1 - CONFIDENT`` of the unlabelled rows come first, ordered by the
 tail fusion at the weight; every other row follows, ordered by the tail fusion at
 ``BELOW_WEIGHT`` (0.5). The top grows beyond 15% where more unlabelled rows score like the
-labelled anomalies (:func:`top_share_start`; `floor_cascade_share_dev.csv`). The network keeps the top of the ranking, where AUC-PR is decided and the
-labelled types sit; below it, where the network cannot tell an unlabelled type from normal rows,
-the IForest weighs more (0.85 and 0.5 chosen on seeds 0-2 as the best held-out-type AUC-ROC that
+labelled anomalies (:func:`top_share_start`; ``floor_cascade_share_dev.csv``). The network keeps
+the top of the ranking, where AUC-PR is decided and the labelled types sit; below it, where the
+network cannot tell an unlabelled type from normal rows, the IForest weighs more (0.85 and 0.5 chosen on seeds 0-2 as the best held-out-type AUC-ROC that
 keeps the usual split's AUC-PR and AUC-ROC within 0.01 of the tail fusion's:
 ``benchmarks/results/floor_cascade_dev.csv``).
 
@@ -57,8 +57,8 @@ MIN_ANOMALIES = 8
 CONFIDENT = 0.85  # cascade: network quantiles from here up keep the network's ranking on top (at most)
 LABELLED_LOW = 0.1  # cascade: the top also holds every unlabelled row scored like the labelled anomalies' lowest tenth
 BELOW_WEIGHT = 0.5  # cascade: the IForest's weight in the tail fusion of every other row
-FUSIONS = ("cascade", "tail", "linear")
-FITTED_FUSIONS = ("cascade", "tail")  # what a config may ask a new floor for; "linear" only loads (before issue 28)
+FITTED_FUSIONS = ("cascade", "tail")  # what a config may ask a new floor for
+FUSIONS = (*FITTED_FUSIONS, "linear")  # "linear" only loads (detectors saved before issue 28)
 HELD_UNLABELLED = 0.2  # share of unlabelled rows each fold holds out
 HELD_SEEN = 0.25  # share of the other cluster's anomalies each fold holds out (ordinary validation)
 
@@ -117,8 +117,8 @@ def cascade(q_net: np.ndarray, q_free: np.ndarray, weight: float, confident: flo
     ``T + max(fused, 0)``, the rest ``T * (1 - exp(-fused_below))`` (below ``T``), ``T = tail(confident)``."""
     q_net = np.asarray(q_net, np.float64)
     t_conf = float(tail(np.array(confident)))
-    top = t_conf + np.maximum((1.0 - weight) * tail(q_net) + weight * tail(q_free), 0.0)
-    rest = t_conf * -np.expm1(-((1.0 - below) * tail(q_net) + below * tail(q_free)))
+    top = t_conf + np.maximum(fuse(q_net, q_free, weight), 0.0)
+    rest = t_conf * -np.expm1(-fuse(q_net, q_free, below))
     return np.where(q_net >= confident, top, rest)
 
 
