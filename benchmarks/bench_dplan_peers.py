@@ -132,8 +132,8 @@ FLOOR_ARMS = {"dplan_floor": ("tail", 0.2, None), "dplan_floor_0.5": ("tail", 0.
 def floor_arms(split, det: DPLANDetector, seed: int) -> dict[str, dict]:
     """Issue 37: DPLAN's score fused with the unsupervised floor (an IForest on all training rows;
     ``algorithms/floor.py``) for each arm of :data:`FLOOR_ARMS`: what ``DPLANDetector`` computes with
-    that ``floor_weight`` and ``floor_fusion`` (the cascade's lower weight aside), on the same fitted
-    Q-network."""
+    that ``floor_weight`` and ``floor_fusion`` (the cascade's lower weight aside; its top share as the
+    floor fits it), on the same fitted Q-network."""
     from rlad.algorithms import floor as fl
 
     X, y = split.X_train, split.y_train_semi
@@ -144,7 +144,7 @@ def floor_arms(split, det: DPLANDetector, seed: int) -> dict[str, dict]:
     fit_s = time.perf_counter() - start
     out = {}
     for name, (fusion, weight, below) in FLOOR_ARMS.items():
-        score = fl.fuse(qn, qf, weight) if fusion == "tail" else fl.cascade(qn, qf, weight, below=below)
+        score = fl.fuse(qn, qf, weight) if fusion == "tail" else fl.cascade(qn, qf, weight, floor.confident, below)
         out[name] = {**auc_scores(split.y_test, score), "fit_s": fit_s}
     return out
 
