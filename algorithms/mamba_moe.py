@@ -534,6 +534,12 @@ class MambaMoEDetector(BaseDetector):
             return self.floor_.proba(scores)
         return 1.0 / (1.0 + np.exp(-scores))
 
+    def network_probability(self, X: np.ndarray) -> np.ndarray:
+        """The network's own P(anomaly | x), with or without the floor: what a student fits
+        (distillation). The floor's reading is a quantile (a typical normal row reads about 0.5),
+        a ranking, not a probability to fit towards."""
+        return 1.0 / (1.0 + np.exp(-self.logits(X)))
+
     def _get_state(self) -> dict[str, Any]:
         state = detector_state(self.n_experts_, [module_state(net) for net in self.nets])
         if getattr(self, "floor_", None) is not None:

@@ -353,10 +353,11 @@ def distilled_target(y: np.ndarray, teacher: MambaMoEDetector, X: np.ndarray, sh
     the Inference Module (``distill``) fit it. The class weight still multiplies the anomaly side of
     every target, so an unlabelled row the teacher suspects pulls the student towards anomaly: so
     distilled, the Inference Module matched the large detector, where the labels alone or that
-    weight on anomalies' rows only lost (trials: ``benchmarks/results/setting_trials.csv``)."""
+    weight on anomalies' rows only lost (trials: ``benchmarks/results/setting_trials.csv``). The
+    teacher's network probability, not its floored score (``network_probability``)."""
     if not share:
         return None
-    return (1.0 - share) * y + share * teacher.anomaly_probability(X)
+    return (1.0 - share) * y + share * teacher.network_probability(X)
 
 
 # -- the loop -------------------------------------------------------------------------------------
@@ -593,7 +594,7 @@ class SwiftHydraDetector(BaseDetector):
         return det
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        return self.inner.logits(X)
+        return self.inner._score(X)  # the floored score where the scorer has the floor, as proba_from_scores reads it
 
     def proba_from_scores(self, scores: np.ndarray) -> np.ndarray:
         return self.inner.proba_from_scores(scores)

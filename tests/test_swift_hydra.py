@@ -17,7 +17,7 @@ from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector, validati
 from rlad.algorithms.registry import load_detector, make_detector
 from rlad.algorithms.swift_hydra import (
     LocalScorer, PPOSettings, RolloutConfig, SwiftHydra, SwiftHydraConfig, SwiftHydraDetector, inference_module_config,
-    candidate_score, large_detector_config, select_top,
+    candidate_score, distilled_target, large_detector_config, select_top,
 )
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, SynthesisEnvConfig
 from rlad.platform.cli.main import main as cli_main
@@ -196,7 +196,7 @@ def test_inference_module_distills_the_large_detector(split, tmp_path):
 
     def student(loop: SwiftHydra, teacher: MambaMoEDetector | None) -> np.ndarray:
         X_aug, y_aug, w_aug = loop.combined(split.X_train, split.y_train_semi)
-        target = None if teacher is None else 0.5 * y_aug + 0.5 * teacher.anomaly_probability(X_aug)
+        target = None if teacher is None else 0.5 * y_aug + 0.5 * teacher.network_probability(X_aug)
         return MambaMoEDetector(loop.cfg.inference).fit(X_aug, y_aug, sample_weight=w_aug, target=target).decision_function(split.X_test)
 
     for name, changes, teacher in (("final", {"self_distill": 0.0}, "last"), ("first", {}, "first")):
@@ -210,6 +210,23 @@ def test_inference_module_distills_the_large_detector(split, tmp_path):
     assert not np.allclose(scores, labels_only)
     with pytest.raises(ValueError, match="distill must be in"):
         SwiftHydraConfig(distill=1.5)
+
+
+def test_a_floored_teacher_is_distilled_by_its_network_and_scores_with_its_floor(split):
+    """With the floor (issue 37) a detector's probability is a quantile reading (a typical normal
+    row reads about 0.5): students fit the teacher's network probability instead, and Swift Hydra's
+    detector scores and reads probabilities through the floor both ways."""
+    floored = MambaMoEDetector(epochs=2, floor=True, floor_weight=0.2).fit(split.X_train, split.y_train_semi)
+    X, y = split.X_train, split.y_train_semi
+    network = floored.network_probability(X)
+    np.testing.assert_allclose(network, 1.0 / (1.0 + np.exp(-floored.logits(X))), rtol=1e-6)
+    assert floored.anomaly_probability(X)[y == 0].mean() > 0.3 > network[y == 0].mean()
+    np.testing.assert_allclose(distilled_target(y, floored, X, 0.5), 0.5 * y + 0.5 * network, rtol=1e-6)
+    det = SwiftHydraDetector(SwiftHydraConfig(inference_module=False))
+    det.inner, det.n_features_in_ = floored, X.shape[1]
+    det._calibrate(X)
+    np.testing.assert_allclose(det.decision_function(split.X_test), floored.decision_function(split.X_test))
+    np.testing.assert_allclose(det.anomaly_probability(split.X_test), floored.anomaly_probability(split.X_test))
 
 
 def test_inference_module_never_stops_early():
@@ -230,7 +247,7 @@ def test_later_rounds_distill_the_round_0_detector(split, tmp_path):
     (_, first), (_, last) = list(loop.rounds(split.X_train, split.y_train_semi))
     X_aug, y_aug, w_aug = loop.combined(split.X_train, split.y_train_semi)
     d = loop.cfg.self_distill
-    target = np.r_[(1 - d) * split.y_train_semi + d * first.anomaly_probability(split.X_train), np.ones(len(loop.synthetic_))]
+    target = np.r_[(1 - d) * split.y_train_semi + d * first.network_probability(split.X_train), np.ones(len(loop.synthetic_))]
     again = MambaMoEDetector(loop.cfg.detector).fit(X_aug, y_aug, sample_weight=w_aug, target=target)
     np.testing.assert_allclose(last.decision_function(split.X_test), again.decision_function(split.X_test), rtol=1e-5)
     labels = MambaMoEDetector(loop.cfg.detector).fit(X_aug, y_aug, sample_weight=w_aug)
