@@ -499,6 +499,10 @@ class MambaMoEDetector(BaseDetector):
                                      X[real_rows(len(X), sample_weight)], sample_weight, target))
         self.nets = members[-1][0]
         self.train_losses_ = members[0][1]  # the first member's
+        self._fit_floor(X, y, sample_weight)
+
+    def _fit_floor(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
+        """The floor on the trained networks (``config.floor``), from the real rows only."""
         self.floor_ = None
         if self.config.floor:
             from rlad.algorithms.floor import Floor
@@ -512,6 +516,13 @@ class MambaMoEDetector(BaseDetector):
 
             self.floor_ = Floor(self.config.seed, self.config.floor_fusion).fit(Xr, yr, self.logits(Xr), self.config.floor_weight,
                                                                              fold_scorer)
+
+    def fit_floor(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "MambaMoEDetector":
+        """Fit the floor (``config.floor``) on networks trained elsewhere (Ray Train's workers train
+        the networks; their state has no floor) and calibrate on ``X`` as ``fit`` would."""
+        self._fit_floor(np.asarray(X, np.float32), np.asarray(y).astype(np.int64).ravel(), sample_weight)
+        self._calibrate(np.asarray(X, np.float32))
+        return self
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """The anomaly logit per row (the net is on its device in eval mode after fit and load:

@@ -3,6 +3,7 @@ two rollout nodes, the Serve detector replica on a third node, Ray Train retrain
 Swift Hydra loop completing."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import ray
 from ray import serve
@@ -34,12 +35,16 @@ def test_env_runners_and_replica_spread_over_nodes_and_loop_completes(cluster, t
     cfg = SwiftHydraConfig(
         rounds=1, ppo_iterations=1, top_l=16,
         rollout=RolloutConfig(num_env_runners=2, num_envs_per_runner=4, resources={"rollout_node": 1}),
-        detector=MambaMoEConfig(epochs=2, members=2), vae=BetaVAEConfig(epochs=5), ppo=PPOSettings(train_batch_size=160, minibatch_size=80),
+        detector=MambaMoEConfig(epochs=2, members=2, floor=True, floor_weight=0.2), vae=BetaVAEConfig(epochs=5), ppo=PPOSettings(train_batch_size=160, minibatch_size=80),
     )
     loop = SwiftHydra(cfg, workdir=tmp_path, scoring=ServeScoring(num_cpus=0.5, resources={"detector_node": 1}),
                       retrain=RayTrainRetrainer(cpus_per_worker=0.5))
     detector = loop.run(split.X_train, split.y_train_semi, split.X_test, split.y_test)
     assert len(detector.nets) == 2  # both members trained by the Train workers and loaded
+    # the floor (the loop's default detector has one) is fitted on the Train workers' networks, not lost
+    assert detector.floor_ is not None and detector.floor_.weight == 0.2
+    np.testing.assert_allclose(detector.decision_function(split.X_test),
+                               detector.floor_.score(split.X_test, detector.logits(split.X_test)))
     assert [h["round"] for h in loop.history] == [0, 1] and loop.history[-1]["n_synthetic"] > 0
     assert (tmp_path / "ray_train" / "round_1").is_dir()  # retrained by Ray Train
 

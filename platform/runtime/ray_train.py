@@ -97,6 +97,8 @@ def retrain_with_ray_train(X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, op
     with result.checkpoint.as_directory() as ckpt:
         _, _, state = load_checkpoint(Path(ckpt) / STATE_FILE, expected_kind=MambaMoEDetector.kind)
     detector.adopt(X, state)
+    if cfg.floor:  # the workers train the networks; the floor is fitted on them here, as fit does after its members
+        detector.fit_floor(X, y, fit_params.get("sample_weight"))
     detector.train_losses_ = [float(result.metrics["loss"])]
     return detector
 
