@@ -23,7 +23,8 @@ the same split:
   on the labelled rows; IForest (``--peers iforest``, no labels).
 
 ``--floor`` gives the loop's detector (and ``alone``) the default detector's unsupervised floor
-(``MambaMoEConfig.floor``; issue 37).
+(``MambaMoEConfig.floor``; issue 37); without it the floor is off, although the loop's default
+(``SwiftHydraConfig.detector``) has it, so that earlier commands keep measuring what they did.
 
 ``--gated`` (issue 28, usefulness) runs instead, on the same split: ``alone`` (the large detector
 on all training rows, no synthesis) and the arms of ``GATED``, every one with the same honest
@@ -102,7 +103,7 @@ def loop_config(args: argparse.Namespace, seed: int, **changes) -> SwiftHydraCon
                             rollout=RolloutConfig(num_env_runners=0, num_envs_per_runner=8))
     epochs = {} if args.epochs is None else {"epochs": args.epochs}
     members = {} if getattr(args, "members", None) is None else {"members": args.members}
-    floor = {"floor": True} if getattr(args, "floor", False) else {}  # issue 37: the default detector's floor
+    floor = {"floor": bool(getattr(args, "floor", False))}  # issue 37: off unless --floor, whatever the loop's default
     base = dataclasses.replace(base, detector=dataclasses.replace(base.detector, seed=seed, **epochs, **members, **floor),
                                inference=dataclasses.replace(base.inference, seed=seed, **epochs))
     if "env" in changes:
