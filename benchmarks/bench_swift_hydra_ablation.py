@@ -25,6 +25,8 @@ the same split:
 ``--floor`` gives the loop's detector (and ``alone``) the default detector's unsupervised floor
 (``MambaMoEConfig.floor``; issue 37); without it the floor is off, although the loop's default
 (``SwiftHydraConfig.detector``) has it, so that earlier commands keep measuring what they did.
+``--inference-floor`` gives the Inference Module the floor too (``--rounds 0``: the large detector
+distilled into it, no synthesis, the cheap way to measure it).
 
 ``--gated`` (issue 28, usefulness) runs instead, on the same split: ``alone`` (the large detector
 on all training rows, no synthesis) and the arms of ``GATED``, every one with the same honest
@@ -105,7 +107,8 @@ def loop_config(args: argparse.Namespace, seed: int, **changes) -> SwiftHydraCon
     members = {} if getattr(args, "members", None) is None else {"members": args.members}
     floor = {"floor": bool(getattr(args, "floor", False))}  # issue 37: off unless --floor, whatever the loop's default
     base = dataclasses.replace(base, detector=dataclasses.replace(base.detector, seed=seed, **epochs, **members, **floor),
-                               inference=dataclasses.replace(base.inference, seed=seed, **epochs))
+                               inference=dataclasses.replace(base.inference, seed=seed, floor=bool(getattr(args, "inference_floor", False)),
+                                                             **epochs))
     if "env" in changes:
         changes["env"] = dataclasses.replace(base.env, **changes["env"])
     return dataclasses.replace(base, **changes)
@@ -327,7 +330,7 @@ def summarize_gated(results: dict[tuple[str, int], dict[str, dict[str, float]]],
 
 def floor_compare(without: str, with_floor: str, csv_out: str | None, group: str) -> None:
     """Issue 37: each arm of ``--gated`` runs without the floor beside the same arm of ``--floor``
-    runs on the same splits (W/T/L and p: with the floor against without), and the floor runs'
+    runs (or the Inference Module without and with ``--inference-floor``) on the same splits (W/T/L and p: with the floor against without), and the floor runs'
     IForest; with ``csv_out``, the rows appended, labelled ``group``."""
     plain, floored = load_results([without]), load_results([with_floor])
     merged = {k: {**plain[k], **{f"{a}+floor": v for a, v in floored[k].items()}} for k in plain.keys() & floored.keys()}
@@ -336,7 +339,7 @@ def floor_compare(without: str, with_floor: str, csv_out: str | None, group: str
         return " / ".join(f"{np.mean([r[arm][m] for r in runs.values()]):.4f}" for m in METRICS)
 
     rows = []
-    for arm in ("alone", *GATED):
+    for arm in ("alone", *GATED, "inference"):  # "inference": runs without --gated (the Inference Module, --inference-floor)
         # the runs with the arm both ways (the gate skips sets with too few labelled anomalies to validate)
         runs = {k: r for k, r in merged.items() if arm in r and f"{arm}+floor" in r}
         if not runs:
@@ -384,6 +387,8 @@ def main() -> None:
     p.add_argument("--group", default="", help="--csv: the rows' label (e.g. the seeds)")
     p.add_argument("--floor", action="store_true",
                    help="the loop's detector (and alone) with the unsupervised floor (MambaMoEConfig.floor; issue 37)")
+    p.add_argument("--inference-floor", action="store_true",
+                   help="the Inference Module with the unsupervised floor too (issue 37; with --rounds 0: distillation alone)")
     p.add_argument("--members", type=int, default=None, help="networks in the large detector (default: its config's)")
     p.add_argument("--out", default="runs/bench_swift_hydra_ablation.jsonl", help="one JSON line per (data set, seed)")
     p.add_argument("--floor-compare", nargs=2, metavar=("WITHOUT", "WITH"),

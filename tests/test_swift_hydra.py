@@ -230,11 +230,11 @@ def test_a_floored_teacher_is_distilled_by_its_network_and_scores_with_its_floor
 
 
 def test_the_loops_detector_has_the_floor_by_default():
-    """Issue 37: the loop's default scorer is the large detector with the default detector's floor
-    (chosen on seeds 0-2: sh_floor_loop.csv); the Inference Module has none (not measured)."""
+    """Issue 37: the loop's large detector and its Inference Module (the default scorer) both carry
+    the default detector's floor (chosen on seeds 0-2: sh_floor_loop.csv, sh_floor_inference.csv)."""
     cfg = SwiftHydraConfig()
     assert cfg.detector == dataclasses.replace(large_detector_config(), floor=True)
-    assert not cfg.inference.floor
+    assert cfg.inference.floor and cfg.inference.floor_fusion == "cascade"
 
 
 def test_inference_module_never_stops_early():
@@ -337,7 +337,9 @@ def test_registry_detector_fits_saves_and_loads(ray_cluster, split, tmp_path):
     loaded = load_detector(det.save(tmp_path / "sh.pt"))
     assert isinstance(loaded, SwiftHydraDetector) and loaded.config.rounds == 1
     np.testing.assert_array_equal(loaded.decision_function(split.X_test), scores)
-    np.testing.assert_allclose(loaded.anomaly_probability(split.X_test), 1 / (1 + np.exp(-scores)), rtol=1e-6)
+    # the saved scorer (the Inference Module) keeps its floor: probabilities are the floor's reading of the scores
+    assert loaded.inner.floor_ is not None and loaded.inner.floor_.fusion == "cascade"
+    np.testing.assert_allclose(loaded.anomaly_probability(split.X_test), loaded.inner.floor_.proba(scores), rtol=1e-6)
 
 
 def test_synthetic_rows_weigh_less_and_never_validate(split):
