@@ -33,11 +33,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import wilcoxon
 
 from rlad.algorithms.registry import build_detector
 from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset, unseen_type_split
-from rlad.core.metrics import auc_scores
+from rlad.core.metrics import auc_scores, wtl_wilcoxon
 
 DATASETS = ["thyroid", "cardio", "breastw", "Stamps", "WBC", "Ionosphere", "vertebral", "Waveform",
             "annthyroid", "Cardiotocography", "satimage-2", "pendigits"]
@@ -48,11 +47,6 @@ ARMS = {"default": ("mamba_moe", {}), "large": ("mamba_moe", {"floor": False}), 
 
 MODEL_SEED_STEP = 100  # --model-seeds: model seed offsets (a detector's members take seed, seed + 1, ...)
 TIE = 0.001  # |difference| at most this is a tie in W/T/L
-
-
-def wtl(d: np.ndarray) -> str:
-    """Wins/ties/losses of paired differences ``d``."""
-    return f"{int((d > TIE).sum())}/{int((abs(d) <= TIE).sum())}/{int((d < -TIE).sum())}"
 
 
 def load_runs(path: str) -> dict[tuple[str, int], dict]:
@@ -112,9 +106,7 @@ def summarize(paths: list[str], csv: str | None) -> None:
         line = {"arm": arm, "auc_roc": roc.mean(), "auc_pr": pr.mean(), "seed_sd_auc_pr": mean_seed_sd(rows, arm)}
         for metric, vals in (("pr", pr), ("roc", roc)):
             base = np.array([r["default"]["auc_" + metric] for r in rows])
-            d = base - vals
-            p = wilcoxon(base, vals).pvalue if arm != "default" and np.any(d != 0) else np.nan
-            line[f"default_wtl_{metric}"], line[f"default_p_{metric}"] = wtl(d), p
+            line[f"default_wtl_{metric}"], line[f"default_p_{metric}"] = wtl_wilcoxon(base, vals, TIE)  # default vs itself: nan
         if arm == "default":
             line["mean_weight"] = float(np.mean([r[arm]["weight"] for r in rows]))
         line["fit_s"] = float(np.mean([r[arm]["fit_s"] for r in rows]))
@@ -170,12 +162,11 @@ def compare(before: str, after: str, csv: str | None) -> None:
         ks = [k for k in keys if name in ("all", k[0])]
         cb = np.array([a[k]["catboost"]["auc_pr"] for k in ks])
         pb, pa = (np.array([r[k]["default"]["auc_pr"] for k in ks]) for r in (b, a))
-        d = pa - pb
+        wtl, p = wtl_wilcoxon(pa, pb, TIE, min_pairs=6)
         line = {"dataset": name, "runs": len(ks), "catboost": cb.mean(), "before": pb.mean(), "after": pa.mean(),
                 "gap_before": (cb - pb).mean(), "gap_after": (cb - pa).mean(),
                 "runs_gap_over_0.15_before": int((cb - pb > GAP).sum()), "runs_gap_over_0.15_after": int((cb - pa > GAP).sum()),
-                "wtl_after_vs_before": wtl(d),
-                "p": wilcoxon(pa, pb).pvalue if len(ks) >= 6 and np.any(d != 0) else np.nan}
+                "wtl_after_vs_before": wtl, "p": p}
         out.append(line)
         print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()))
     write_csv(out, csv)
@@ -201,10 +192,8 @@ def trial_group(base: str, runs: list[str]) -> list[dict]:
                 "seeds": "-".join(str(s) for s in sorted({k[1] for k in keys})), "runs": len(keys)}
         for metric in ("auc_roc", "auc_pr"):
             va, vb = (np.array([r[k]["default"][metric] for k in keys]) for r in (a, b))
-            d = va - vb
             line[metric] = va.mean()
-            line[f"wtl_{metric}"] = wtl(d)
-            line[f"p_{metric}"] = wilcoxon(va, vb).pvalue if len(keys) >= 6 and np.any(d != 0) else np.nan
+            line[f"wtl_{metric}"], line[f"p_{metric}"] = wtl_wilcoxon(va, vb, TIE, min_pairs=6)
         line["seed_sd_auc_pr"] = mean_seed_sd([a[k] for k in keys], "default")
         out.append(line)
         print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()))

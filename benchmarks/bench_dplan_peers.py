@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from bench_dplan import QUICK, bare_dqn_steps_per_s  # this script's folder is on sys.path
-from bench_swift_hydra_ablation import DATASETS, METRICS, p_values, wins
+from bench_swift_hydra_ablation import DATASETS, METRICS, versus
 from rlad.algorithms.dplan import DPLANConfig, DPLANDetector, DPLANRuntime, QNetwork
 from rlad.algorithms.registry import build_detector
 from rlad.core.data import SplitConfig, adbench_file, adbench_split, contaminate, load_dataset, unseen_type_split
@@ -208,7 +208,7 @@ def table(results: list[dict], split: str) -> list[dict]:
     rows = []
     for m in methods:
         got = [arms[m] for arms in runs.values() if m in arms]
-        (w_roc, w_pr), (p_roc, p_pr) = wins(runs, "dplan", m), p_values(runs, "dplan", m)
+        (w_roc, w_pr), (p_roc, p_pr) = versus(runs, "dplan", m)
         seps = [a["q_sep"] for a in got if "q_sep" in a]
         shares = [a["intrinsic_share"] for a in got if a.get("intrinsic_share") is not None]
         rows.append({"split": split, "method": m, "runs": len(got),

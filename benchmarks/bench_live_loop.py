@@ -39,9 +39,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import wilcoxon
 from sklearn.metrics import average_precision_score
 
+from rlad.core.metrics import wtl_wilcoxon
 from rlad.platform.runtime.retraining import bootstrap_differences
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -160,10 +160,7 @@ def load_runs(path: Path) -> list[dict]:
 
 
 def compare(runs: list[dict], a: str, b: str) -> tuple[str, float]:
-    d = np.asarray([r["final"][a] - r["final"][b] for r in runs])
-    wtl = f"{(d > TIE).sum()}/{(abs(d) <= TIE).sum()}/{(d < -TIE).sum()}"
-    p = float(wilcoxon(d).pvalue) if np.count_nonzero(d) >= 6 else float("nan")
-    return wtl, p
+    return wtl_wilcoxon([r["final"][a] for r in runs], [r["final"][b] for r in runs], TIE, min_differ=6)
 
 
 def summarize(runs: list[dict], args: argparse.Namespace) -> None:

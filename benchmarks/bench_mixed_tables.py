@@ -149,7 +149,7 @@ def run(datasets, seeds, arms, max_rows, out_csv: Path, detector: str) -> None:
 
 
 def summarize(paths: list[Path], out: Path | None) -> None:
-    from scipy.stats import wilcoxon
+    from rlad.core.metrics import wtl_wilcoxon
 
     runs = pd.concat([pd.read_csv(p) for p in paths])
     runs["seeds"] = np.where(runs["seed"] <= 2, "0-2", "3-5")
@@ -160,10 +160,10 @@ def summarize(paths: list[Path], out: Path | None) -> None:
             row = {"seeds": group, "arm": arm, "runs": len(a), "AUC-ROC": f"{a.auc_roc.mean():.4f}",
                    "AUC-PR": f"{a.auc_pr.mean():.4f}", "features": f"{a.n_features.mean():.0f}"}
             if arm != "numeric" and "numeric" in pivot:
-                d = (pivot[arm] - pivot["numeric"]).dropna()
-                row["vs numeric"] = f"{d.mean():+.4f}"
-                row["W/T/L"] = f"{(d > 0.001).sum()}/{(d.abs() <= 0.001).sum()}/{(d < -0.001).sum()}"
-                row["Wilcoxon p"] = f"{wilcoxon(d).pvalue:.3g}" if (d != 0).any() else "1"
+                both = pivot[[arm, "numeric"]].dropna()
+                row["vs numeric"] = f"{(both[arm] - both['numeric']).mean():+.4f}"
+                row["W/T/L"], p = wtl_wilcoxon(both[arm], both["numeric"], 0.001)
+                row["Wilcoxon p"] = "1" if np.isnan(p) else f"{p:.3g}"  # nan: no run differs
             else:
                 row.update({"vs numeric": "", "W/T/L": "", "Wilcoxon p": ""})
             rows.append(row)

@@ -105,12 +105,11 @@ def read(path: Path) -> list[dict]:
 
 def wtl(a: np.ndarray, b: np.ndarray) -> tuple[str, float]:
     """Wins/ties/losses of ``a`` over ``b`` (tie: equal to 4 decimals) and the two-sided
-    Wilcoxon signed-rank p."""
-    from scipy.stats import wilcoxon
+    Wilcoxon signed-rank p (1 when none differs)."""
+    from rlad.core.metrics import wtl_wilcoxon
 
-    d = np.round(a - b, 4)
-    p = float(wilcoxon(a, b).pvalue) if np.any(d != 0) else 1.0
-    return f"{int((d > 0).sum())}/{int((d == 0).sum())}/{int((d < 0).sum())}", p
+    w, p = wtl_wilcoxon(a, b, tie=0, decimals=4)
+    return w, 1.0 if np.isnan(p) else p
 
 
 def summarize(args: argparse.Namespace) -> None:

@@ -68,13 +68,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import wilcoxon
 
 from rlad.algorithms.mamba_moe import MambaMoEDetector
 from rlad.algorithms.registry import make_detector
 from rlad.algorithms.swift_hydra import RolloutConfig, SwiftHydra, SwiftHydraConfig
 from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset, unseen_type_split
-from rlad.core.metrics import auc_scores
+from rlad.core.metrics import auc_scores, wtl_wilcoxon
 from rlad.core.ray_init import init_ray
 from rlad.core.verbosity import quiet
 
@@ -247,23 +246,13 @@ def paired(results: dict, method: str, baseline: str, metric: str) -> np.ndarray
     return np.array([r[method][metric] - r[baseline][metric] for r in results.values() if method in r and baseline in r])
 
 
-def wins(results: dict, method: str, baseline: str) -> list[str]:
-    """``wins/ties/losses`` of ``method`` against ``baseline`` on AUC-ROC and on AUC-PR (ties: |d| <= 0.001)."""
-    out = []
-    for metric in METRICS:
-        d = paired(results, method, baseline, metric)
-        out.append(f"{(d > 1e-3).sum()}/{(abs(d) <= 1e-3).sum()}/{(d < -1e-3).sum()}")
-    return out
-
-
-def p_values(results: dict, method: str, baseline: str) -> list[float]:
-    """Two-sided Wilcoxon signed-rank p-values of the paired AUC-ROC and AUC-PR differences (NaN
-    when fewer than 6 runs differ: too few for any p-value below 0.05)."""
-    out = []
-    for metric in METRICS:
-        d = paired(results, method, baseline, metric)
-        out.append(float(wilcoxon(d).pvalue) if np.count_nonzero(d) >= 6 else float("nan"))
-    return out
+def versus(results: dict, method: str, baseline: str) -> tuple[list[str], list[float]]:
+    """``wins/ties/losses`` of ``method`` against ``baseline`` (ties: |d| <= 0.001) and the two-sided
+    Wilcoxon signed-rank p (NaN when fewer than 6 runs differ: too few for any p-value below 0.05),
+    each on AUC-ROC and on AUC-PR, over the runs that have both."""
+    both = [r for r in results.values() if method in r and baseline in r]
+    got = [wtl_wilcoxon([r[method][m] for r in both], [r[baseline][m] for r in both], 0.001, min_differ=6) for m in METRICS]
+    return [w for w, _ in got], [p for _, p in got]
 
 
 def method_table(results: dict[tuple[str, int], dict[str, dict[str, float]]], baseline: str) -> list[str]:
@@ -276,7 +265,7 @@ def method_table(results: dict[tuple[str, int], dict[str, dict[str, float]]], ba
     for m in methods:
         rows = [r[m] for r in results.values() if m in r]
         roc, pr = (np.mean([a[k] for a in rows]) for k in METRICS)
-        wtl, p = wins(results, m, baseline), p_values(results, m, baseline)
+        wtl, p = versus(results, m, baseline)
         fit = np.mean([a.get("fit_s", np.nan) for a in rows])
         evasive = [a["evasive_p"] for a in rows if "evasive_p" in a]
         searched = f"{np.mean(evasive):9.3f}" if evasive else f"{'':9s}"
@@ -292,7 +281,7 @@ def summarize(results: dict[tuple[str, int], dict[str, dict[str, float]]], csv_o
     methods = method_table(results, "mamba_moe")
     for other in ("random_latent", "random_unranked", "catboost"):
         if other in methods:
-            (roc, pr), (p_roc, p_pr) = wins(results, "swift_hydra", other), p_values(results, "swift_hydra", other)
+            (roc, pr), (p_roc, p_pr) = versus(results, "swift_hydra", other)
             print(f"swift_hydra vs {other}: W/T/L AUC-ROC {roc} (p {p_roc:.3f}), AUC-PR {pr} (p {p_pr:.3f})")
     gap = [r["inference"]["auc_roc"] - r["swift_hydra"]["auc_roc"] for r in results.values()]
     print(f"Inference Module - large detector, AUC-ROC: mean {np.mean(gap):+.4f}, "
@@ -308,7 +297,7 @@ def summarize_gated(results: dict[tuple[str, int], dict[str, dict[str, float]]],
     mean = {m: {k: np.mean([r[m][k] for r in results.values() if m in r]) for k in METRICS} for m in methods}
     for arm in (m for m in methods if m.startswith("rl_")):
         for other in (m for m in methods if m != arm and not m.startswith("rl_")):
-            (roc, pr), (p_roc, p_pr) = wins(results, arm, other), p_values(results, arm, other)
+            (roc, pr), (p_roc, p_pr) = versus(results, arm, other)
             d = paired(results, arm, other, "auc_pr")
             print(f"{arm} vs {other}: W/T/L AUC-ROC {roc} (p {p_roc:.3f}), AUC-PR {pr} (p {p_pr:.3f}), mean AUC-PR diff {d.mean():+.4f}")
             rows.append([group, arm, other, len(d), f"{mean[arm]['auc_roc']:.4f} / {mean[arm]['auc_pr']:.4f}",
@@ -344,7 +333,7 @@ def floor_compare(without: str, with_floor: str, csv_out: str | None, group: str
         runs = {k: r for k, r in merged.items() if arm in r and f"{arm}+floor" in r}
         if not runs:
             continue
-        (roc, pr), (p_roc, p_pr) = wins(runs, f"{arm}+floor", arm), p_values(runs, f"{arm}+floor", arm)
+        (roc, pr), (p_roc, p_pr) = versus(runs, f"{arm}+floor", arm)
         rows.append({"seeds": group, "arm": arm, "runs": len(runs), "AUC-ROC / AUC-PR": means(arm, runs),
                      "with the floor": means(f"{arm}+floor", runs),
                      "W/T/L AUC-ROC": roc, "p AUC-ROC": f"{p_roc:.3f}", "W/T/L AUC-PR": pr, "p AUC-PR": f"{p_pr:.3f}"})
