@@ -40,7 +40,8 @@ DEFAULT_DETECTOR = "mamba_moe"
 
 #: Registry names that are a config preset of their class (user options override them):
 #: ``mamba_moe`` is Swift Hydra's large detector (3 networks of one 64-wide expert) with the
-#: unsupervised floor (``algorithms/floor.py``); ``mamba_moe_fast`` the light network of
+#: unsupervised floor (``algorithms/floor.py``), the one place its values live (Swift Hydra's
+#: ``large_detector_config`` and ``loop_detector_config`` read them); ``mamba_moe_fast`` the light network of
 #: ``MambaMoEConfig``'s own defaults (one member, auto experts, top-2, width 32), faster to fit.
 #: Figures: ``docs/methods/default-detector.md``.
 PRESETS: dict[str, dict[str, Any]] = {

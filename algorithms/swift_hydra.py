@@ -72,8 +72,11 @@ class RolloutConfig:
 def large_detector_config() -> MambaMoEConfig:
     """The detector inside the generation loop: three independently trained networks of one wide
     Mamba expert each, logits averaged: better than one, about as good as five for less fit time
-    (trial: ``benchmarks/results/setting_trials.csv``)."""
-    return MambaMoEConfig(n_experts=1, top_k=1, d_model=64, members=3)
+    (trial: ``benchmarks/results/setting_trials.csv``). The registry's ``mamba_moe`` preset is the
+    one source of these values (that preset adds the floor)."""
+    from rlad.algorithms.registry import PRESETS
+
+    return MambaMoEConfig(**{**PRESETS["mamba_moe"], "floor": False})
 
 
 def loop_detector_config() -> MambaMoEConfig:
@@ -81,7 +84,9 @@ def loop_detector_config() -> MambaMoEConfig:
     floor (issue 37), so that the scorer does not rank anomalies of types the labels do not show as
     normal. Chosen on development seeds 0-2 under the usefulness protocol, where it lifted unseen
     types and kept the usual split's AUC-PR within 0.01 (``benchmarks/results/sh_floor_loop.csv``)."""
-    return dataclasses.replace(large_detector_config(), floor=True)
+    from rlad.algorithms.registry import PRESETS
+
+    return MambaMoEConfig(**PRESETS["mamba_moe"])  # the default detector (rlad fit) itself
 
 
 def inference_module_config() -> MambaMoEConfig:
