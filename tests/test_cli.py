@@ -111,8 +111,10 @@ def test_config_values_are_refused_where_the_config_is_built(tmp_path, capsys):
     assert (cfg.lr, cfg.n_experts, cfg.floor_weight) == (1, 2, None)
     with pytest.raises(ConfigError, match="SwiftHydraConfig: synthesis must be one of"):
         from_dict(SwiftHydraConfig, {"synthesis": "foo"})
-    with pytest.raises(ConfigError, match="MambaMoEConfig: members=0"):
+    with pytest.raises(ConfigError, match=r"^SwiftHydraConfig\.detector: MambaMoEConfig: members=0"):
         from_dict(SwiftHydraConfig, {"detector": {"members": 0}})
+    with pytest.raises(ConfigError, match=r"^SwiftHydraConfig\.env: SynthesisEnvConfig: unknown option\(s\) \['w_evad'\]"):
+        from_dict(SwiftHydraConfig, {"env": {"w_evad": 1.0}})
 
     table = tmp_path / "t.csv"
     rng = np.random.default_rng(0)

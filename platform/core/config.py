@@ -34,7 +34,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value)
+            try:
+                value = from_dict(hint, value)
+            except ConfigError as exc:  # say where the nested mistake is: "SwiftHydraConfig.detector: MambaMoEConfig: ..."
+                raise ConfigError(f"{cls.__name__}.{name}: {exc}") from None
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             value = tuple(value)
         elif not _number_fits(hint, value):
