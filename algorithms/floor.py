@@ -21,9 +21,9 @@ tail fusion at the weight; every other row follows, ordered by the tail fusion a
 ``BELOW_WEIGHT`` (0.5). The top grows beyond 15% where more unlabelled rows score like the
 labelled anomalies (:func:`top_share_start`; ``floor_cascade_share_dev.csv``). The network keeps
 the top of the ranking, where AUC-PR is decided and the labelled types sit; below it, where the
-network cannot tell an unlabelled type from normal rows, the IForest weighs more (0.85 and 0.5 chosen on seeds 0-2 as the best held-out-type AUC-ROC that
-keeps the usual split's AUC-PR and AUC-ROC within 0.01 of the tail fusion's:
-``benchmarks/results/floor_cascade_dev.csv``).
+network cannot tell an unlabelled type from normal rows, the IForest weighs more (0.85 and 0.5
+chosen on seeds 0-2 as the best held-out-type AUC-ROC that keeps the usual split's AUC-PR and
+AUC-ROC within 0.01 of the tail fusion's: ``benchmarks/results/floor_cascade_dev.csv``).
 
 Weight ``w`` (when not given), by leave-one-type-out among the labelled anomalies: they fall into
 two k-means clusters ("types"); for each, a one-network copy of the detector is trained without

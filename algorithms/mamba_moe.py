@@ -117,6 +117,11 @@ class MambaMoEConfig:
             raise ValueError(f"floor_fusion={self.floor_fusion!r} must be one of {', '.join(FITTED_FUSIONS)}")
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """P(anomaly) of a logit: the network's own probability (without the floor)."""
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
 def experts_from_complexity(X: np.ndarray, max_experts: int = 8) -> int:
     """The documented rule: ``clip(1 + round(log2(1 + k90)), 2, max_experts)``."""
     Xc = X - X.mean(0, keepdims=True)
@@ -543,13 +548,13 @@ class MambaMoEDetector(BaseDetector):
         the quantile scale (``Floor.proba``)."""
         if getattr(self, "floor_", None) is not None:
             return self.floor_.proba(scores)
-        return 1.0 / (1.0 + np.exp(-scores))
+        return sigmoid(scores)
 
     def network_probability(self, X: np.ndarray) -> np.ndarray:
         """The network's own P(anomaly | x), with or without the floor: what a student fits
         (distillation). The floor's reading is a quantile (a typical normal row reads about 0.5),
         a ranking, not a probability to fit towards."""
-        return 1.0 / (1.0 + np.exp(-self.logits(X)))
+        return sigmoid(self.logits(X))
 
     def _get_state(self) -> dict[str, Any]:
         state = detector_state(self.n_experts_, [module_state(net) for net in self.nets])

@@ -36,6 +36,7 @@ from rlad.algorithms.augmentation import nng_mix, smote
 from rlad.algorithms.base import BaseDetector
 from rlad.algorithms.beta_vae import BetaVAEConfig, ConditionalBetaVAE, train_beta_vae
 from rlad.algorithms.mamba_moe import MambaMoEConfig, MambaMoEDetector
+from rlad.algorithms.registry import PRESETS
 from rlad.algorithms.usefulness import (GradientAlignment, UsefulnessConfig, UsefulnessPool, gate, honest_validation,
                                         score_sets, split_sets, validation_auc_pr)
 from rlad.envs.latent_synthesis_env import LatentSynthesisVecEnv, Scorer, SynthesisEnvConfig
@@ -74,8 +75,6 @@ def large_detector_config() -> MambaMoEConfig:
     Mamba expert each, logits averaged: better than one, about as good as five for less fit time
     (trial: ``benchmarks/results/setting_trials.csv``). The registry's ``mamba_moe`` preset is the
     one source of these values (that preset adds the floor)."""
-    from rlad.algorithms.registry import PRESETS
-
     return MambaMoEConfig(**{**PRESETS["mamba_moe"], "floor": False})
 
 
@@ -84,8 +83,6 @@ def loop_detector_config() -> MambaMoEConfig:
     floor (issue 37), so that the scorer does not rank anomalies of types the labels do not show as
     normal. Chosen on development seeds 0-2 under the usefulness protocol, where it lifted unseen
     types and kept the usual split's AUC-PR within 0.01 (``benchmarks/results/sh_floor_loop.csv``)."""
-    from rlad.algorithms.registry import PRESETS
-
     return MambaMoEConfig(**PRESETS["mamba_moe"])  # the default detector (rlad fit) itself
 
 

@@ -319,8 +319,9 @@ def summarize_gated(results: dict[tuple[str, int], dict[str, dict[str, float]]],
 
 def floor_compare(without: str, with_floor: str, csv_out: str | None, group: str) -> None:
     """Issue 37: each arm of ``--gated`` runs without the floor beside the same arm of ``--floor``
-    runs (or the Inference Module without and with ``--inference-floor``) on the same splits (W/T/L and p: with the floor against without), and the floor runs'
-    IForest; with ``csv_out``, the rows appended, labelled ``group``."""
+    runs (or the Inference Module without and with ``--inference-floor``) on the same splits
+    (W/T/L and p: with the floor against without), and the floor runs' IForest; with
+    ``csv_out``, the rows appended, labelled ``group``."""
     plain, floored = load_results([without]), load_results([with_floor])
     merged = {k: {**plain[k], **{f"{a}+floor": v for a, v in floored[k].items()}} for k in plain.keys() & floored.keys()}
 
