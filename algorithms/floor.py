@@ -122,8 +122,8 @@ def cascade(q_net: np.ndarray, q_free: np.ndarray, weight: float, confident: flo
     return np.where(q_net >= confident, top, rest)
 
 
-def top_share_start(net_scores: np.ndarray, y: np.ndarray) -> float:
-    """The cascade's threshold on the network's quantile: ``CONFIDENT``, lowered so that the top also
+def top_share_start(net_scores: np.ndarray, y: np.ndarray, confident: float = CONFIDENT) -> float:
+    """The cascade's threshold on the network's quantile: ``confident``, lowered so that the top also
     holds the unlabelled rows the network scores at least like the lowest ``LABELLED_LOW`` of the
     labelled anomalies (in-sample). Why: where a fifth of the rows are anomalies (skin, satellite),
     a fixed top 15% cannot hold the labelled types' unlabelled anomalies, and the ones below it
@@ -131,9 +131,9 @@ def top_share_start(net_scores: np.ndarray, y: np.ndarray) -> float:
     net_scores, y = np.asarray(net_scores, np.float64), np.asarray(y)
     unlabelled, labelled = net_scores[y == 0], net_scores[y == 1]
     if labelled.size == 0 or unlabelled.size == 0:
-        return CONFIDENT
+        return confident
     share = float(np.mean(unlabelled >= np.quantile(labelled, LABELLED_LOW)))
-    return min(CONFIDENT, 1.0 - share)
+    return min(confident, 1.0 - share)
 
 
 def select_weight(held: np.ndarray, seen: np.ndarray, tolerance: float = TOLERANCE) -> int:
@@ -144,9 +144,14 @@ def select_weight(held: np.ndarray, seen: np.ndarray, tolerance: float = TOLERAN
 
 
 class Floor:
-    """A fitted IForest, the knots of both scores on the unlabelled rows, and the weight."""
+    """A fitted IForest, the knots of both scores on the unlabelled rows, and the weight.
 
-    def __init__(self, seed: int = 0, fusion: str = "cascade") -> None:
+    ``confident`` and ``below`` are the cascade's two settings (its top threshold before
+    :func:`top_share_start` lowers it, and the IForest's weight below the top): the defaults keep the
+    labelled types' AUC-PR; the ``mamba_moe_novel`` preset moves both towards types nobody labelled."""
+
+    def __init__(self, seed: int = 0, fusion: str = "cascade", confident: float = CONFIDENT,
+                 below: float = BELOW_WEIGHT) -> None:
         if fusion not in FUSIONS:
             raise ValueError(f"floor fusion {fusion!r} is not one of {', '.join(FUSIONS)}")
         self.seed = seed
@@ -154,7 +159,8 @@ class Floor:
         self.net_knots = self.free_knots = None
         self.weight = DEFAULT_WEIGHT
         self.fusion = fusion
-        self.confident = CONFIDENT
+        self.top_at = self.confident = float(confident)
+        self.below = float(below)
         self.choice: dict[str, object] = {}
 
     def free_score(self, X: np.ndarray) -> np.ndarray:
@@ -171,7 +177,7 @@ class Floor:
         unl = y == 0
         free = self.free_score(X)
         self.net_knots, self.free_knots = quantile_knots(net_scores[unl]), quantile_knots(free[unl])
-        self.confident = top_share_start(net_scores, y)
+        self.confident = top_share_start(net_scores, y, self.top_at)
         if weight is not None:
             self.weight, self.choice = float(weight), {"rule": "given"}
         else:
@@ -216,7 +222,7 @@ class Floor:
     def score(self, X: np.ndarray, net_scores: np.ndarray) -> np.ndarray:
         qn, qf = calibrate(net_scores, self.net_knots), calibrate(self.free_score(X), self.free_knots)
         if self.fusion == "cascade":
-            return cascade(qn, qf, self.weight, self.confident)
+            return cascade(qn, qf, self.weight, self.confident, self.below)
         return fuse(qn, qf, self.weight, self.fusion)
 
     def proba(self, scores: np.ndarray) -> np.ndarray:
@@ -227,7 +233,7 @@ class Floor:
     def state(self) -> dict[str, object]:
         return {"floor_model": pickle.dumps(self.model), "floor_net_knots": self.net_knots.tolist(),
                 "floor_free_knots": self.free_knots.tolist(), "floor_weight": float(self.weight),
-                "floor_fusion": self.fusion, "floor_confident": float(self.confident)}
+                "floor_fusion": self.fusion, "floor_confident": float(self.confident), "floor_below": self.below}
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> "Floor | None":
@@ -240,4 +246,5 @@ class Floor:
         floor.weight = float(state["floor_weight"])
         floor.fusion = str(state.get("floor_fusion", "linear"))  # saved before issue 28: linear quantiles
         floor.confident = float(state.get("floor_confident", CONFIDENT))
+        floor.below = float(state.get("floor_below", BELOW_WEIGHT))  # saved before the setting existed
         return floor

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from rlad.algorithms.base import BaseDetector
-from rlad.algorithms.floor import FITTED_FUSIONS
+from rlad.algorithms.floor import BELOW_WEIGHT, CONFIDENT, FITTED_FUSIONS
 from rlad.algorithms.mamba import Mamba
 from rlad.algorithms.torch_utils import apply_batched, module_state, resolve_device
 from rlad.core import progress
@@ -100,6 +100,11 @@ class MambaMoEConfig:
     # "cascade": the network's confident rows first, the rest with the IForest at 0.5 (issue 37); "tail": one
     # weighted mean of tail scores for every row (the fusion before the cascade)
     floor_fusion: str = "cascade"
+    # the cascade's dial between labelled types and new ones (floor_frontier_dev.csv): the network quantile
+    # from which its rows stay on top (lowered where unlabelled rows score like the labelled anomalies),
+    # and the IForest's weight below them; higher values of both find more unlabelled types, fewer labelled ones
+    floor_confident: float = CONFIDENT
+    floor_below: float = BELOW_WEIGHT
 
     def __post_init__(self) -> None:
         """Values no network can train with, refused where the config is built (a CLI's
@@ -115,6 +120,10 @@ class MambaMoEConfig:
             raise ValueError(f"floor_weight={self.floor_weight} must be in [0, 1]")
         if self.floor_fusion not in FITTED_FUSIONS:
             raise ValueError(f"floor_fusion={self.floor_fusion!r} must be one of {', '.join(FITTED_FUSIONS)}")
+        if not 0.0 < self.floor_confident < 1.0:
+            raise ValueError(f"floor_confident={self.floor_confident} must be in (0, 1)")
+        if not 0.0 <= self.floor_below <= 1.0:
+            raise ValueError(f"floor_below={self.floor_below} must be in [0, 1]")
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -519,8 +528,8 @@ class MambaMoEDetector(BaseDetector):
                 one = MambaMoEDetector(dataclasses.replace(self.config, members=1, floor=False, seed=seed)).fit(Xf, yf)
                 return one.logits
 
-            self.floor_ = Floor(self.config.seed, self.config.floor_fusion).fit(Xr, yr, self.logits(Xr), self.config.floor_weight,
-                                                                             fold_scorer)
+            self.floor_ = Floor(self.config.seed, self.config.floor_fusion, self.config.floor_confident,
+                                self.config.floor_below).fit(Xr, yr, self.logits(Xr), self.config.floor_weight, fold_scorer)
 
     def fit_floor(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "MambaMoEDetector":
         """Fit the floor (``config.floor``) on networks trained elsewhere (Ray Train's workers train

@@ -147,6 +147,32 @@ def test_floored_detector_saves_and_scores(tmp_path):
     assert np.corrcoef(np.argsort(np.argsort(only_free.decision_function(X))), np.argsort(np.argsort(free)))[0, 1] > 0.999
 
 
+def test_the_cascades_dial_reaches_the_fitted_floor_and_is_saved(tmp_path):
+    """Issue 37's dial (``floor_frontier_dev.csv``): ``floor_confident`` and ``floor_below`` reach the
+    fitted floor, the rows below the top are ranked by the IForest alone at ``floor_below`` 1, both
+    settings survive save and load, and floors saved before the dial load with the defaults."""
+    X, y = two_types(np.random.default_rng(1))
+    det = MambaMoEDetector(members=1, epochs=2, floor=True, floor_weight=0.2, floor_confident=0.95, floor_below=1.0,
+                           d_model=8, d_state=4).fit(X, y)
+    f = det.floor_
+    assert f.below == 1.0 and f.confident == fl.top_share_start(det.logits(X), y, 0.95) > fl.CONFIDENT
+    qn = fl.calibrate(det.logits(X), f.net_knots)
+    rest, s = qn < f.confident, det.decision_function(X)
+    free = f.free_score(X)[rest]
+    assert np.all(np.diff(s[rest][np.argsort(free, kind="stable")]) >= -1e-12)  # below the top: the IForest's order
+    assert s[~rest].min() > s[rest].max()
+    back = load_detector(det.save(tmp_path / "m.pt"))
+    assert (back.floor_.below, back.floor_.confident) == (1.0, f.confident)
+    np.testing.assert_allclose(back.decision_function(X), s, rtol=1e-5)
+    state = {k: v for k, v in f.state().items() if k != "floor_below"}
+    assert fl.Floor.from_state(state).below == fl.BELOW_WEIGHT  # saved before the dial
+    default = MambaMoEDetector(members=1, epochs=1, floor=True, floor_weight=0.2, d_model=8, d_state=4).fit(X, y)
+    assert default.floor_.below == fl.BELOW_WEIGHT and default.floor_.confident <= fl.CONFIDENT
+    for bad, msg in (({"floor_below": 1.5}, "floor_below=1.5 must be in"), ({"floor_confident": 1.0}, "floor_confident=1.0 must be in")):
+        with pytest.raises(ValueError, match=msg):
+            MambaMoEConfig(**bad)
+
+
 def test_fit_cli_defaults_to_the_recommended_detector_and_prints_its_validation(tmp_path, capsys, monkeypatch):
     from rlad.platform.cli import fit
     from rlad.platform.cli.main import main
