@@ -235,6 +235,17 @@ NOVEL_GAP = 0.02  # the preset's rule: unseen-types AUC-ROC within this of the I
 ORACLE_LAMBDAS = (1.0, 2.0, 1000.0)  # the oracle bound's weight of unseen AUC-ROC against usual AUC-PR
 
 
+def _loto_pair(folds: list, weight: float, grid: list) -> tuple[float, float]:
+    """The grid pair a fit could choose itself: ``Floor.choose_weight``'s rule (the best held-out-type
+    AUC among pairs within the tolerance of the best ordinary validation AUC) on the recorded
+    leave-one-type-out folds; today's pair without folds (fewer than 8 labelled anomalies)."""
+    if not folds:
+        return fl.CONFIDENT, fl.BELOW_WEIGHT
+    held, seen = (np.mean([[roc_auc_score(folds[i][0], fl.cascade(folds[i][1], folds[i][2], weight, c, b)) for c, b in grid]
+                           for i in range(start, len(folds), 2)], 0) for start in (0, 1))
+    return grid[fl.select_weight(held, seen)]
+
+
 def frontier(args: argparse.Namespace) -> None:
     """Issue 37's trade-off on the development dumps: every cascade of the grid on the usual split
     (first folder) and the unseen-types split (second), the IForest alone beside them. Marks the
@@ -243,7 +254,8 @@ def frontier(args: argparse.Namespace) -> None:
     ``NOVEL_GAP`` of the IForest on unseen types, the best usual AUC-PR. Then a bound no detector
     reaches: per data set and seed, the grid point a test-label oracle picks (usual AUC-PR plus
     ``lambda`` times unseen AUC-ROC, one point for both splits of a run, as a detector fitted on
-    the same training rows would have)."""
+    the same training rows would have), and the pair each fit could choose itself by
+    leave-one-type-out (:func:`_loto_pair`)."""
     import pandas as pd
 
     grid = [(c, b) for c in FRONTIER_TOPS for b in FRONTIER_BELOWS]
@@ -253,8 +265,10 @@ def frontier(args: argparse.Namespace) -> None:
         for stem, z, folds in load_dumps(folder):
             y, w = z["y_test"], _rule_weight(folds)
             scores = [fl.cascade(z["qn"], z["qf"], w, fl.top_share_start(z["net_tr"], z["y_semi"], c), b) for c, b in grid]
+            loto = scores[grid.index(_loto_pair(folds, w, grid))]
             per[split][stem] = ([(roc_auc_score(y, s), average_precision_score(y, s)) for s in scores],
-                                (roc_auc_score(y, z["qf"]), average_precision_score(y, z["qf"])))
+                                (roc_auc_score(y, z["qf"]), average_precision_score(y, z["qf"])),
+                                (roc_auc_score(y, loto), average_precision_score(y, loto)))
     rows = []
     for i, (c, b) in enumerate(grid):
         r = {"name": f"cascade at {c}, below {b}"}
@@ -263,9 +277,12 @@ def frontier(args: argparse.Namespace) -> None:
         rows.append(r)
     rows.append({"name": "iforest alone", **{f"{split} {m}": np.mean([v[1][k] for v in per[split].values()])
                                               for split in ("usual", "unseen") for k, m in enumerate(("AUC-ROC", "AUC-PR"))}})
+    rows.append({"name": "leave-one-type-out per run (the recorded folds; default pair below 8 labelled anomalies)",
+                 **{f"{split} {m}": np.mean([v[2][k] for v in per[split].values()])
+                    for split in ("usual", "unseen") for k, m in enumerate(("AUC-ROC", "AUC-PR"))}})
     for lam in ORACLE_LAMBDAS:
         pick = {}
-        for stem, (pts, _) in per["usual"].items():
+        for stem, (pts, *_) in per["usual"].items():
             value = np.array([p[1] for p in pts])
             if stem in per["unseen"]:
                 value = value + lam * np.array([p[0] for p in per["unseen"][stem][0]])
