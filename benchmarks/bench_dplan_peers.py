@@ -50,7 +50,7 @@ from rlad.core.metrics import auc_scores
 from rlad.core.ray_init import init_ray
 from rlad.core.verbosity import quiet
 
-PEERS = {"devnet": {}, "deepsad": {"epochs": 20}, "prenet": {"epochs": 20}, "catboost": {}, "iforest": {}}
+PEERS = {"devnet": {}, "deepsad": {"epochs": 20}, "prenet": {"epochs": 20}, "catboost": {}, "iforest": {}, "knn": {}, "ecod": {}}
 SPLITS = ("usual", "unseen")
 
 
@@ -122,11 +122,13 @@ def intrinsic_share(rewards: np.ndarray, weight: float) -> float | None:
 
 
 #: issue 37: DPLAN's score with the floor, per arm: (fusion, IForest weight, IForest weight below the
-#: cascade's top rows); 0.2 is the default detector's weight without enough anomalies, 0.5 DPLAN's default
-FLOOR_ARMS = {"dplan_floor": ("tail", 0.2, None), "dplan_floor_0.5": ("tail", 0.5, None),
-              "dplan_floor_0.7": ("tail", 0.7, None), "dplan_floor_0.8": ("tail", 0.8, None),
-              "dplan_cascade": ("cascade", 0.2, 0.5), "dplan_cascade_0.5": ("cascade", 0.5, 0.5),
-              "dplan_cascade_0.5_below_1": ("cascade", 0.5, 1.0)}
+#: cascade's top rows, the cascade's top threshold before the floor's top share lowers it); 0.2 is the
+#: default detector's weight without enough anomalies, 0.5 DPLAN's default
+FLOOR_ARMS = {"dplan_floor": ("tail", 0.2, None, None), "dplan_floor_0.5": ("tail", 0.5, None, None),
+              **{f"dplan_floor_{w}": ("tail", w, None, None) for w in (0.55, 0.6, 0.65, 0.7, 0.8)},
+              "dplan_cascade": ("cascade", 0.2, 0.5, 0.85), "dplan_cascade_0.5": ("cascade", 0.5, 0.5, 0.85),
+              "dplan_cascade_0.5_below_1": ("cascade", 0.5, 1.0, 0.85),
+              **{f"dplan_cascade_0.5_below_1_top_{c}": ("cascade", 0.5, 1.0, c) for c in (0.9, 0.95)}}
 
 
 def floor_arms(split, det: DPLANDetector, seed: int) -> dict[str, dict]:
@@ -138,13 +140,15 @@ def floor_arms(split, det: DPLANDetector, seed: int) -> dict[str, dict]:
 
     X, y = split.X_train, split.y_train_semi
     start = time.perf_counter()  # fit s: the floor's own (one IForest for every arm), on top of DPLAN's
-    floor = fl.Floor(seed, "tail").fit(X, y, det.q_network.anomaly_scores(X), fl.DEFAULT_WEIGHT, None)
+    q_train = det.q_network.anomaly_scores(X)
+    floor = fl.Floor(seed, "tail").fit(X, y, q_train, fl.DEFAULT_WEIGHT, None)
     qn = fl.calibrate(det.q_network.anomaly_scores(split.X_test), floor.net_knots)
     qf = fl.calibrate(floor.free_score(split.X_test), floor.free_knots)
     fit_s = time.perf_counter() - start
     out = {}
-    for name, (fusion, weight, below) in FLOOR_ARMS.items():
-        score = fl.fuse(qn, qf, weight) if fusion == "tail" else fl.cascade(qn, qf, weight, floor.confident, below)
+    for name, (fusion, weight, below, top) in FLOOR_ARMS.items():
+        score = (fl.fuse(qn, qf, weight) if fusion == "tail"
+                 else fl.cascade(qn, qf, weight, fl.top_share_start(q_train, y, top), below))
         out[name] = {**auc_scores(split.y_test, score), "fit_s": fit_s}
     return out
 
@@ -272,7 +276,8 @@ def main() -> None:
     p.add_argument("--budget", choices=("paper", "quick"), default="paper",
                    help="paper: 10,000 warm-up + 10 x 2,000 steps; quick: bench_dplan.py's QUICK")
     p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
-    p.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
+    p.add_argument("--peers", nargs="*", default=["devnet", "deepsad", "prenet", "catboost", "iforest"], choices=list(PEERS),
+                   help="peer arms (knn and ecod only when named: the unsupervised peers of issue 37)")
     p.add_argument("--variant", action="append", type=variant, default=None,
                    help="a DPLAN arm NAME=key:value,... (repeatable; default no_intrinsic=intrinsic_weight:0)")
     p.add_argument("--no-variants", action="store_true", help="no DPLAN variant arms (not even the default no_intrinsic)")
