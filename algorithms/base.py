@@ -110,14 +110,19 @@ class BaseDetector(ABC):
                 raise ValueError(f"{name} has {len(rows[name])} values for {n_rows} rows")
         return rows
 
-    def adopt(self, X: Any, state: dict[str, Any]) -> "BaseDetector":
+    def adopt(self, X: Any, state: dict[str, Any], y: Any = None, **fit_params: Any) -> "BaseDetector":
         """Take learned ``state`` trained elsewhere (e.g. by Ray Train workers) and calibrate
-        ``threshold_`` on the training rows ``X``, as ``fit`` would."""
+        ``threshold_`` on the training rows ``X``, as ``fit`` would; ``y`` and ``fit_params`` reach
+        what ``fit`` does after training and before calibrating (:meth:`_after_adopt`)."""
         X = check_array(X)
         self.n_features_in_ = X.shape[1]
         self._set_state(state)
+        self._after_adopt(X, y, self.check_fit_params(fit_params, len(X)))
         self._calibrate(X)
         return self
+
+    def _after_adopt(self, X: np.ndarray, y: Any, fit_params: dict[str, np.ndarray]) -> None:
+        """What ``fit`` fits on top of the learned state (nothing here; a detector's floor)."""
 
     def _calibrate(self, X: np.ndarray) -> None:
         scores = self._score(X)

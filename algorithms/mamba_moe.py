@@ -531,12 +531,14 @@ class MambaMoEDetector(BaseDetector):
             self.floor_ = Floor(self.config.seed, self.config.floor_fusion, self.config.floor_confident,
                                 self.config.floor_below).fit(Xr, yr, self.logits(Xr), self.config.floor_weight, fold_scorer)
 
-    def fit_floor(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "MambaMoEDetector":
-        """Fit the floor (``config.floor``) on networks trained elsewhere (Ray Train's workers train
-        the networks; their state has no floor) and calibrate on ``X`` as ``fit`` would."""
-        self._fit_floor(np.asarray(X, np.float32), np.asarray(y).astype(np.int64).ravel(), sample_weight)
-        self._calibrate(np.asarray(X, np.float32))
-        return self
+    def _after_adopt(self, X: np.ndarray, y: Any, fit_params: dict[str, np.ndarray]) -> None:
+        """Networks trained elsewhere (Ray Train's workers; their state has no floor) get the floor
+        ``fit`` gives its members (``config.floor``), fitted here before the one calibration."""
+        if not self.config.floor or getattr(self, "floor_", None) is not None:
+            return
+        if y is None:
+            raise ValueError("MambaMoEDetector.adopt needs y to fit the floor (config.floor) on networks trained elsewhere")
+        self._fit_floor(X, np.asarray(y).astype(np.int64).ravel(), fit_params.get("sample_weight"))
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """The anomaly logit per row (the net is on its device in eval mode after fit and load:

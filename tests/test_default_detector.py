@@ -173,6 +173,26 @@ def test_the_cascades_dial_reaches_the_fitted_floor_and_is_saved(tmp_path):
             MambaMoEConfig(**bad)
 
 
+def test_adopt_fits_the_floor_on_networks_trained_elsewhere(monkeypatch):
+    """Ray Train's workers return networks without a floor: ``adopt`` fits the floor ``fit`` would
+    (``config.floor``) before its one calibration, refuses to guess without ``y``, and leaves a
+    state that already has a floor as it is."""
+    X, y = two_types(np.random.default_rng(3))
+    arch = {"members": 1, "epochs": 1, "d_model": 8, "d_state": 4}
+    networks = MambaMoEDetector(**arch).fit(X, y)._get_state()  # what a worker returns: no floor
+    floored = MambaMoEConfig(**arch, floor=True, floor_weight=0.2)
+    with pytest.raises(ValueError, match="needs y to fit the floor"):
+        MambaMoEDetector(floored).adopt(X, networks)
+    calibrations = []
+    original = MambaMoEDetector._calibrate
+    monkeypatch.setattr(MambaMoEDetector, "_calibrate", lambda self, X: calibrations.append(1) or original(self, X))
+    det = MambaMoEDetector(floored).adopt(X, networks, y, sample_weight=np.ones(len(y)))
+    assert calibrations == [1] and det.floor_ is not None and det.floor_.weight == 0.2
+    np.testing.assert_allclose(det.decision_scores_, det.floor_.score(X, det.logits(X)))
+    again = MambaMoEDetector(floored).adopt(X, det._get_state())  # a floored state needs no y
+    np.testing.assert_allclose(again.decision_function(X), det.decision_function(X))
+
+
 def test_fit_cli_defaults_to_the_recommended_detector_and_prints_its_validation(tmp_path, capsys, monkeypatch):
     from rlad.platform.cli import fit
     from rlad.platform.cli.main import main

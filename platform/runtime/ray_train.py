@@ -96,9 +96,8 @@ def retrain_with_ray_train(X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, op
     result = trainer.fit()
     with result.checkpoint.as_directory() as ckpt:
         _, _, state = load_checkpoint(Path(ckpt) / STATE_FILE, expected_kind=MambaMoEDetector.kind)
-    detector.adopt(X, state)
-    if cfg.floor:  # the workers train the networks; the floor is fitted on them here, as fit does after its members
-        detector.fit_floor(X, y, fit_params.get("sample_weight"))
+    # the workers train the networks; with cfg.floor the floor is fitted on them here, as fit does after its members
+    detector.adopt(X, state, y, **fit_params)
     detector.train_losses_ = [float(result.metrics["loss"])]
     return detector
 
