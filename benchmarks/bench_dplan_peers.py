@@ -51,6 +51,7 @@ from rlad.core.ray_init import init_ray
 from rlad.core.verbosity import quiet
 
 PEERS = {"devnet": {}, "deepsad": {"epochs": 20}, "prenet": {"epochs": 20}, "catboost": {}, "iforest": {}, "knn": {}, "ecod": {}}
+NAMED_ONLY = ("knn", "ecod")  # issue 37's other unsupervised peers: run only when named, so earlier commands keep their arms
 SPLITS = ("usual", "unseen")
 
 
@@ -276,8 +277,8 @@ def main() -> None:
     p.add_argument("--budget", choices=("paper", "quick"), default="paper",
                    help="paper: 10,000 warm-up + 10 x 2,000 steps; quick: bench_dplan.py's QUICK")
     p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
-    p.add_argument("--peers", nargs="*", default=["devnet", "deepsad", "prenet", "catboost", "iforest"], choices=list(PEERS),
-                   help="peer arms (knn and ecod only when named: the unsupervised peers of issue 37)")
+    p.add_argument("--peers", nargs="*", default=[p for p in PEERS if p not in NAMED_ONLY], choices=list(PEERS),
+                   help=f"peer arms ({' and '.join(NAMED_ONLY)} only when named: the unsupervised peers of issue 37)")
     p.add_argument("--variant", action="append", type=variant, default=None,
                    help="a DPLAN arm NAME=key:value,... (repeatable; default no_intrinsic=intrinsic_weight:0)")
     p.add_argument("--no-variants", action="store_true", help="no DPLAN variant arms (not even the default no_intrinsic)")

@@ -90,14 +90,18 @@ def load_dumps(folder: str | Path):
         yield path.stem, z, pickle.loads(z["folds"].tobytes())
 
 
+def fold_aucs(folds: list, scorers: list) -> tuple[np.ndarray, np.ndarray]:
+    """Mean AUC per scorer ``(q_net, q_free) -> score`` on the recorded folds: held-out type rows
+    (even entries) and ordinary validation rows (odd entries), as ``Floor.choose_weight`` scores them."""
+    return tuple(np.mean([[roc_auc_score(folds[i][0], score(folds[i][1], folds[i][2])) for score in scorers]
+                          for i in range(start, len(folds), 2)], 0) for start in (0, 1))
+
+
 def choose(folds: list, fusion: str, kind: str, tol: float, default: float) -> float:
     """``Floor.choose_weight`` on recorded folds: (type rows, seen rows) per fold."""
     if not folds:
         return default
-    held = np.mean([[roc_auc_score(folds[i][0], fl.fuse(folds[i][1], folds[i][2], w, fusion)) for w in fl.WEIGHTS]
-                    for i in range(0, len(folds), 2)], 0)
-    seen = np.mean([[roc_auc_score(folds[i + 1][0], fl.fuse(folds[i + 1][1], folds[i + 1][2], w, fusion)) for w in fl.WEIGHTS]
-                    for i in range(0, len(folds), 2)], 0)
+    held, seen = fold_aucs(folds, [lambda qn, qf, w=w: fl.fuse(qn, qf, w, fusion) for w in fl.WEIGHTS])
     if kind == "rel":
         return fl.WEIGHTS[fl.select_weight(held, seen, tol)]
     ok = np.flatnonzero(seen >= seen.max() - tol)  # the absolute tolerance used before issue 28
@@ -241,8 +245,7 @@ def _loto_pair(folds: list, weight: float, grid: list) -> tuple[float, float]:
     leave-one-type-out folds; today's pair without folds (fewer than 8 labelled anomalies)."""
     if not folds:
         return fl.CONFIDENT, fl.BELOW_WEIGHT
-    held, seen = (np.mean([[roc_auc_score(folds[i][0], fl.cascade(folds[i][1], folds[i][2], weight, c, b)) for c, b in grid]
-                           for i in range(start, len(folds), 2)], 0) for start in (0, 1))
+    held, seen = fold_aucs(folds, [lambda qn, qf, c=c, b=b: fl.cascade(qn, qf, weight, c, b) for c, b in grid])
     return grid[fl.select_weight(held, seen)]
 
 
@@ -269,17 +272,18 @@ def frontier(args: argparse.Namespace) -> None:
             per[split][stem] = ([(roc_auc_score(y, s), average_precision_score(y, s)) for s in scores],
                                 (roc_auc_score(y, z["qf"]), average_precision_score(y, z["qf"])),
                                 (roc_auc_score(y, loto), average_precision_score(y, loto)))
-    rows = []
-    for i, (c, b) in enumerate(grid):
-        r = {"name": f"cascade at {c}, below {b}"}
+
+    def row(name: str, point) -> dict:
+        """Mean AUC-ROC and AUC-PR on each split of ``point(split, stem) -> (roc, pr)``."""
+        r = {"name": name}
         for split in ("usual", "unseen"):
-            r[f"{split} AUC-ROC"], r[f"{split} AUC-PR"] = np.mean([v[0][i] for v in per[split].values()], 0)
-        rows.append(r)
-    rows.append({"name": "iforest alone", **{f"{split} {m}": np.mean([v[1][k] for v in per[split].values()])
-                                              for split in ("usual", "unseen") for k, m in enumerate(("AUC-ROC", "AUC-PR"))}})
-    rows.append({"name": "leave-one-type-out per run (the recorded folds; default pair below 8 labelled anomalies)",
-                 **{f"{split} {m}": np.mean([v[2][k] for v in per[split].values()])
-                    for split in ("usual", "unseen") for k, m in enumerate(("AUC-ROC", "AUC-PR"))}})
+            r[f"{split} AUC-ROC"], r[f"{split} AUC-PR"] = np.mean([point(split, stem) for stem in per[split]], 0)
+        return r
+
+    rows = [row(f"cascade at {c}, below {b}", lambda split, stem, i=i: per[split][stem][0][i]) for i, (c, b) in enumerate(grid)]
+    rows.append(row("iforest alone", lambda split, stem: per[split][stem][1]))
+    rows.append(row("leave-one-type-out per run (the recorded folds; default pair below 8 labelled anomalies)",
+                    lambda split, stem: per[split][stem][2]))
     for lam in ORACLE_LAMBDAS:
         pick = {}
         for stem, (pts, *_) in per["usual"].items():
@@ -287,11 +291,8 @@ def frontier(args: argparse.Namespace) -> None:
             if stem in per["unseen"]:
                 value = value + lam * np.array([p[0] for p in per["unseen"][stem][0]])
             pick[stem] = int(np.argmax(value))
-        r = {"name": f"oracle per run, lambda {lam:g} (test labels: a bound, not a detector)"}
-        for split in ("usual", "unseen"):
-            pts = [per[split][stem][0][pick[stem]] for stem in per[split]]
-            r[f"{split} AUC-ROC"], r[f"{split} AUC-PR"] = np.mean(pts, 0)
-        rows.append(r)
+        rows.append(row(f"oracle per run, lambda {lam:g} (test labels: a bound, not a detector)",
+                        lambda split, stem: per[split][stem][0][pick[stem]]))
     table = pd.DataFrame(rows)
     today = table[table.name == f"cascade at {fl.CONFIDENT}, below {fl.BELOW_WEIGHT}"].iloc[0]
     table["unseen gap to iforest"] = table.loc[table.name == "iforest alone", "unseen AUC-ROC"].iloc[0] - table["unseen AUC-ROC"]
