@@ -226,3 +226,40 @@ def test_ray_detector_runs_in_driver(ray_cluster, tmp_path):
     assert res["error"].isna().all(), res["error"].to_dict()
     assert res.loc["dplan", "ran_in"] == "driver" and res.loc["iforest", "ran_in"] == "task"
     assert res.loc["dplan", "auc_roc"] > 0.5
+
+
+def test_unseen_types_split(ray_cluster, tmp_path, capsys):
+    """``--split unseen-types``: each run scores the test set of ``unseen_type_split`` (the same AUC
+    as fitting the detector on that split by hand); a seed without a second anomaly type is skipped
+    and said so, not failed; a resume on the other split is refused."""
+    from sklearn.metrics import roc_auc_score
+
+    from rlad.algorithms.registry import build_detector
+    from rlad.core.data import SplitConfig, adbench_split, load_dataset, unseen_type_split
+
+    wpbc, out = adbench_file("WPBC"), tmp_path / "unseen"  # seed 0 has two anomaly types at la 0.1, seed 1 not
+    args = ["bench", "--detectors", "iforest", "--data", str(wpbc), "--seeds", "0", "1", "--split", "unseen-types",
+            "--out", str(out), "--no-progress", "--detector-config", "iforest.n_estimators=20"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "seed 1: no unseen-types split" in printed and "1 (dataset, la, seed) without an unseen-types split skipped" in printed
+    res = pd.read_csv(out / "results.csv")
+    assert len(res) == 1 and res.loc[0, "split"] == "unseen-types" and res.loc[0, "seed"] == 0
+
+    split = unseen_type_split(adbench_split(load_dataset(wpbc), SplitConfig(la=0.1, seed=0)), seed=0)
+    det = build_detector("iforest", {"n_estimators": 20}, seed=0).fit(split.X_train, split.y_train_semi)
+    assert res.loc[0, "n_test"] == len(split.y_test) < 0.3 * load_dataset(wpbc).X.shape[0]
+    assert res.loc[0, "auc_roc"] == pytest.approx(roc_auc_score(split.y_test, det.decision_function(split.X_test)))
+
+    import json
+
+    meta = json.loads((out / "bench_config.json").read_text())
+    assert meta["protocol"]["split"] == "unseen-types"
+    assert meta["skipped"] == [{"dataset": res.loc[0, "dataset"], "la": 0.1, "seed": 1}]
+    report = (out / "report.md").read_text()
+    assert "Split: unseen types" in report and f"{res.loc[0, 'dataset']} (la 0.1, seed 1)" in report
+
+    assert main(args[:-2] + ["--split", "usual", "--resume"]) == 2
+    assert "holds a benchmark on the 'unseen-types' split" in capsys.readouterr().err
+    assert main(args[:-2] + ["--split", "novel"]) == 2
+    assert "split 'novel' is not one of usual, unseen-types" in capsys.readouterr().err

@@ -31,6 +31,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help="override one option (VALUE parsed as YAML; nested keys with dots), e.g. mamba_moe.epochs=5")
     p.add_argument("--id-column", default=None, help="CSV/Parquet: column of row ids, not a feature (as in rlad fit)")
     p.add_argument("--label-column", default=None, help="CSV/Parquet: column of labels (default: 'y' or 'label')")
+    p.add_argument("--split", default=None,
+                   help="usual (default: BenchConfig.split): ADBench's split; unseen-types: the labels show one anomaly "
+                        "type (a k-means cluster), the test holds the other (data sets without one are skipped)")
     p.add_argument("--max-rows", type=int, default=10_000, help="subsample larger datasets (stratified)")
     p.add_argument("--cpus-per-task", type=float, default=1, help="CPUs reserved by each Ray task")
     p.add_argument("--in-driver", nargs="*", default=None, metavar="NAME",
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             la=tuple(args.la), seeds=tuple(args.seeds), max_rows=args.max_rows, cpus_per_task=args.cpus_per_task,
             in_driver=frozenset(args.in_driver) if args.in_driver is not None else RAY_DETECTORS,
             progress=not args.no_progress, id_column=args.id_column, label_column=args.label_column,
+            **({"split": args.split} if args.split is not None else {}),
         )
         if any(not 0.0 <= la <= 1.0 for la in cfg.la):
             raise BenchError(f"--la values must be in [0, 1], got {list(cfg.la)}")
@@ -93,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     init_ray(num_cpus=args.num_cpus, address=args.address)
     try:
         result = run_bench(specs, args.data, cfg, out_dir=args.out, resume=args.resume, report=not args.no_report)
+    except BenchError as exc:  # found once the output folder is read (resume on another split)
+        print(f"rlad bench: error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if started_ray:
             ray.shutdown()

@@ -266,6 +266,14 @@ def write_report(results: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Pat
         blocks.append(("p", f"ADBench protocol: stratified {1 - proto.get('test_size', 0.3):.0%}/{proto.get('test_size', 0.3):.0%} split per seed, "
                             f"MinMax scaling fitted on train, at most {proto.get('max_rows')} rows per dataset, a fraction la of training "
                             f"anomalies labelled; detectors fit on (X_train, y_train_semi) and score the test rows."))
+        if proto.get("split", "usual") != "usual":
+            skipped = meta.get("skipped") or []
+            blocks.append(("p", "Split: unseen types. The training anomalies fall into two k-means clusters; the labelled ones "
+                                "come from the larger only, and the test set holds the normal rows and the other cluster's "
+                                "anomalies: how well a detector finds a type nobody labelled. "
+                                + (f"Skipped, without such a split (labelled anomalies of one type and 5 test anomalies of the other): "
+                                   + ", ".join(f"{k['dataset']} (la {k['la']:g}, seed {k['seed']})" for k in skipped) + "."
+                                   if skipped else "")))
     if meta.get("detectors"):
         cfg = pd.DataFrame([{"detector": d["label"], "kind": d["kind"], "overrides": json.dumps(d["config"]) if d["config"] else "(registry defaults)"}
                             for d in meta["detectors"]]).set_index("detector")

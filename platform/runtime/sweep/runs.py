@@ -1,9 +1,12 @@
 """Benchmark: any registered detectors over any ADBench-format files, with ADBench's protocol.
 
 One *run* is one ``(detector, dataset, la, seed)``: split the dataset with
-:func:`rlad.core.data.adbench_split` (``SplitConfig(la=la, seed=seed, max_rows=...)``), fit
-the detector on the training rows with the semi-supervised labels ``y_train_semi``, score the
-test rows, record AUC-ROC / AUC-PR, fit and score wall times and the ROC and PR curve points.
+:func:`rlad.core.data.adbench_split` (``SplitConfig(la=la, seed=seed, max_rows=...)``; with
+``split="unseen-types"``, then :func:`rlad.core.data.unseen_type_split`: the labels show one
+anomaly type, the test holds another), fit the detector on the training rows with the
+semi-supervised labels ``y_train_semi``, score the test rows, record AUC-ROC / AUC-PR, fit and
+score wall times and the ROC and PR curve points. A ``(dataset, la, seed)`` without a second
+anomaly type to hold out is skipped, logged and listed in ``bench_config.json``, not failed.
 
 Runs execute in parallel as Ray tasks (``cpus_per_task`` CPUs each, default 1). A run that raises
 returns a row whose ``error`` column holds ``"ExcType: message"`` (full traceback in
@@ -37,7 +40,9 @@ import numpy as np
 from rlad.core.errors import UserError
 from rlad.algorithms.registry import RAY_DETECTORS, build_detector, list_detectors
 from rlad.core.config import deep_merge
-from rlad.core.data import SUFFIXES, DatasetError, SplitConfig, TabularDataset, adbench_split, load_dataset, resolve_data
+from rlad.core.data import (
+    SUFFIXES, DatasetError, Split, SplitConfig, TabularDataset, adbench_split, load_dataset, resolve_data, unseen_type_split,
+)
 from rlad.core.metrics import auc_scores
 from rlad.platform.runtime.sweep.store import (
     BenchResult, RunStore, curve_points, curves_frame, empty_record, fail, json_default, results_frame, write_results,
@@ -128,6 +133,10 @@ def find_data_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 # -- one run --------------------------------------------------------------------------------------
+#: the benchmark's splits: ADBench's, and one whose test anomalies are of a type the labels do not show
+SPLITS = ("usual", "unseen-types")
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """Protocol and execution settings of a benchmark."""
@@ -136,6 +145,7 @@ class BenchConfig:
     seeds: tuple[int, ...] = (0,)
     max_rows: int = 10_000
     test_size: float = 0.3
+    split: str = "usual"  # one of SPLITS: "unseen-types" asks whether the labels teach anything about new types
     cpus_per_task: float = 1
     in_driver: frozenset[str] = RAY_DETECTORS  # kinds or labels run in the driver, one at a time
     max_retries: int = 1
@@ -144,15 +154,28 @@ class BenchConfig:
     id_column: str | None = None  # CSV/Parquet tables: a column of row ids (not a feature)
     label_column: str | None = None  # ... and the label column when not 'y'/'label'
 
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise BenchError(f"split {self.split!r} is not one of {', '.join(SPLITS)}")
+
+
+def make_split(ds: TabularDataset, la: float, seed: int, cfg: BenchConfig) -> Split | None:
+    """The run's train/test split under ``cfg.split``; None where the data set has no second
+    anomaly type to hold out at this seed (see :func:`unseen_type_split`)."""
+    split = adbench_split(ds, SplitConfig(test_size=cfg.test_size, max_rows=cfg.max_rows, la=la, seed=seed))
+    return split if cfg.split == "usual" else unseen_type_split(split, seed=seed)
+
 
 def run_one(spec: DetectorSpec, ds: TabularDataset, la: float, seed: int, cfg: BenchConfig, ran_in: str = "task") -> dict[str, Any]:
     """One run, in this process. Never raises: failures come back as a record with ``error``
     (and ``traceback``) set and NaN metrics."""
-    record = empty_record(spec.label, spec.kind, ds.name, la, seed, ran_in)
+    record = empty_record(spec.label, spec.kind, ds.name, la, seed, ran_in, cfg.split)
     row = record["row"]
     row["n_features"] = ds.n_features
     try:
-        split = adbench_split(ds, SplitConfig(test_size=cfg.test_size, max_rows=cfg.max_rows, la=la, seed=seed))
+        split = make_split(ds, la, seed, cfg)
+        if split is None:  # run_bench skips these before dispatch; a direct call says why
+            raise DatasetError(f"{ds.name}: no held-out anomaly type at la={la:g}, seed {seed} (unseen-types split)")
         row.update(n_train=len(split.X_train), n_test=len(split.X_test), n_labeled=int(split.y_train_semi.sum()))
         detector = spec.build(seed)
         start = time.perf_counter()
@@ -199,6 +222,11 @@ def run_bench(
     files = find_data_files(data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / "bench_config.json").exists():
+        earlier = json.loads((out / "bench_config.json").read_text()).get("protocol", {}).get("split", "usual")
+        if earlier != cfg.split:
+            raise BenchError(f"{out} holds a benchmark on the {earlier!r} split, not {cfg.split!r}: "
+                             "resume it with its own split, or write to another --out")
     store = RunStore(out, resume)
     if resume:
         log(f"[bench] resuming: {len(store.done)} successful run(s) already in {store.runs_path}")
@@ -215,6 +243,7 @@ def run_bench(
     todo_driver: list[tuple[DetectorSpec, str, Any, float, int]] = []
     datasets: dict[str, TabularDataset] = {}
     unreadable = 0
+    skipped: list[dict[str, Any]] = []  # (dataset, la, seed) without a split of cfg.split: not runs
     for path in files:
         pending = [(s, la, seed) for s in detectors for la in cfg.la for seed in cfg.seeds
                    if (s.label, path.stem, float(la), int(seed)) not in store.done]
@@ -226,16 +255,30 @@ def run_bench(
             unreadable += 1
             log(f"[bench] {exc}")
             for s, la, seed in pending:
-                store.append(fail(empty_record(s.label, s.kind, path.stem, la, seed, "driver"), exc))
+                store.append(fail(empty_record(s.label, s.kind, path.stem, la, seed, "driver", cfg.split), exc))
             continue
         datasets[ds.name] = ds
+        if cfg.split != "usual":
+            missing = set()
+            for la, seed in sorted({(float(la), int(seed)) for _, la, seed in pending}):
+                try:
+                    ok = make_split(ds, la, seed, cfg) is not None
+                except DatasetError:
+                    ok = True  # too few rows to split at all: the run fails and says so
+                if not ok:
+                    missing.add((la, seed))
+                    skipped.append({"dataset": ds.name, "la": la, "seed": seed})
+                    log(f"[bench] {ds.name} la={la:g} seed {seed}: no unseen-types split (it needs labelled "
+                        f"anomalies of one k-means type and 5 test anomalies of the other); skipped")
+            pending = [(s, la, seed) for s, la, seed in pending if (float(la), int(seed)) not in missing]
         for s, la, seed in pending:
             (todo_driver if in_driver(s) else todo_task).append((s, ds.name, None, float(la), int(seed)))
 
     total = len(todo_task) + len(todo_driver)
     log(f"[bench] {len(detectors)} detector(s) x {len(files)} dataset(s) x {len(cfg.la)} la x {len(cfg.seeds)} seed(s): "
         f"{total} run(s) to do ({len(todo_task)} as Ray tasks, {len(todo_driver)} in the driver)"
-        + (f"; {unreadable} unreadable dataset(s) recorded as failed" if unreadable else ""))
+        + (f"; {unreadable} unreadable dataset(s) recorded as failed" if unreadable else "")
+        + (f"; {len(skipped)} (dataset, la, seed) without an unseen-types split skipped" if skipped else ""))
     bar = tqdm(total=total, desc="bench", unit="run", disable=not cfg.progress, dynamic_ncols=True)
 
     def tick(r: dict[str, Any]) -> None:
@@ -260,7 +303,7 @@ def run_bench(
                     try:
                         r = ray.get(ref)
                     except Exception as exc:  # worker died, object lost, ...: record and go on
-                        r = fail(empty_record(s.label, s.kind, name, la, seed, "task"), exc)
+                        r = fail(empty_record(s.label, s.kind, name, la, seed, "task", cfg.split), exc)
                     store.append(r)
                     tick(r)
         for s, name, _, la, seed in todo_driver:
@@ -286,7 +329,7 @@ def run_bench(
     cfg_path = out / "bench_config.json"
     meta = json.loads(cfg_path.read_text())
     meta.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"), wall_s=round(time.time() - started, 3),
-                n_runs=len(result.results), n_failed=result.n_failed)
+                n_runs=len(result.results), n_failed=result.n_failed, skipped=skipped)
     cfg_path.write_text(json.dumps(meta, indent=2, default=json_default))
     result.files["config"] = cfg_path
     result.files["runs"] = store.runs_path

@@ -18,16 +18,17 @@ import pandas as pd
 
 #: Columns of ``results.csv`` / ``results.parquet``, one row per run.
 RESULT_COLUMNS = [
-    "detector", "kind", "dataset", "la", "seed", "auc_roc", "auc_pr", "fit_s", "score_s",
+    "detector", "kind", "dataset", "la", "seed", "split", "auc_roc", "auc_pr", "fit_s", "score_s",
     "n_train", "n_test", "n_features", "n_labeled", "ran_in", "error",
 ]
 CURVE_COLUMNS = ["detector", "dataset", "la", "seed", "curve", "point", "x", "y"]
 
 
-def empty_record(detector: str, kind: str, dataset: str, la: float, seed: int, ran_in: str) -> dict[str, Any]:
+def empty_record(detector: str, kind: str, dataset: str, la: float, seed: int, ran_in: str,
+                 split: str = "usual") -> dict[str, Any]:
     """A run record with NaN metrics, to be filled in (or failed)."""
     row: dict[str, Any] = {c: None for c in RESULT_COLUMNS}
-    row.update(detector=detector, kind=kind, dataset=dataset, la=float(la), seed=int(seed), ran_in=ran_in,
+    row.update(detector=detector, kind=kind, dataset=dataset, la=float(la), seed=int(seed), split=split, ran_in=ran_in,
                auc_roc=math.nan, auc_pr=math.nan, fit_s=math.nan, score_s=math.nan)
     return {"row": row, "curves": None, "traceback": None}
 
@@ -65,6 +66,7 @@ def run_key(row: dict[str, Any]) -> tuple[str, str, float, int]:
 
 def results_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame([r["row"] for r in records], columns=RESULT_COLUMNS)
+    df["split"] = df["split"].fillna("usual")  # runs recorded before the split was a setting
     for c in ("la", "auc_roc", "auc_pr", "fit_s", "score_s"):
         df[c] = df[c].astype("float64")
     for c in ("seed", "n_train", "n_test", "n_features", "n_labeled"):
