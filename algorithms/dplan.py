@@ -471,11 +471,19 @@ class DPLANDetector(BaseDetector):
                                                                              self.config.floor_weight, None)
 
     def adopt_q_network(self, X: np.ndarray, y: np.ndarray, q_network: QNetwork) -> "DPLANDetector":
-        """``adopt`` for a Q-network trained elsewhere (a Tune trial's episode): the floor is fitted
-        on ``X``, ``y`` as ``fit`` fits it, so a trial is validated on the score it would serve."""
-        self.q_network = q_network
-        self._fit_floor(np.asarray(X), np.asarray(y))
-        return self.adopt(X, self._get_state())
+        """``adopt`` for a Q-network trained elsewhere (a Tune trial's episode), so a trial is
+        validated on the score it would serve (the floor: :meth:`_after_adopt`)."""
+        return self.adopt(X, {"q_network": dict(q_network.state_dict())}, y)
+
+    def _after_adopt(self, X: np.ndarray, y: Any, fit_params: dict[str, np.ndarray]) -> None:
+        """A Q-network trained elsewhere (its state has no floor) gets the floor ``fit`` gives it
+        (``floor_weight`` > 0), fitted on ``X``, ``y`` before the one calibration; without ``y``
+        it is refused rather than served without the floor."""
+        if self.config.floor_weight <= 0 or self.floor_ is not None:
+            return
+        if y is None:
+            raise ValueError("DPLANDetector.adopt needs y to fit the floor (floor_weight > 0) on a Q-network trained elsewhere")
+        self._fit_floor(X, np.asarray(y).astype(np.int64).ravel())
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         q = self.q_network.anomaly_scores(X)

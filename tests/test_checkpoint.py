@@ -91,7 +91,8 @@ def test_checkpoints_leave_the_runtime_section_out_and_older_ones_still_load(tmp
     from rlad.core.config import from_dict, learned_options
 
     X = np.random.default_rng(0).random((50, 4)).astype(np.float32)
-    det = DPLANDetector(runtime={"num_env_runners": 3, "num_cpus": 7}).adopt(X, {"q_network": QNetwork(4).state_dict()})
+    det = DPLANDetector(runtime={"num_env_runners": 3, "num_cpus": 7}).adopt(X, {"q_network": QNetwork(4).state_dict()},
+                                                                          (np.arange(50) < 3).astype(np.int64))
     kind, config, state = load_checkpoint(det.save(tmp_path / "d.pt"))
     assert "runtime" not in config["model"] and "rollout" not in learned_options(SwiftHydraConfig())
     assert DPLANDetector.load(tmp_path / "d.pt").config.runtime == DPLANRuntime()

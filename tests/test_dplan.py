@@ -279,6 +279,14 @@ def test_floor_fuses_q_with_an_iforest_on_all_training_rows(trained, split):
     np.testing.assert_allclose(proba, untail(expected))  # the fused tail score mapped back to a quantile
     adopted = DPLANDetector(contamination=0.02, **FAST).adopt_q_network(split.X_train, split.y_train_semi, trained.q_network)
     np.testing.assert_allclose(adopted.decision_function(X), trained.decision_function(X))
+    assert adopted.threshold_ == trained.threshold_  # calibrated once, on the fused score
+    bare = {"q_network": dict(trained.q_network.state_dict())}  # a Q-network trained elsewhere: no floor in its state
+    with pytest.raises(ValueError, match="needs y to fit the floor"):  # not served without it
+        DPLANDetector(contamination=0.02, **FAST).adopt(split.X_train, bare)
+    floorless = DPLANDetector(contamination=0.02, **{**FAST, "floor_weight": 0.0}).adopt(split.X_train, bare)
+    np.testing.assert_allclose(floorless.decision_function(X), q)
+    floored = DPLANDetector(contamination=0.02, **FAST).adopt(split.X_train, trained._get_state())  # a floor saved: y not needed
+    np.testing.assert_allclose(floored.decision_function(X), trained.decision_function(X))
 
 
 def test_save_load_round_trip(trained, split, tmp_path):
