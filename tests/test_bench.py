@@ -259,6 +259,8 @@ def test_unseen_types_split(ray_cluster, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "Split: unseen types" in report and f"{res.loc[0, 'dataset']} (la 0.1, seed 1)" in report
 
+    assert main([*args[:6], "1", *args[8:-2], "--out", str(tmp_path / "none")]) == 2  # seed 1 only: nothing to run
+    assert "no data set has an unseen-types split at la [0.1] and seeds [1]" in capsys.readouterr().err
     assert main(args[:-2] + ["--split", "usual", "--resume"]) == 2
     assert "holds a benchmark on the 'unseen-types' split" in capsys.readouterr().err
     assert main(args[:-2] + ["--split", "novel"]) == 2

@@ -275,6 +275,11 @@ def run_bench(
             (todo_driver if in_driver(s) else todo_task).append((s, ds.name, None, float(la), int(seed)))
 
     total = len(todo_task) + len(todo_driver)
+    if skipped and not total and not store.done and not unreadable:
+        store.close()
+        raise BenchError(f"no data set has an unseen-types split at la {list(cfg.la)} and seeds {list(cfg.seeds)} "
+                         "(it needs labelled anomalies of one k-means type and 5 test anomalies of the other): "
+                         "try more seeds, a higher --la or more rows")
     log(f"[bench] {len(detectors)} detector(s) x {len(files)} dataset(s) x {len(cfg.la)} la x {len(cfg.seeds)} seed(s): "
         f"{total} run(s) to do ({len(todo_task)} as Ray tasks, {len(todo_driver)} in the driver)"
         + (f"; {unreadable} unreadable dataset(s) recorded as failed" if unreadable else "")
