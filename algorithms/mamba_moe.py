@@ -456,9 +456,12 @@ def train_members(X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, n_experts: 
     ``inputs``: the real rows the neighbours' reference and rank knots come from (all of them, also
     where ``X`` is one worker's shard, so replicas agree). ``wrap`` (Ray Train's ``prepare_model``)
     wraps a network for training; ``on_epoch(nets, epoch, loss)`` sees the networks so far, the
-    one in training last."""
+    one in training last. Several members report their count as progress (a bar over the members,
+    not one whose epochs restart with each member)."""
     nets: list[MambaMoE] = []
-    for seed in member_seeds(cfg):
+    for i, seed in enumerate(member_seeds(cfg)):
+        if cfg.members > 1:
+            progress.update("member", i, cfg.members)
         torch.manual_seed(seed)
         net = MambaMoE(X.shape[1], n_experts, cfg)
         net.fit_inputs(inputs, seed)
@@ -466,6 +469,8 @@ def train_members(X: np.ndarray, y: np.ndarray, cfg: MambaMoEConfig, n_experts: 
         report = None if on_epoch is None else (lambda epoch, loss: on_epoch(nets, epoch, loss))
         losses = train_mamba_moe(net if wrap is None else wrap(net), X, y, dataclasses.replace(cfg, seed=seed), device,
                                  pos_weight, on_epoch=report, sample_weight=sample_weight, target=target)
+        if cfg.members > 1 and len(nets) == cfg.members:
+            progress.update("member", cfg.members, cfg.members)
         yield nets, losses
 
 

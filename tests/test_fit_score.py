@@ -115,7 +115,7 @@ def test_folder_is_scored_by_ray_tasks(ray_cluster, cardio, fitted, tmp_path):
 def test_semi_supervised_fit_reports_progress(cardio, tmp_path):
     df, y = cardio
     df.to_parquet(tmp_path / "t.parquet")
-    (tmp_path / "cfg.yaml").write_text("epochs: 3\nmembers: 1\nfloor_weight: 0.3\n")  # the preset, light
+    (tmp_path / "cfg.yaml").write_text("epochs: 3\nmembers: 2\nfloor_weight: 0.3\n")  # the preset, light
     seen = []
     with progress.listen(lambda unit, done, total, metrics: seen.append((unit, done, total))):
         assert main(["fit", "mamba_moe", "--data", str(tmp_path / "t.parquet"), "--label-column", "known", "--id-column", "id",
@@ -123,6 +123,8 @@ def test_semi_supervised_fit_reports_progress(cardio, tmp_path):
     model = load_detector(tmp_path / "m.pt")
     assert model.inner.kind == "mamba_moe" and auc_scores(y, model.decision_function(df.iloc[:, 1:22].to_numpy()))["auc_roc"] > 0.8
     assert ("epoch", 3, 3) in seen
+    members = [s for s in seen if s[0] == "member"]  # the bar follows the members, not epochs restarting
+    assert members[:2] == [("member", 0, 2), ("member", 1, 2)] and members[-1] == ("member", 2, 2)
 
 
 def test_progress_reaches_only_active_listeners():

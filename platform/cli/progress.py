@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 from rlad.core import progress
 
-#: Outer loops win: a round of Swift Hydra contains epochs of its detector.
-LEVEL = {"epoch": 0, "iteration": 1, "episode": 2, "round": 3}
+#: Outer loops win: a round of Swift Hydra contains epochs of its detector's member networks.
+LEVEL = {"epoch": 0, "member": 1, "iteration": 2, "episode": 3, "round": 4}
 
 
 @contextmanager
