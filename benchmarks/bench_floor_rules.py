@@ -11,6 +11,9 @@ choosing the weight from the folds as ``algorithms/floor.py`` does, and prints p
 the test AUC-PR and the gap to CatBoost (``--csv``: the per-rule table). Rules are chosen on seeds
 0-2 only; ``bench_default_detector.py --compare`` confirms the chosen one on seeds 3-5.
 
+``--bagging SHARE...`` (issue 37 trial): refits the members of each dump's detector on random
+shares of the features and replays today's cascade on them (:func:`bagging`).
+
     nice -n 10 python benchmarks/bench_floor_rules.py --dump runs/floor --datasets skin Waveform pendigits cover shuttle satellite annthyroid thyroid mammography --seeds 0 1 2
     python benchmarks/bench_floor_rules.py runs/floor --csv benchmarks/results/floor_rules_dev.csv
 """
@@ -236,7 +239,8 @@ def replay_fusions(args: argparse.Namespace) -> None:
 #: issue 37: the cascade's two settings, top threshold (before top_share_start lowers it) and IForest weight below
 FRONTIER_TOPS, FRONTIER_BELOWS = (0.8, 0.85, 0.9, 0.95), (0.5, 0.7, 0.85, 1.0)
 NOVEL_GAP = 0.02  # the preset's rule: unseen-types AUC-ROC within this of the IForest's (issue 37's target)
-ORACLE_LAMBDAS = (1.0, 2.0, 1000.0)  # the oracle bound's weight of unseen AUC-ROC against usual AUC-PR
+ORACLE_LAMBDAS = (1.0, 2.0, 1000.0)
+BAGGING_SEED = 1000  # a member's features: default_rng(BAGGING_SEED * seed + member)  # the oracle bound's weight of unseen AUC-ROC against usual AUC-PR
 
 
 def _loto_pair(folds: list, weight: float, grid: list) -> tuple[float, float]:
@@ -309,6 +313,57 @@ def frontier(args: argparse.Namespace) -> None:
         print(f"wrote {args.csv}")
 
 
+def bagging(args: argparse.Namespace) -> None:
+    """Issue 37 trial: feature bagging across the default detector's members. On each dump's split
+    (recomputed; asserted to be the dump's), the preset's members are refitted one by one with
+    their own seeds, each on a random ``share`` of the features (their neighbour distance and ranks
+    computed on them); their logits are averaged as the preset averages its members'. Share 1.0
+    reproduces the dump's network exactly. Then today's cascade (weight from the recorded folds, top
+    share from the new network's training scores) beside today's network, the IForest and each share."""
+    import pandas as pd
+    import torch
+
+    from rlad.algorithms.registry import PRESETS, build_detector
+    from rlad.core.data import SplitConfig, adbench_file, adbench_split, load_dataset, unseen_type_split
+
+    torch.set_num_threads(1)
+    members = PRESETS["mamba_moe"]["members"]
+    rows = []
+    for split_name, folder in zip(("usual", "unseen"), args.bagging_dumps):
+        for stem, z, folds in load_dumps(folder):
+            name, seed = stem.rsplit("_", 1)
+            seed = int(seed)
+            split = adbench_split(load_dataset(adbench_file(name)), SplitConfig(max_rows=args.max_rows, seed=seed))
+            if split_name == "unseen":
+                split = unseen_type_split(split, seed=seed)
+            assert np.array_equal(split.y_test, z["y_test"]), f"{stem}: not the dump's split (--max-rows?)"
+            y, ys, w, d = z["y_test"], split.y_train_semi, _rule_weight(folds), split.X_train.shape[1]
+            arms = {"today's default (the cascade on its network)": (z["qn"], z["net_tr"]), "iforest alone": None}
+            for share in args.bagging:
+                tr, te = np.zeros(len(ys)), np.zeros(len(y))
+                for m in range(members):
+                    rng = np.random.default_rng(BAGGING_SEED * seed + m)
+                    cols = np.arange(d) if share >= 1 else np.sort(rng.choice(d, max(2, round(share * d)), replace=False))
+                    det = build_detector("mamba_moe", {"members": 1, "floor": False}, seed=seed + m).fit(split.X_train[:, cols], ys)
+                    tr += det.logits(split.X_train[:, cols]) / members
+                    te += det.logits(split.X_test[:, cols]) / members
+                arms[f"each member on {share:g} of the features, then the cascade"] = (fl.calibrate(te, fl.quantile_knots(tr[ys == 0])), tr)
+            for arm, net in arms.items():
+                score = z["qf"] if net is None else fl.cascade(net[0], z["qf"], w, fl.top_share_start(net[1], ys))
+                rows.append({"split": split_name, "arm": arm, "dataset": name,
+                             "roc": roc_auc_score(y, score), "pr": average_precision_score(y, score)})
+            print(stem, flush=True)
+    df = pd.DataFrame(rows)
+    table = pd.DataFrame([{"split": split, "arm": arm, "runs": len(g), "AUC-ROC": round(g["roc"].mean(), 4),
+                           "AUC-PR": round(g["pr"].mean(), 4),
+                           "seed sd AUC-PR": round(g.groupby("dataset")["pr"].std(ddof=1).mean(), 4)}
+                          for (split, arm), g in df.groupby(["split", "arm"], sort=False)])
+    print(table.to_string(index=False))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir", nargs="?", default="runs/floor")
@@ -326,8 +381,13 @@ def main() -> None:
                     help="--fusions: these fusions only (default: all of FUSIONS)")
     ap.add_argument("--frontier", nargs=2, metavar=("USUAL", "UNSEEN"), default=None,
                     help="issue 37's trade-off: the cascade grid on a usual and an unseen-types dump folder")
+    ap.add_argument("--bagging", nargs="+", type=float, metavar="SHARE", default=None,
+                    help="issue 37 trial: refit the members on these shares of the features (with --bagging-dumps)")
+    ap.add_argument("--bagging-dumps", nargs=2, metavar=("USUAL", "UNSEEN"), default=["runs/share_usual", "runs/share_unseen"])
     args = ap.parse_args()
-    if args.frontier:
+    if args.bagging:
+        bagging(args)
+    elif args.frontier:
         frontier(args)
     elif args.fusions:
         replay_fusions(args)
