@@ -116,6 +116,32 @@ def test_leave_one_type_out_moves_the_weight_to_the_iforest_when_held_out_types_
     assert few.choice["rule"] == "default" and few.weight == fl.DEFAULT_WEIGHT
 
 
+def test_one_labelled_anomaly_orders_every_row_by_the_tail_fusion(tmp_path):
+    """Issue 34 (``floor_one_label_dev.csv``): with a single labelled anomaly and no weight given, the
+    floor drops the cascade (one row cannot show a type: the network's top holds normal rows above
+    the anomalies the IForest isolates) and orders every row by the tail fusion at
+    ``ONE_LABEL_WEIGHT``; two labelled anomalies keep the cascade, a given weight is kept, and the
+    choice survives save and load."""
+    X, y = two_types(np.random.default_rng(2))
+    one = np.zeros_like(y)
+    one[np.flatnonzero(y == 1)[0]] = 1
+    net = np.random.default_rng(3).random(len(y))  # a network that learnt nothing from one row
+    f = fl.Floor(0).fit(X, one, net, None, None)
+    assert (f.fusion, f.weight, f.choice["rule"]) == ("tail", fl.ONE_LABEL_WEIGHT, "one labelled anomaly")
+    qn, qf = fl.calibrate(net, f.net_knots), fl.calibrate(f.free_score(X), f.free_knots)
+    np.testing.assert_allclose(f.score(X, net), fl.fuse(qn, qf, fl.ONE_LABEL_WEIGHT))
+    two = one.copy()
+    two[np.flatnonzero(y == 1)[1]] = 1
+    assert fl.Floor(0).fit(X, two, net, None, None).fusion == "cascade"
+    given = fl.Floor(0).fit(X, one, net, 0.2, None)
+    assert (given.fusion, given.weight) == ("cascade", 0.2)
+    det = MambaMoEDetector(members=1, epochs=1, floor=True, d_model=8, d_state=4).fit(X, one)
+    assert det.floor_.fusion == "tail" and det.floor_.weight == fl.ONE_LABEL_WEIGHT
+    back = load_detector(det.save(tmp_path / "one.pt"))
+    assert back.floor_.fusion == "tail"
+    np.testing.assert_allclose(back.decision_function(X), det.decision_function(X), rtol=1e-5)
+
+
 def test_registry_default_is_the_large_detector_with_the_floor():
     assert DEFAULT_DETECTOR == "mamba_moe"
     cfg = build_detector("mamba_moe").config
