@@ -231,6 +231,18 @@ class Floor:
         return float(WEIGHTS[best]), {"rule": "leave-one-type-out", "held_type_auc": held.round(4).tolist(),
                                       "seen_auc": seen.round(4).tolist(), "weights": list(WEIGHTS)}
 
+    def describe(self) -> str:
+        """What the fitted floor does, in one line (``rlad fit`` prints it): a user sees which rule
+        set the IForest's weight and whether the cascade keeps the network's top."""
+        why = {"given": "as configured", "default": f"the default below {MIN_ANOMALIES} labelled anomalies",
+               "leave-one-type-out": "chosen by leave-one-type-out",
+               "one labelled anomaly": "one labelled anomaly cannot show a type"}.get(str(self.choice.get("rule")))
+        why = f" ({why})" if why else ""
+        if self.fusion == "cascade":
+            return (f"the network's top {1 - self.confident:.0%} of rows first, at IForest weight {self.weight:g}{why}; "
+                    f"every other row at IForest weight {self.below:g}")
+        return f"every row by the {self.fusion} fusion at IForest weight {self.weight:g}{why}"
+
     def score(self, X: np.ndarray, net_scores: np.ndarray) -> np.ndarray:
         qn, qf = calibrate(net_scores, self.net_knots), calibrate(self.free_score(X), self.free_knots)
         if self.fusion == "cascade":

@@ -128,6 +128,7 @@ def test_one_labelled_anomaly_orders_every_row_by_the_tail_fusion(tmp_path):
     net = np.random.default_rng(3).random(len(y))  # a network that learnt nothing from one row
     f = fl.Floor(0).fit(X, one, net, None, None)
     assert (f.fusion, f.weight, f.choice["rule"]) == ("tail", fl.ONE_LABEL_WEIGHT, "one labelled anomaly")
+    assert f.describe() == "every row by the tail fusion at IForest weight 0.5 (one labelled anomaly cannot show a type)"
     qn, qf = fl.calibrate(net, f.net_knots), fl.calibrate(f.free_score(X), f.free_knots)
     np.testing.assert_allclose(f.score(X, net), fl.fuse(qn, qf, fl.ONE_LABEL_WEIGHT))
     two = one.copy()
@@ -234,6 +235,7 @@ def test_fit_cli_defaults_to_the_recommended_detector_and_prints_its_validation(
     out = capsys.readouterr().out
     assert seen["detector"] == "mamba_moe"
     assert "detector mamba_moe (registry preset" in out and "validation AUC 0.7500" in out
+    assert "[fit] unsupervised floor: the network's top" in out and "at IForest weight 0.3 (as configured)" in out
 
 
 def test_swing_summary_separates_the_model_seeds_from_the_splits(capsys):

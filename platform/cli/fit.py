@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"[fit] detector {args.detector} ({preset}{', with ' + args.config if args.config else ''}); "
           + (f"validation AUC {auc:.4f} on a held-out {args.val_share:.0%} of labelled anomalies vs unlabelled rows"
              if auc is not None else "no validation AUC (needs labelled anomalies and --val-share > 0)"), flush=True)
+    if (floor := getattr(detector.inner, "floor_", None)) is not None:
+        print(f"[fit] unsupervised floor: {floor.describe()}", flush=True)
     path = detector.save(args.save)
     if bad:
         side = Path(str(path) + ".bad_rows.csv")
