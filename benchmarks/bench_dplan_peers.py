@@ -43,6 +43,7 @@ import torch
 
 from bench_dplan import QUICK, bare_dqn_steps_per_s  # this script's folder is on sys.path
 from bench_swift_hydra_ablation import DATASETS, METRICS, versus
+from rlad.algorithms import floor as fl
 from rlad.algorithms.dplan import DPLANConfig, DPLANDetector, DPLANRuntime, QNetwork
 from rlad.algorithms.registry import build_detector
 from rlad.core.data import SplitConfig, adbench_file, adbench_split, contaminate, load_dataset, unseen_type_split
@@ -127,8 +128,8 @@ def intrinsic_share(rewards: np.ndarray, weight: float) -> float | None:
 #: default detector's weight without enough anomalies, 0.5 DPLAN's default
 FLOOR_ARMS = {"dplan_floor": ("tail", 0.2, None, None), "dplan_floor_0.5": ("tail", 0.5, None, None),
               **{f"dplan_floor_{w}": ("tail", w, None, None) for w in (0.55, 0.6, 0.65, 0.7, 0.8)},
-              "dplan_cascade": ("cascade", 0.2, 0.5, 0.85), "dplan_cascade_0.5": ("cascade", 0.5, 0.5, 0.85),
-              "dplan_cascade_0.5_below_1": ("cascade", 0.5, 1.0, 0.85),
+              "dplan_cascade": ("cascade", 0.2, 0.5, fl.CONFIDENT), "dplan_cascade_0.5": ("cascade", 0.5, 0.5, fl.CONFIDENT),
+              "dplan_cascade_0.5_below_1": ("cascade", 0.5, 1.0, fl.CONFIDENT),
               **{f"dplan_cascade_0.5_below_1_top_{c}": ("cascade", 0.5, 1.0, c) for c in (0.9, 0.95)}}
 
 
@@ -137,7 +138,6 @@ def floor_arms(split, det: DPLANDetector, seed: int) -> dict[str, dict]:
     ``algorithms/floor.py``) for each arm of :data:`FLOOR_ARMS`: what ``DPLANDetector`` computes with
     that ``floor_weight`` and ``floor_fusion`` (the cascade's lower weight aside; its top share as the
     floor fits it), on the same fitted Q-network."""
-    from rlad.algorithms import floor as fl
 
     X, y = split.X_train, split.y_train_semi
     start = time.perf_counter()  # fit s: the floor's own (one IForest for every arm), on top of DPLAN's
