@@ -14,6 +14,10 @@ the test AUC-PR and the gap to CatBoost (``--csv``: the per-rule table). Rules a
 ``--bagging SHARE...`` (issue 37 trial): refits the members of each dump's detector on random
 shares of the features and replays today's cascade on them (:func:`bagging`).
 
+``--label-count N`` (issue 34 trial): scores the dumps with exactly N labelled anomalies as the
+one-label rule scores one (the tail fusion at ``ONE_LABEL_WEIGHT``) or by the IForest alone, every
+other dump as today's floor does (:func:`label_count`).
+
     nice -n 10 python benchmarks/bench_floor_rules.py --dump runs/floor --datasets skin Waveform pendigits cover shuttle satellite annthyroid thyroid mammography --seeds 0 1 2
     python benchmarks/bench_floor_rules.py runs/floor --csv benchmarks/results/floor_rules_dev.csv
 """
@@ -313,6 +317,49 @@ def frontier(args: argparse.Namespace) -> None:
         print(f"wrote {args.csv}")
 
 
+def _today(z, folds: list) -> np.ndarray:
+    """Today's floor on a dump: the tail fusion at ``ONE_LABEL_WEIGHT`` with one labelled anomaly,
+    otherwise the cascade with the weight from the recorded folds (``Floor.fit``)."""
+    if int(z["y_semi"].sum()) == 1:
+        return fl.fuse(z["qn"], z["qf"], fl.ONE_LABEL_WEIGHT)
+    return fl.cascade(z["qn"], z["qf"], _rule_weight(folds), fl.top_share_start(z["net_tr"], z["y_semi"]))
+
+
+def label_count(args: argparse.Namespace) -> None:
+    """Issue 34 trial: would the one-label rule narrow the seed spread if it also took the runs with
+    ``args.label_count`` labelled anomalies? Per arm over the dumps of ``args.dir``: mean AUC-ROC
+    and AUC-PR, the mean over data sets of the seed-to-seed sd of AUC-PR, and the same on the data
+    sets whose runs have that many labelled anomalies; CatBoost and the IForest beside them."""
+    import pandas as pd
+
+    n_rule = args.label_count
+    arms = {"today's default": lambda z, folds: _today(z, folds),
+            f"tail fusion at {fl.ONE_LABEL_WEIGHT:g} with {n_rule} labelled": lambda z, folds: fl.fuse(z["qn"], z["qf"], fl.ONE_LABEL_WEIGHT),
+            f"iforest alone with {n_rule} labelled": lambda z, folds: z["qf"],
+            "catboost": lambda z, folds: z["catboost"], "iforest alone": lambda z, folds: z["qf"]}
+    rows = []
+    for stem, z, folds in load_dumps(args.dir):
+        y, n = z["y_test"], int(z["y_semi"].sum())
+        for arm, score in arms.items():
+            s = score(z, folds) if (n == n_rule or not arm.endswith(" labelled")) else _today(z, folds)
+            rows.append({"arm": arm, "dataset": stem.rsplit("_", 1)[0], "hit": n == n_rule,
+                         "roc": roc_auc_score(y, s), "pr": average_precision_score(y, s)})
+    df = pd.DataFrame(rows)
+    out = []
+    for arm, g in df.groupby("arm", sort=False):
+        hit = g[g["hit"]]
+        out.append({"arm": arm, "runs": len(g), f"runs with {n_rule} labelled": len(hit),
+                    "AUC-ROC": g["roc"].mean(), "AUC-PR": g["pr"].mean(),
+                    "seed sd AUC-PR": g.groupby("dataset")["pr"].std(ddof=1).mean(),
+                    f"AUC-PR, {n_rule} labelled": hit["pr"].mean(),
+                    f"seed sd AUC-PR, {n_rule} labelled": hit.groupby("dataset")["pr"].std(ddof=1).mean()})
+    table = pd.DataFrame(out).round(4)
+    print(table.to_string(index=False))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+
+
 def bagging(args: argparse.Namespace) -> None:
     """Issue 37 trial: feature bagging across the default detector's members. On each dump's split
     (recomputed; asserted to be the dump's), the preset's members are refitted one by one with
@@ -383,10 +430,14 @@ def main() -> None:
                     help="issue 37's trade-off: the cascade grid on a usual and an unseen-types dump folder")
     ap.add_argument("--bagging", nargs="+", type=float, metavar="SHARE", default=None,
                     help="issue 37 trial: refit the members on these shares of the features (with --bagging-dumps)")
+    ap.add_argument("--label-count", type=int, metavar="N", default=None,
+                    help="issue 34 trial: the one-label rule's scoring for the dumps with N labelled anomalies (in DIR)")
     ap.add_argument("--bagging-dumps", nargs=2, metavar=("USUAL", "UNSEEN"), default=["runs/share_usual", "runs/share_unseen"])
     args = ap.parse_args()
     if args.bagging:
         bagging(args)
+    elif args.label_count is not None:
+        label_count(args)
     elif args.frontier:
         frontier(args)
     elif args.fusions:
