@@ -18,6 +18,9 @@ shares of the features and replays today's cascade on them (:func:`bagging`).
 one-label rule scores one (the tail fusion at ``ONE_LABEL_WEIGHT``) or by the IForest alone, every
 other dump as today's floor does (:func:`label_count`).
 
+``--anatomy`` (issue 37): where today's floor loses to the IForest on unseen types, per data set
+of an unseen-types dump folder (:func:`anatomy`).
+
     nice -n 10 python benchmarks/bench_floor_rules.py --dump runs/floor --datasets skin Waveform pendigits cover shuttle satellite annthyroid thyroid mammography --seeds 0 1 2
     python benchmarks/bench_floor_rules.py runs/floor --csv benchmarks/results/floor_rules_dev.csv
 """
@@ -360,6 +363,33 @@ def label_count(args: argparse.Namespace) -> None:
         print(f"wrote {args.csv}")
 
 
+def anatomy(args: argparse.Namespace) -> None:
+    """Issue 37: why the floor stays below the IForest on unseen types. Per data set of the dumps in
+    ``args.dir`` (test AUC-ROC): today's floor, the IForest, the network alone, the tail fusion below
+    the top applied to every row (today without its top), and the shares of normal rows and of
+    (unseen-type) anomalies among the test rows the cascade puts on top."""
+    import pandas as pd
+
+    rows = []
+    for stem, z, folds in load_dumps(args.dir):
+        y, ys = z["y_test"], z["y_semi"]
+        top = z["qn"] >= fl.top_share_start(z["net_tr"], ys)
+        rows.append({"dataset": stem.rsplit("_", 1)[0], "labelled anomalies": int(ys.sum()),
+                     "today's floor": roc_auc_score(y, _today(z, folds)), "iforest": roc_auc_score(y, z["qf"]),
+                     "network alone": roc_auc_score(y, z["qn"]),
+                     "below-top fusion on every row": roc_auc_score(y, fl.fuse(z["qn"], z["qf"], fl.BELOW_WEIGHT)),
+                     "normal rows on top": top[y == 0].mean(), "anomalies on top": top[y == 1].mean()})
+    df = pd.DataFrame(rows)
+    table = df.groupby("dataset", sort=False).mean()
+    table.insert(0, "runs", df.groupby("dataset", sort=False).size())
+    table.loc["all runs"] = [len(df), *df.drop(columns="dataset").mean()]
+    table = table.reset_index().round(3)
+    print(table.to_string(index=False))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+
+
 def bagging(args: argparse.Namespace) -> None:
     """Issue 37 trial: feature bagging across the default detector's members. On each dump's split
     (recomputed; asserted to be the dump's), the preset's members are refitted one by one with
@@ -432,12 +462,16 @@ def main() -> None:
                     help="issue 37 trial: refit the members on these shares of the features (with --bagging-dumps)")
     ap.add_argument("--label-count", type=int, metavar="N", default=None,
                     help="issue 34 trial: the one-label rule's scoring for the dumps with N labelled anomalies (in DIR)")
+    ap.add_argument("--anatomy", action="store_true",
+                    help="issue 37: where today's floor loses to the IForest, per data set of the unseen-types dumps in DIR")
     ap.add_argument("--bagging-dumps", nargs=2, metavar=("USUAL", "UNSEEN"), default=["runs/share_usual", "runs/share_unseen"])
     args = ap.parse_args()
     if args.bagging:
         bagging(args)
     elif args.label_count is not None:
         label_count(args)
+    elif args.anatomy:
+        anatomy(args)
     elif args.frontier:
         frontier(args)
     elif args.fusions:
