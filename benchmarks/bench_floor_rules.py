@@ -250,6 +250,15 @@ ORACLE_LAMBDAS = (1.0, 2.0, 1000.0)
 BAGGING_SEED = 1000  # a member's features: default_rng(BAGGING_SEED * seed + member)  # the oracle bound's weight of unseen AUC-ROC against usual AUC-PR
 
 
+def _today(z, folds: list, confident: float = fl.CONFIDENT, below: float = fl.BELOW_WEIGHT) -> np.ndarray:
+    """A dump scored as ``Floor.fit`` would with this cascade dial (today's by default): the tail
+    fusion at ``ONE_LABEL_WEIGHT`` with one labelled anomaly, otherwise the cascade with the weight
+    from the recorded folds."""
+    if int(z["y_semi"].sum()) == 1:
+        return fl.fuse(z["qn"], z["qf"], fl.ONE_LABEL_WEIGHT)
+    return fl.cascade(z["qn"], z["qf"], _rule_weight(folds), fl.top_share_start(z["net_tr"], z["y_semi"], confident), below)
+
+
 def _loto_pair(folds: list, weight: float, grid: list) -> tuple[float, float]:
     """The grid pair a fit could choose itself: ``Floor.choose_weight``'s rule (the best held-out-type
     AUC among pairs within the tolerance of the best ordinary validation AUC) on the recorded
@@ -262,7 +271,8 @@ def _loto_pair(folds: list, weight: float, grid: list) -> tuple[float, float]:
 
 def frontier(args: argparse.Namespace) -> None:
     """Issue 37's trade-off on the development dumps: every cascade of the grid on the usual split
-    (first folder) and the unseen-types split (second), the IForest alone beside them. Marks the
+    (first folder) and the unseen-types split (second), as a fit with that dial scores them (the
+    one-label rule included: :func:`_today`), the IForest alone beside them. Marks the
     points meeting issue 37's targets for the default (usual AUC-PR within 0.01 of today's cascade,
     unseen AUC-ROC within 0.02 of the IForest's) and the ``mamba_moe_novel`` rule: among points within
     ``NOVEL_GAP`` of the IForest on unseen types, the best usual AUC-PR. Then a bound no detector
@@ -277,9 +287,9 @@ def frontier(args: argparse.Namespace) -> None:
     for split, folder in zip(("usual", "unseen"), args.frontier):
         per[split] = {}
         for stem, z, folds in load_dumps(folder):
-            y, w = z["y_test"], _rule_weight(folds)
-            scores = [fl.cascade(z["qn"], z["qf"], w, fl.top_share_start(z["net_tr"], z["y_semi"], c), b) for c, b in grid]
-            loto = scores[grid.index(_loto_pair(folds, w, grid))]
+            y = z["y_test"]
+            scores = [_today(z, folds, c, b) for c, b in grid]
+            loto = scores[grid.index(_loto_pair(folds, _rule_weight(folds), grid))]
             per[split][stem] = ([(roc_auc_score(y, s), average_precision_score(y, s)) for s in scores],
                                 (roc_auc_score(y, z["qf"]), average_precision_score(y, z["qf"])),
                                 (roc_auc_score(y, loto), average_precision_score(y, loto)))
@@ -320,12 +330,6 @@ def frontier(args: argparse.Namespace) -> None:
         print(f"wrote {args.csv}")
 
 
-def _today(z, folds: list) -> np.ndarray:
-    """Today's floor on a dump: the tail fusion at ``ONE_LABEL_WEIGHT`` with one labelled anomaly,
-    otherwise the cascade with the weight from the recorded folds (``Floor.fit``)."""
-    if int(z["y_semi"].sum()) == 1:
-        return fl.fuse(z["qn"], z["qf"], fl.ONE_LABEL_WEIGHT)
-    return fl.cascade(z["qn"], z["qf"], _rule_weight(folds), fl.top_share_start(z["net_tr"], z["y_semi"]))
 
 
 def label_count(args: argparse.Namespace) -> None:
