@@ -138,10 +138,8 @@ def replay(args: argparse.Namespace) -> None:
                     "worst_gap": gap.max(), "runs_gap_over_0.15": int((gap > GAP).sum()),
                     **{f"gap {d}": gap[df["dataset"] == d].mean() for d in sorted(df["dataset"].unique())}})
     table = pd.DataFrame(out).round(3)
-    print(f"{len(df)} runs\n{table.to_string(index=False)}")
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-        print(f"wrote {args.csv}")
+    print(f"{len(df)} runs")
+    _emit(table, args.csv)
 
 
 def replay_few_labels(args: argparse.Namespace) -> None:
@@ -170,10 +168,15 @@ def replay_few_labels(args: argparse.Namespace) -> None:
         out.append({"arm": arm, "runs": len(df), "runs below 8 labels": few, "AUC-ROC": round(roc.mean(), 4),
                     "AUC-PR": round(pr.mean(), 4), "seed sd AUC-PR": round(sd, 4)})
     table = pd.DataFrame(out)
+    _emit(table, args.csv)
+
+
+def _emit(table, csv: str | None) -> None:
+    """Print a replay's table and, with ``--csv``, write it."""
     print(table.to_string(index=False))
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-        print(f"wrote {args.csv}")
+    if csv:
+        table.to_csv(csv, index=False)
+        print(f"wrote {csv}")
 
 
 def _tails(z) -> tuple[np.ndarray, np.ndarray]:
@@ -237,10 +240,7 @@ def replay_fusions(args: argparse.Namespace) -> None:
             out.append({"dumps": folder, "fusion": name, "runs": len(g), "AUC-ROC": round(g["roc"].mean(), 4),
                         "AUC-PR": round(g["pr"].mean(), 4), "seed sd AUC-PR": round(g.groupby("dataset")["pr"].std(ddof=1).mean(), 4)})
     table = pd.DataFrame(out)
-    print(table.to_string(index=False))
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-        print(f"wrote {args.csv}")
+    _emit(table, args.csv)
 
 
 #: issue 37: the cascade's two settings, top threshold (before top_share_start lowers it) and IForest weight below
@@ -324,12 +324,7 @@ def frontier(args: argparse.Namespace) -> None:
     if (near & cascades).any():
         table.loc[table[near & cascades]["usual AUC-PR"].idxmax(), "novel rule"] = True
     table = table.round(4)
-    print(table.to_string(index=False))
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-        print(f"wrote {args.csv}")
-
-
+    _emit(table, args.csv)
 
 
 def label_count(args: argparse.Namespace) -> None:
@@ -361,10 +356,7 @@ def label_count(args: argparse.Namespace) -> None:
                     f"AUC-PR, {n_rule} labelled": hit["pr"].mean(),
                     f"seed sd AUC-PR, {n_rule} labelled": hit.groupby("dataset")["pr"].std(ddof=1).mean()})
     table = pd.DataFrame(out).round(4)
-    print(table.to_string(index=False))
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-        print(f"wrote {args.csv}")
+    _emit(table, args.csv)
 
 
 def anatomy(args: argparse.Namespace) -> None:
@@ -388,10 +380,7 @@ def anatomy(args: argparse.Namespace) -> None:
     table.insert(0, "runs", df.groupby("dataset", sort=False).size())
     table.loc["all runs"] = [len(df), *df.drop(columns="dataset").mean()]
     table = table.reset_index().round(3)
-    print(table.to_string(index=False))
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-        print(f"wrote {args.csv}")
+    _emit(table, args.csv)
 
 
 def bagging(args: argparse.Namespace) -> None:
@@ -439,10 +428,7 @@ def bagging(args: argparse.Namespace) -> None:
                            "AUC-PR": round(g["pr"].mean(), 4),
                            "seed sd AUC-PR": round(g.groupby("dataset")["pr"].std(ddof=1).mean(), 4)}
                           for (split, arm), g in df.groupby(["split", "arm"], sort=False)])
-    print(table.to_string(index=False))
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-        print(f"wrote {args.csv}")
+    _emit(table, args.csv)
 
 
 def main() -> None:
