@@ -250,13 +250,16 @@ ORACLE_LAMBDAS = (1.0, 2.0, 1000.0)
 BAGGING_SEED = 1000  # a member's features: default_rng(BAGGING_SEED * seed + member)  # the oracle bound's weight of unseen AUC-ROC against usual AUC-PR
 
 
-def _today(z, folds: list, confident: float = fl.CONFIDENT, below: float = fl.BELOW_WEIGHT) -> np.ndarray:
+def _today(z, folds: list, confident: float = fl.CONFIDENT, below: float = fl.BELOW_WEIGHT,
+           net: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """A dump scored as ``Floor.fit`` would with this cascade dial (today's by default): the tail
     fusion at ``ONE_LABEL_WEIGHT`` with one labelled anomaly, otherwise the cascade with the weight
-    from the recorded folds."""
+    from the recorded folds. ``net``: another network's (test quantiles, training scores) in place
+    of the dump's."""
+    qn, net_tr = net if net is not None else (z["qn"], z["net_tr"])
     if int(z["y_semi"].sum()) == 1:
-        return fl.fuse(z["qn"], z["qf"], fl.ONE_LABEL_WEIGHT)
-    return fl.cascade(z["qn"], z["qf"], _rule_weight(folds), fl.top_share_start(z["net_tr"], z["y_semi"], confident), below)
+        return fl.fuse(qn, z["qf"], fl.ONE_LABEL_WEIGHT)
+    return fl.cascade(qn, z["qf"], _rule_weight(folds), fl.top_share_start(net_tr, z["y_semi"], confident), below)
 
 
 def _loto_pair(folds: list, weight: float, grid: list) -> tuple[float, float]:
@@ -388,8 +391,9 @@ def bagging(args: argparse.Namespace) -> None:
     (recomputed; asserted to be the dump's), the preset's members are refitted one by one with
     their own seeds, each on a random ``share`` of the features (their neighbour distance and ranks
     computed on them); their logits are averaged as the preset averages its members'. Share 1.0
-    reproduces the dump's network exactly. Then today's cascade (weight from the recorded folds, top
-    share from the new network's training scores) beside today's network, the IForest and each share."""
+    reproduces the dump's network exactly. Then today's floor (:func:`_today`: the weight from the
+    recorded folds, the top share from the new network's training scores, the one-label rule)
+    beside today's network, the IForest and each share."""
     import pandas as pd
     import torch
 
@@ -407,8 +411,8 @@ def bagging(args: argparse.Namespace) -> None:
             if split_name == "unseen":
                 split = unseen_type_split(split, seed=seed)
             assert np.array_equal(split.y_test, z["y_test"]), f"{stem}: not the dump's split (--max-rows?)"
-            y, ys, w, d = z["y_test"], split.y_train_semi, _rule_weight(folds), split.X_train.shape[1]
-            arms = {"today's default (the cascade on its network)": (z["qn"], z["net_tr"]), "iforest alone": None}
+            y, ys, d = z["y_test"], split.y_train_semi, split.X_train.shape[1]
+            arms = {"today's default (today's floor on its network)": (z["qn"], z["net_tr"]), "iforest alone": None}
             for share in args.bagging:
                 tr, te = np.zeros(len(ys)), np.zeros(len(y))
                 for m in range(members):
@@ -417,9 +421,9 @@ def bagging(args: argparse.Namespace) -> None:
                     det = build_detector("mamba_moe", {"members": 1, "floor": False}, seed=seed + m).fit(split.X_train[:, cols], ys)
                     tr += det.logits(split.X_train[:, cols]) / members
                     te += det.logits(split.X_test[:, cols]) / members
-                arms[f"each member on {share:g} of the features, then the cascade"] = (fl.calibrate(te, fl.quantile_knots(tr[ys == 0])), tr)
+                arms[f"each member on {share:g} of the features, then today's floor"] = (fl.calibrate(te, fl.quantile_knots(tr[ys == 0])), tr)
             for arm, net in arms.items():
-                score = z["qf"] if net is None else fl.cascade(net[0], z["qf"], w, fl.top_share_start(net[1], ys))
+                score = z["qf"] if net is None else _today(z, folds, net=net)
                 rows.append({"split": split_name, "arm": arm, "dataset": name,
                              "roc": roc_auc_score(y, score), "pr": average_precision_score(y, score)})
             print(stem, flush=True)
