@@ -234,7 +234,13 @@ def contaminate(split: Split, contamination: float, rng: np.random.Generator) ->
                                y_train_semi=split.y_train_semi[keep])
 
 
-def unseen_type_split(split: Split, seed: int = 0, min_test: int = 5) -> Split | None:
+#: the fewest test anomalies of the held-out type :func:`unseen_type_split` keeps a split with
+UNSEEN_MIN_TEST = 5
+#: what an unseen-types split needs, in words (``rlad bench`` says it where one is missing)
+UNSEEN_NEEDS = f"labelled anomalies of one k-means type and {UNSEEN_MIN_TEST} test anomalies of the other"
+
+
+def unseen_type_split(split: Split, seed: int = 0, min_test: int = UNSEEN_MIN_TEST) -> Split | None:
     """ADBench's split with an anomaly type held out: the training anomalies fall into two k-means
     clusters (test anomalies go to the nearer centre); the labelled anomalies, as many as in
     ``split``, are drawn from the larger cluster only, and the test set keeps the normal rows and

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rlad.core.data import UNSEEN_NEEDS
+
 METRICS = {"auc_roc": "AUC-ROC", "auc_pr": "AUC-PR"}
 
 
@@ -271,7 +273,7 @@ def write_report(results: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Pat
             blocks.append(("p", "Split: unseen types. The training anomalies fall into two k-means clusters; the labelled ones "
                                 "come from the larger only, and the test set holds the normal rows and the other cluster's "
                                 "anomalies: how well a detector finds a type nobody labelled. "
-                                + (f"Skipped, without such a split (labelled anomalies of one type and 5 test anomalies of the other): "
+                                + (f"Skipped, without such a split ({UNSEEN_NEEDS}): "
                                    + ", ".join(f"{k['dataset']} (la {k['la']:g}, seed {k['seed']})" for k in skipped) + "."
                                    if skipped else "")))
     if meta.get("detectors"):

@@ -41,7 +41,8 @@ from rlad.core.errors import UserError
 from rlad.algorithms.registry import RAY_DETECTORS, build_detector, list_detectors
 from rlad.core.config import deep_merge
 from rlad.core.data import (
-    SUFFIXES, DatasetError, Split, SplitConfig, TabularDataset, adbench_split, load_dataset, resolve_data, unseen_type_split,
+    SUFFIXES, UNSEEN_NEEDS, DatasetError, Split, SplitConfig, TabularDataset, adbench_split, load_dataset, resolve_data,
+    unseen_type_split,
 )
 from rlad.core.metrics import auc_scores
 from rlad.platform.runtime.sweep.store import (
@@ -135,8 +136,6 @@ def find_data_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 # -- one run --------------------------------------------------------------------------------------
 #: the benchmark's splits: ADBench's, and one whose test anomalies are of a type the labels do not show
 SPLITS = ("usual", "unseen-types")
-#: what an unseen-types split needs (:func:`rlad.core.data.unseen_type_split`), said where one is missing
-UNSEEN_NEEDS = "it needs labelled anomalies of one k-means type and 5 test anomalies of the other"
 
 
 @dataclass(frozen=True)
@@ -270,7 +269,7 @@ def run_bench(
                 if not ok:
                     missing.add((la, seed))
                     skipped.append({"dataset": ds.name, "la": la, "seed": seed})
-                    log(f"[bench] {ds.name} la={la:g} seed {seed}: no unseen-types split ({UNSEEN_NEEDS}); skipped")
+                    log(f"[bench] {ds.name} la={la:g} seed {seed}: no unseen-types split (it needs {UNSEEN_NEEDS}); skipped")
             pending = [(s, la, seed) for s, la, seed in pending if (float(la), int(seed)) not in missing]
         for s, la, seed in pending:
             (todo_driver if in_driver(s) else todo_task).append((s, ds.name, None, float(la), int(seed)))
@@ -279,7 +278,7 @@ def run_bench(
     if skipped and not total and not store.done and not unreadable:
         store.close()
         raise BenchError(f"no data set has an unseen-types split at la {list(cfg.la)} and seeds {list(cfg.seeds)} "
-                         f"({UNSEEN_NEEDS}): try more seeds, a higher --la or more rows")
+                         f"(it needs {UNSEEN_NEEDS}): try more seeds, a higher --la or more rows")
     log(f"[bench] {len(detectors)} detector(s) x {len(files)} dataset(s) x {len(cfg.la)} la x {len(cfg.seeds)} seed(s): "
         f"{total} run(s) to do ({len(todo_task)} as Ray tasks, {len(todo_driver)} in the driver)"
         + (f"; {unreadable} unreadable dataset(s) recorded as failed" if unreadable else "")
